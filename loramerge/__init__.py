@@ -1,0 +1,1 @@
+"""loramerge: train LoRA adapters per task, merge them, measure what merging costs."""

@@ -1,0 +1,116 @@
+"""The `loramerge` command: one subcommand per DVC stage, plus `combos` to write the merge lists."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from loramerge.config import ConfigError, all_combinations, load_params
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from loramerge.stages.prepare import prepare_task
+
+    params = load_params(args.params)
+    _require_task(params, args.task)
+    print(prepare_task(params, args.task))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from loramerge.stages.train import train_task
+
+    params = load_params(args.params)
+    _require_task(params, args.task)
+    print(train_task(params, args.task))
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from loramerge.stages.merge import merge_combination
+
+    print(merge_combination(load_params(args.params), args.combo))
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from loramerge.stages.evaluate import evaluate_combination, evaluate_single
+
+    params = load_params(args.params)
+    if args.task:
+        _require_task(params, args.task)
+        print(evaluate_single(params, args.task))
+    else:
+        print(evaluate_combination(params, args.combo))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from loramerge.stages.report import write_report
+
+    print(write_report(load_params(args.params)))
+
+
+def _combos(args: argparse.Namespace) -> None:
+    """Rewrite `pairs:` and `triples:` in params.yaml from its task list, keeping comments."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedSeq
+
+    def members(combo: str) -> CommentedSeq:
+        seq = CommentedSeq(combo.split("+"))
+        seq.fa.set_flow_style()
+        return seq
+
+    load_params(args.params)
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    path = Path(args.params)
+    document = yaml.load(path.read_text(encoding="utf-8"))
+    tasks = list(document["tasks"])
+    for key, size in (("pairs", 2), ("triples", 3)):
+        document[key] = {c: members(c) for c in all_combinations(tasks, (size,))}
+    with path.open("w", encoding="utf-8") as handle:
+        yaml.dump(document, handle)
+    load_params(path)
+    print(f"{path}: {len(document['pairs'])} pairs, {len(document['triples'])} triples of {len(tasks)} tasks")
+
+
+def _require_task(params, task: str) -> None:
+    if task not in params.tasks:
+        raise ConfigError(f"task {task!r} is not configured; tasks in params.yaml: {sorted(params.tasks)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loramerge", description="Train LoRA adapters per task, merge them, and measure what merging costs.")
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, handler, help_text in (
+        ("prepare", _prepare, "validate, clean and subsample one task's data"),
+        ("train", _train, "train one task's LoRA adapter and head"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--task", required=True)
+        sub.set_defaults(handler=handler)
+    merge = commands.add_parser("merge", help="merge one combination with every configured method")
+    merge.add_argument("--combo", required=True, help="tasks joined by '+', e.g. emotion+agnews")
+    merge.set_defaults(handler=_merge)
+    evaluate = commands.add_parser("evaluate", help="score a single adapter (--task) or a combination's merges (--combo) on test")
+    target = evaluate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--task")
+    target.add_argument("--combo")
+    evaluate.set_defaults(handler=_evaluate)
+    commands.add_parser("report", help="write reports/summary.md, tables and heat-maps").set_defaults(handler=_report)
+    commands.add_parser("combos", help="write every pair and triple of the configured tasks into params.yaml").set_defaults(handler=_combos)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"loramerge {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""params.yaml -> one validated, typed config. Every stage starts here.
+
+Nothing below this module reads params.yaml or invents a default: the values a run
+used are the ones written in params.yaml (or the defaults declared here, in one place).
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import combinations as iter_combinations
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+COMBO_SEPARATOR = "+"
+
+TARGET_PRESETS: dict[str, list[str]] = {
+    "attention": ["query", "value"],
+    "attention+linear": ["query", "key", "value", "dense"],
+}
+
+
+class ConfigError(ValueError):
+    """params.yaml is invalid; the message names the key and how to fix it."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HubSource(Strict):
+    """Where a task lives on the Hugging Face Hub, used only when no local folder has it."""
+
+    id: str
+    config: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    splits: dict[str, str] = {"train": "train", "validation": "validation", "test": "test"}
+
+
+class TaskData(Strict):
+    """How one task's data is found and cut down."""
+
+    hub: HubSource
+    max_train: int | None = Field(default=None, gt=0)
+    max_validation: int | None = Field(default=None, gt=0)
+    max_test: int | None = Field(default=None, gt=0)
+
+
+class TrainOverrides(Strict):
+    """Per-task training settings that replace the shared `train` section's."""
+
+    learning_rate: float | None = Field(default=None, gt=0)
+    max_epochs: int | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    seed: int | None = None
+
+
+class TaskConfig(Strict):
+    data: TaskData
+    train: TrainOverrides = TrainOverrides()
+
+
+class DataConfig(Strict):
+    local_dir: str | None = "../shared/data"
+    subsample_seed: int = 0
+
+
+class BackboneConfig(Strict):
+    """The shared pretrained encoder. `name` is recorded in every adapter's config."""
+
+    name: str = "sentence-transformers/all-MiniLM-L6-v2"
+    max_length: int = Field(default=64, gt=0)
+    pooling: Literal["mean", "cls"] = "mean"
+    trust_remote_code: bool = False
+
+
+class LoraSettings(Strict):
+    rank: int = Field(default=8, gt=0)
+    alpha: float = Field(default=16, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    targets: str = "attention"
+
+    @field_validator("targets")
+    @classmethod
+    def _known_preset(cls, value: str) -> str:
+        if value not in TARGET_PRESETS:
+            raise ValueError(f"unknown target preset {value!r}; choose one of {sorted(TARGET_PRESETS)}")
+        return value
+
+    @property
+    def target_modules(self) -> str:
+        """A PEFT full-match regex: the preset's layers inside the encoder blocks (never the unused pooler)."""
+        return rf".*encoder\.layer\.\d+\..*\.({'|'.join(TARGET_PRESETS[self.targets])})"
+
+
+class TrainConfig(Strict):
+    seed: int = 0
+    learning_rate: float = Field(default=1e-3, gt=0)
+    head_learning_rate: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=0.01, ge=0)
+    batch_size: int = Field(default=32, gt=0)
+    max_epochs: int = Field(default=3, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    val_check_interval: int = Field(default=50, gt=0)
+    patience: int = Field(default=4, gt=0)
+    head_dropout: float = Field(default=0.1, ge=0, lt=1)
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    num_threads: int | None = Field(default=None, gt=0)
+
+    def for_task(self, overrides: TrainOverrides) -> TrainConfig:
+        """This config with a task's own overrides applied."""
+        changed = {k: v for k, v in overrides.model_dump().items() if v is not None}
+        return self.model_copy(update=changed)
+
+
+class MergeConfig(Strict):
+    """Methods and their hyper-parameters: a scalar is fixed, a list is searched on validation."""
+
+    methods: dict[str, dict[str, Any]] = {"task_arithmetic": {"scaling": [0.5, 1.0]}}
+    search: Literal["greedy", "grid"] = "greedy"
+    search_max_examples: int | None = Field(default=200, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+
+
+class EvaluateConfig(Strict):
+    batch_size: int = Field(default=64, gt=0)
+
+
+class TrackingConfig(Strict):
+    experiment: str = "loramerge"
+    uri: str | None = None
+    strict: bool = False
+
+
+class Params(Strict):
+    """The whole of params.yaml."""
+
+    data: DataConfig = DataConfig()
+    tasks: dict[str, TaskConfig]
+    pairs: dict[str, list[str]] = {}
+    triples: dict[str, list[str]] = {}
+    backbone: BackboneConfig = BackboneConfig()
+    lora: LoraSettings = LoraSettings()
+    train: TrainConfig = TrainConfig()
+    merge: MergeConfig = MergeConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("tasks")
+    @classmethod
+    def _safe_task_names(cls, tasks: dict[str, TaskConfig]) -> dict[str, TaskConfig]:
+        if not tasks:
+            raise ValueError("at least one task is needed")
+        for name in tasks:
+            if not SAFE_NAME.match(name) or COMBO_SEPARATOR in name:
+                raise ValueError(
+                    f"task name {name!r} is not a safe path component: use letters, digits, '_', '-', '.'"
+                )
+        return tasks
+
+    @model_validator(mode="after")
+    def _combinations_name_known_tasks(self) -> Params:
+        for section, size in (("pairs", 2), ("triples", 3)):
+            for combo, members in getattr(self, section).items():
+                unknown = [m for m in members if m not in self.tasks]
+                if unknown:
+                    raise ValueError(
+                        f"{section}.{combo} names unknown task(s) {unknown}; configured tasks: {sorted(self.tasks)}"
+                        " (regenerate the lists with `loramerge combos`)"
+                    )
+                if len(set(members)) != size or combo != COMBO_SEPARATOR.join(members):
+                    raise ValueError(f"{section}.{combo} must be {size} different tasks named '{COMBO_SEPARATOR.join(members)}'")
+        return self
+
+    @property
+    def combinations(self) -> list[str]:
+        return [*self.pairs, *self.triples]
+
+    def task_train(self, task: str) -> TrainConfig:
+        return self.train.for_task(self.tasks[task].train)
+
+
+def split_combination(combo: str) -> list[str]:
+    return combo.split(COMBO_SEPARATOR)
+
+
+def all_combinations(tasks: list[str], sizes: tuple[int, ...] = (2, 3)) -> list[str]:
+    """Every unordered pair and triple, in the task list's order, as 'a+b' names."""
+    return [COMBO_SEPARATOR.join(c) for size in sizes for c in iter_combinations(tasks, size)]
+
+
+def _unique_key_loader() -> type[yaml.SafeLoader]:
+    """A YAML loader that rejects duplicate keys (two tasks with one name) instead of keeping the last."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
+        duplicates = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ConfigError(f"duplicate key(s) {duplicates} at line {node.start_mark.line + 1}")
+        return loader.construct_mapping(node, deep=deep)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
+    return UniqueKeyLoader
+
+
+def read_params_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the project root or pass --params")
+    with path.open(encoding="utf-8") as handle:
+        raw = yaml.load(handle, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; errors name the offending key."""
+    path = Path(path)
+    try:
+        return Params.model_validate(read_params_file(path))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigError(f"invalid {path}: {problems}") from None

@@ -1,0 +1,130 @@
+"""LoRA adapters in PEFT's own format, read back as exact per-layer updates, and applied to a backbone.
+
+A merged model is the base encoder with a merged ΔW added to its weights plus every
+member task's own head, so this module is the bridge between PEFT's files and the
+merge maths: adapters -> `TaskUpdate`s -> merged deltas -> a patched encoder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from transformers import PreTrainedModel
+
+from loramerge.config import LoraSettings
+from loramerge.merging import TaskUpdate
+
+PEFT_PREFIX = "base_model.model."
+
+
+class AdapterError(ValueError):
+    """Adapters that cannot be merged or loaded; the message says which and why."""
+
+
+def add_lora(encoder: PreTrainedModel, settings: LoraSettings, base_model_name: str) -> PeftModel:
+    """Wrap the encoder with trainable LoRA layers; the base model's name is recorded for merge checks."""
+    config = LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        bias="none",
+    )
+    model = get_peft_model(encoder, config)
+    model.peft_config["default"].base_model_name_or_path = base_model_name  # PEFT records the local path
+    return model
+
+
+def adapter_base_model(adapter_dir: Path) -> str | None:
+    return json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
+
+
+def check_same_base(adapter_dirs: Mapping[str, Path], expected: str) -> None:
+    """Refuse to merge adapters trained on different base models (compared by their recorded name)."""
+    recorded = {task: adapter_base_model(d) for task, d in adapter_dirs.items()}
+    wrong = {task: base for task, base in recorded.items() if base != expected}
+    if wrong:
+        raise AdapterError(f"adapters {wrong} were trained on another base model than backbone.name={expected!r}; retrain them or change backbone.name")
+
+
+def load_updates(encoder: PreTrainedModel, adapter_dirs: Mapping[str, Path]) -> list[TaskUpdate]:
+    """Each adapter's exact updates, read through PEFT (so rank/alpha patterns and rsLoRA count).
+
+    The encoder is wrapped temporarily and unwrapped again, unchanged.
+    """
+    names = list(adapter_dirs)
+    model = PeftModel.from_pretrained(encoder, str(adapter_dirs[names[0]]), adapter_name=names[0])
+    for name in names[1:]:
+        model.load_adapter(str(adapter_dirs[name]), adapter_name=name)
+    factors: dict[str, dict] = {name: {} for name in names}
+    for module_name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            layer = module_name.removeprefix(PEFT_PREFIX)
+            for name in names:
+                a = module.lora_A[name].weight.detach().float().clone()
+                b = module.lora_B[name].weight.detach().float().clone() * module.scaling[name]
+                factors[name][layer] = (b, a)
+    model.unload()
+    layer_sets = {name: frozenset(f) for name, f in factors.items()}
+    if len(set(layer_sets.values())) > 1:
+        raise AdapterError(f"adapters {names} adapt different layers; merge only adapters with the same target preset")
+    return [TaskUpdate(name=name, factors=factors[name]) for name in names]
+
+
+@contextmanager
+def patched(encoder: PreTrainedModel, deltas: Mapping[str, torch.Tensor]) -> Iterator[PreTrainedModel]:
+    """The encoder with W + ΔW in the given layers, restored exactly on exit."""
+    modules = dict(encoder.named_modules())
+    originals = {}
+    with torch.no_grad():
+        for layer, delta in deltas.items():
+            weight = modules[layer].weight
+            originals[layer] = weight.detach().clone()
+            weight.add_(delta.to(weight.dtype))
+    try:
+        yield encoder
+    finally:
+        with torch.no_grad():
+            for layer, original in originals.items():
+                modules[layer].weight.copy_(original)
+
+
+def deltas_of(update: TaskUpdate) -> dict[str, torch.Tensor]:
+    return {layer: update.delta(layer) for layer in update.layers}
+
+
+def save_low_rank_adapter(out_dir: Path, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], template_dir: Path) -> None:
+    """Write merged low-rank factors as a PEFT adapter that `PeftModel.from_pretrained` loads.
+
+    Ranks may differ per layer, so they go into `rank_pattern`; alpha equals each rank so
+    the scaling is 1 and B @ A is the merged update itself.
+    """
+    from safetensors.torch import save_file
+
+    template = json.loads((Path(template_dir) / "adapter_config.json").read_text())
+    ranks = {layer: int(a.shape[0]) for layer, (_, a) in factors.items()}
+    base_rank = max(ranks.values())
+    template.update(
+        r=base_rank,
+        lora_alpha=base_rank,
+        rank_pattern={layer: r for layer, r in ranks.items() if r != base_rank},
+        alpha_pattern={layer: r for layer, r in ranks.items() if r != base_rank},
+        target_modules=sorted(factors),
+        layers_to_transform=None,
+        use_rslora=False,
+        lora_dropout=0.0,
+    )
+    tensors = {}
+    for layer, (b, a) in factors.items():
+        tensors[f"{PEFT_PREFIX}{layer}.lora_A.weight"] = a.contiguous().float()
+        tensors[f"{PEFT_PREFIX}{layer}.lora_B.weight"] = b.contiguous().float()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "adapter_config.json").write_text(json.dumps(template, indent=2))
+    save_file(tensors, str(out_dir / "adapter_model.safetensors"))
+

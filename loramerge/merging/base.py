@@ -1,0 +1,69 @@
+"""The one interface every merge method implements.
+
+A method sees each member adapter as its *exact* per-layer update
+ΔW_i = B_i·A_i·(alpha_i/r_i) (ranks and alphas may differ), never the raw A and B
+factors on their own: merging A and B separately adds cross terms B_i·A_j.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+LayerFactors = tuple[torch.Tensor, torch.Tensor]
+"""(B, A) with B @ A equal to a layer's update; B is (out × r), A is (r × in)."""
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """One adapter, reduced to what merging needs.
+
+    `factors[layer] = (B·alpha/r, A)`, so `B @ A` is that layer's exact ΔW. Every
+    member of a merge has the same layer names.
+    """
+
+    name: str
+    factors: dict[str, LayerFactors]
+
+    def delta(self, layer: str) -> torch.Tensor:
+        b, a = self.factors[layer]
+        return b @ a
+
+    @property
+    def layers(self) -> list[str]:
+        return sorted(self.factors)
+
+
+@dataclass
+class MergeResult:
+    """The merged per-layer updates, and low-rank factors when the result is exactly low-rank."""
+
+    deltas: dict[str, torch.Tensor]
+    factors: dict[str, LayerFactors] | None = None
+
+
+class MergeParams(BaseModel):
+    """Base of every method's hyper-parameters: unknown keys are an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MergeMethod(ABC):
+    """A merge method: a name, a typed hyper-parameter model, and `merge`.
+
+    `search_order` lists the hyper-parameters in the order the greedy validation search
+    tunes them (KnOTS' order: scaling, then density/top-k, then drop probability).
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[MergeParams]]
+    search_order: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
+        """Merge the members' updates into one update per layer."""

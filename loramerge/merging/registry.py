@@ -1,0 +1,40 @@
+"""Name -> merge method. Importing this module imports every method module once."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from loramerge.merging.base import MergeMethod
+
+_METHODS: dict[str, type[MergeMethod]] = {}
+_SKIP = {"base", "registry"}
+
+
+def register(cls: type[MergeMethod]) -> type[MergeMethod]:
+    """Class decorator: make a method available under `cls.name`."""
+    if cls.name in _METHODS and _METHODS[cls.name] is not cls:
+        raise ValueError(f"merge method {cls.name!r} is registered twice")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    import loramerge.merging as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _SKIP and not info.name.startswith("_"):
+            importlib.import_module(f"loramerge.merging.{info.name}")
+
+
+def available_methods() -> list[str]:
+    _load_all()
+    return sorted(_METHODS)
+
+
+def get_method(name: str) -> MergeMethod:
+    """The method registered as `name`, or a ValueError listing the known ones."""
+    _load_all()
+    if name not in _METHODS:
+        raise ValueError(f"unknown merge method {name!r}; known methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]()

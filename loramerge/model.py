@@ -1,0 +1,78 @@
+"""A text classifier = a (LoRA-wrapped or patched) encoder + a task's own head.
+
+Heads are never merged: a merged model is one shared encoder feeding each task's head,
+so the head lives outside the PEFT adapter and is saved on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from loramerge.backbone import pool
+
+HEAD_FILE = "head.safetensors"
+
+
+class ClassificationHead(nn.Module):
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.dropout(pooled))
+
+    def save(self, folder: Path) -> None:
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(folder / HEAD_FILE))
+
+    @classmethod
+    def load(cls, folder: Path) -> ClassificationHead:
+        state = load_file(str(Path(folder) / HEAD_FILE))
+        num_labels, hidden = state["linear.weight"].shape
+        head = cls(hidden, num_labels, dropout=0.0)
+        head.load_state_dict(state)
+        return head.eval()
+
+
+class Classifier(nn.Module):
+    """Encoder -> pooled sentence vector -> logits."""
+
+    def __init__(self, encoder: nn.Module, head: ClassificationHead, pooling: str) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.pooling = pooling
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden, attention_mask, self.pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(input_ids, attention_mask))
+
+
+@torch.inference_mode()
+def predict(
+    encoder: nn.Module,
+    heads: Mapping[str, ClassificationHead],
+    batches: Iterable[dict[str, torch.Tensor]],
+    pooling: str,
+) -> dict[str, np.ndarray]:
+    """Predicted label ids for every head, from one encoder pass per batch (the point of merging)."""
+    encoder.eval()
+    predictions: dict[str, list[np.ndarray]] = {task: [] for task in heads}
+    order: list[np.ndarray] = []
+    for batch in batches:
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        pooled = pool(hidden, batch["attention_mask"], pooling)
+        order.append(batch["index"].numpy())
+        for task, head in heads.items():
+            predictions[task].append(head(pooled).argmax(-1).numpy())
+    positions = np.argsort(np.concatenate(order)) if order else np.array([], dtype=int)
+    return {task: np.concatenate(p)[positions] if p else np.array([], dtype=int) for task, p in predictions.items()}

@@ -1,0 +1,1 @@
+"""One module per DVC stage; dvc.yaml names the same stages."""

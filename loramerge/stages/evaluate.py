@@ -1,0 +1,79 @@
+"""Stages `evaluate@<task>` and `evaluate_merged@<combo>`: test-split scores that `dvc metrics` reads.
+
+A single-task adapter is scored on its own task; a merged model on each member task with
+that task's own head, and its accuracy is normalized by the single adapter's. Both go
+through the same path (base encoder + exact ΔW + head), so the numbers are comparable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from loramerge import paths
+from loramerge.atomic import read_json, write_json
+from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.config import Params, split_combination
+from loramerge.evaluation import load_head, load_task_split, score
+from loramerge.lora import deltas_of, load_updates, patched
+from loramerge.metrics import normalized_accuracy
+from loramerge.model import ClassificationHead
+from loramerge.stages.merge import DENSE_FILE, MANIFEST
+from loramerge.tracking import stage_run
+
+
+def merged_deltas(encoder, folder: Path) -> dict[str, torch.Tensor]:
+    """A merged model's updates, read back from what the merge stage saved (PEFT adapter or dense)."""
+    if (folder / DENSE_FILE).exists():
+        return load_file(str(folder / DENSE_FILE))
+    (update,) = load_updates(encoder, {folder.name: folder})
+    return deltas_of(update)
+
+
+def evaluate_single(params: Params, task: str) -> Path:
+    """The single-task adapter's test metrics, next to the majority-class baseline."""
+    tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
+    (update,) = load_updates(encoder, {task: paths.adapter_dir(task)})
+    test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
+    with stage_run(params.tracking, f"evaluate@{task}", {"task": task, "split": "test"}) as run:
+        with patched(encoder, deltas_of(update)):
+            metrics, _ = score(encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling)
+        stats = read_json(paths.prepared_dir(task) / "stats.json")
+        metrics["majority_baseline_accuracy"] = stats["majority_baseline_accuracy"]["test"]
+        metrics["test_examples"] = len(test.labels)
+        write_json(paths.single_metrics(task), metrics)
+        run.log_metrics({f"test/{task}/{k}": v for k, v in metrics.items()})
+    return paths.single_metrics(task)
+
+
+def evaluate_combination(params: Params, combo: str) -> Path:
+    """Every merged model of one combination on each member's test split."""
+    members = split_combination(combo)
+    single = {t: read_json(paths.single_metrics(t))["accuracy"] for t in members}
+    tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
+    tests = {t: load_task_split(t, "test", tokenizer, params.backbone.max_length) for t in members}
+    heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
+    results = {}
+    with stage_run(params.tracking, f"evaluate_merged@{combo}", {"combination": combo, "split": "test"}) as run:
+        for method in params.merge.methods:
+            folder = paths.merged_dir(combo) / method
+            manifest = read_json(folder / MANIFEST)
+            per_task = {}
+            with patched(encoder, merged_deltas(encoder, folder)):
+                for task in members:
+                    metrics, _ = score(encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling)
+                    metrics["single_accuracy"] = single[task]
+                    metrics["normalized_accuracy"] = normalized_accuracy(metrics["accuracy"], single[task])
+                    per_task[task] = metrics
+            results[method] = {
+                "tasks": per_task,
+                "mean_accuracy": sum(m["accuracy"] for m in per_task.values()) / len(members),
+                "mean_normalized_accuracy": sum(m["normalized_accuracy"] for m in per_task.values()) / len(members),
+                "params": manifest["params"],
+            }
+            kind = "pair" if len(members) == 2 else "triple"
+            run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": results[method]["mean_normalized_accuracy"]})
+        write_json(paths.merged_metrics(combo), {"combination": combo, "members": members, "methods": results})
+    return paths.merged_metrics(combo)

@@ -1,0 +1,164 @@
+"""Stages `merge_pair@<a+b>` and `merge_triple@<a+b+c>`: every configured method on one combination.
+
+Each method's hyper-parameters are chosen on the members' validation splits (mean
+normalized validation accuracy); test data is never read here. Output, per method, under
+models/merged/<combo>/<method>/: a PEFT adapter when the merged update is exactly
+low-rank, else the dense per-layer updates as safetensors; always a manifest. The
+members' heads are copied beside them, because a merged model is one encoder plus each
+task's own head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from loramerge import paths
+from loramerge.atomic import atomic_dir, read_json, write_json
+from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.config import Params, split_combination
+from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
+from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
+from loramerge.merging import MergeMethod, MergeResult, TaskUpdate, get_method
+from loramerge.metrics import normalized_accuracy
+from loramerge.model import ClassificationHead
+from loramerge.search import run_search, validate_points
+from loramerge.tracking import stage_run
+
+DENSE_FILE = "deltas.safetensors"
+MANIFEST = "manifest.json"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_members(params: Params, members: list[str]) -> None:
+    """Everything a merge needs exists and agrees, checked before any compute."""
+    for task in members:
+        adapter = paths.adapter_dir(task)
+        if not (adapter / "adapter_config.json").exists():
+            raise AdapterError(f"no adapter for task {task!r} at {adapter}; run `dvc repro train@{task}` first")
+        trained = read_json(adapter / "labels.json")["labels"]
+        prepared = read_json(paths.prepared_dir(task) / "labels.json")["labels"]
+        if trained != prepared:
+            raise AdapterError(f"the head of {adapter} predicts labels {trained} but data/prepared/{task} has {prepared}; retrain task {task!r}")
+    check_same_base({t: paths.adapter_dir(t) for t in members}, params.backbone.name)
+
+
+def resolve_methods(params: Params) -> dict[str, MergeMethod]:
+    """Every configured method, with every value its search could try validated up front."""
+    methods = {}
+    for name, spec in params.merge.methods.items():
+        method = get_method(name)
+        try:
+            validate_points(method, spec)
+        except ValueError as error:
+            raise ValueError(f"merge.methods.{name}: {error}") from None
+        methods[name] = method
+    return methods
+
+
+class ValidationObjective:
+    """Mean normalized validation accuracy of a merge over its members (higher is better)."""
+
+    def __init__(self, encoder, heads: dict[str, ClassificationHead], splits: dict[str, TaskSplit], params: Params) -> None:
+        self.encoder, self.heads, self.splits = encoder, heads, splits
+        self.batch_size, self.pooling = params.merge.batch_size, params.backbone.pooling
+        self.single: dict[str, float] = {}
+        self.per_task: dict[str, dict[str, float]] = {}
+
+    def accuracies(self, deltas: dict[str, torch.Tensor]) -> dict[str, float]:
+        with patched(self.encoder, deltas):
+            return {t: score(self.encoder, self.heads[t], self.splits[t], self.batch_size, self.pooling)[0]["accuracy"] for t in self.splits}
+
+    def measure_singles(self, updates: list[TaskUpdate]) -> None:
+        for update in updates:
+            with patched(self.encoder, deltas_of(update)):
+                self.single[update.name] = score(self.encoder, self.heads[update.name], self.splits[update.name], self.batch_size, self.pooling)[0]["accuracy"]
+
+    def __call__(self, result: MergeResult, key: str) -> float:
+        accuracy = self.accuracies(result.deltas)
+        self.per_task[key] = accuracy
+        return sum(normalized_accuracy(accuracy[t], self.single[t]) for t in accuracy) / len(accuracy)
+
+
+def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> str:
+    """Low-rank results as a loadable PEFT adapter, others as dense safetensors; returns the format."""
+    folder.mkdir(parents=True)
+    if result.factors is not None:
+        save_low_rank_adapter(folder, result.factors, template_adapter)
+        return "peft_adapter"
+    save_file({layer: delta.contiguous().float() for layer, delta in result.deltas.items()}, str(folder / DENSE_FILE))
+    return "dense_deltas"
+
+
+def member_record(task: str) -> dict[str, str]:
+    adapter = paths.adapter_dir(task)
+    return {"adapter": str(adapter), "adapter_sha256": sha256(adapter / "adapter_model.safetensors"), "head_sha256": sha256(adapter / "head.safetensors")}
+
+
+def merge_combination(params: Params, combo: str) -> Path:
+    """Merge one combination with every configured method; write models/merged/<combo>/ atomically."""
+    members = split_combination(combo)
+    if combo not in params.combinations:
+        raise ValueError(f"combination {combo!r} is not listed in params.yaml (pairs/triples); run `loramerge combos`")
+    check_members(params, members)
+    methods = resolve_methods(params)
+    tokenizer = load_tokenizer(params.backbone)
+    encoder = load_encoder(params.backbone)
+    updates = load_updates(encoder, {t: paths.adapter_dir(t) for t in members})
+    heads = {t: load_head(t) for t in members}
+    splits = {t: load_task_split(t, "validation", tokenizer, params.backbone.max_length, params.merge.search_max_examples, params.data.subsample_seed) for t in members}
+    objective = ValidationObjective(encoder, heads, splits, params)
+    objective.measure_singles(updates)
+    run_params = {"combination": combo, "members": members, "merge": params.merge.model_dump(), "backbone": params.backbone.name}
+    stage = f"merge_{'pair' if len(members) == 2 else 'triple'}@{combo}"
+    with stage_run(params.tracking, stage, run_params) as run, atomic_dir(paths.merged_dir(combo)) as out:
+        for task in members:
+            (out / "heads" / task).mkdir(parents=True)
+            shutil.copy2(paths.adapter_dir(task) / "head.safetensors", out / "heads" / task / "head.safetensors")
+            shutil.copy2(paths.adapter_dir(task) / "labels.json", out / "heads" / task / "labels.json")
+        for name, method in methods.items():
+            manifest = merge_with(method, name, params, updates, objective, out / name, members)
+            run.log_metrics({f"val_norm_acc/{name}": manifest["validation"]["mean_normalized_accuracy"]})
+            pd.DataFrame(manifest["search"]["points"]).to_csv(out / name / "search.csv", index=False)
+        run.log_artifacts(out, "merged")
+    return paths.merged_dir(combo)
+
+
+def merge_with(method: MergeMethod, name: str, params: Params, updates: list[TaskUpdate], objective: ValidationObjective, folder: Path, members: list[str]) -> dict:
+    spec = params.merge.methods[name]
+    results: dict[str, MergeResult] = {}
+
+    def evaluate_point(point: dict) -> float:
+        key = repr(sorted(point.items()))
+        results[key] = method.merge(updates, method.Params(**point))
+        return objective(results[key], key)
+
+    best, table = run_search(method, spec, params.merge.search, evaluate_point)
+    best_key = repr(sorted(best.items()))
+    chosen = results[best_key]
+    accuracy = objective.per_task[best_key]
+    manifest = {
+        "combination": "+".join(members),
+        "method": name,
+        "params": method.Params(**best).model_dump(),
+        "format": save_result(folder, chosen, paths.adapter_dir(members[0])),
+        "base_model": params.backbone.name,
+        "members": {t: member_record(t) for t in members},
+        "search": {"strategy": params.merge.search, "space": spec, "metric": "mean normalized validation accuracy", "points": table},
+        "validation": {
+            "examples": {t: len(objective.splits[t].labels) for t in members},
+            "single_accuracy": dict(objective.single),
+            "merged_accuracy": accuracy,
+            "mean_normalized_accuracy": sum(normalized_accuracy(accuracy[t], objective.single[t]) for t in members) / len(members),
+        },
+    }
+    write_json(folder / MANIFEST, manifest)
+    return manifest
