@@ -66,7 +66,7 @@ def load_updates(encoder: PreTrainedModel, adapter_dirs: Mapping[str, Path]) -> 
     for module_name, module in model.named_modules():
         if isinstance(module, LoraLayer):
             layer = module_name.removeprefix(PEFT_PREFIX)
-            for name in names:
+            for name in (n for n in names if n in module.lora_A):
                 a = module.lora_A[name].weight.detach().float().clone()
                 b = module.lora_B[name].weight.detach().float().clone() * module.scaling[name]
                 factors[name][layer] = (b, a)

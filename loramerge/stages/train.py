@@ -153,7 +153,7 @@ def train_task(params: Params, task: str) -> Path:
     tokenizer = load_tokenizer(params.backbone)
     encoder = add_lora(load_encoder(params.backbone), params.lora, params.backbone.name)
     head = ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout)
-    classifier = Classifier(encoder, head, params.backbone.pooling)
+    classifier = Classifier(encoder, head, params.backbone.pooling).train()  # from_pretrained leaves eval mode: no dropout
     data = TaskDataModule(task, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
     data.setup()
     steps_per_epoch = -(-len(data.splits["train"]) // config.batch_size)
@@ -209,7 +209,7 @@ def final_metrics(module: LoraClassifierModule, data: TaskDataModule, trainer: L
 
 def save_adapter(task: str, encoder, head: ClassificationHead, labels: list[str], metrics: dict) -> Path:
     with atomic_dir(paths.adapter_dir(task)) as out:
-        encoder.save_pretrained(str(out))
+        encoder.save_pretrained(str(out), save_embedding_layers=False)  # no Hub lookup of the base config
         head.save(out)
         write_json(out / "labels.json", {"labels": labels})
         write_json(out / "train_metrics.json", metrics)

@@ -1,0 +1,30 @@
+# Quick start: `make run` (set-up + the default pipeline) and `make test` (set-up + the whole suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup run test smoke bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch pinned: 2.13.0 is a CPU build on these machines; an unpinned torch pulls a multi-GB CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(OFFLINE) dvc repro
+
+test: setup
+	$(OFFLINE) $(PY) -m pytest -ra
+
+smoke: setup
+	$(OFFLINE) $(PY) -m tests.sandbox --run
+
+clean:
+	rm -rf $(VENV) *.egg-info

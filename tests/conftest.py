@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny randomly initialised BERT saved as a normal model folder, synthetic
+task CSVs with a learnable signal, and a throw-away project directory with its own params.
+
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("LORAMERGE_DATA_DIR", None)
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loramerge.config import Params, all_combinations
+
+from tests.helpers import FILLER, TASK_LABELS, WORDS, synthetic_rows, write_csv
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer BERT with random weights and a word-level vocabulary, saved like any HF model."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *(w for ws in WORDS.values() for w in ws)]
+    BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}).save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic tasks as local CSV folders, in the layout of ../shared/data."""
+    root = tmp_path_factory.mktemp("data")
+    for seed, (task, labels) in enumerate(TASK_LABELS.items()):
+        for split, count in (("train", 64), ("validation", 24), ("test", 24)):
+            write_csv(root / task / f"{split}.csv", synthetic_rows(labels, count, seed * 10 + len(split)))
+    return root
+
+
+def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
+    tasks = list(TASK_LABELS)
+    return {
+        "data": {"local_dir": str(data_dir), "subsample_seed": 0},
+        "tasks": {t: {"data": {"hub": {"id": f"example/{t}"}}, "train": {}} for t in tasks},
+        "backbone": {"name": str(backbone), "max_length": 16},
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
+        "train": {"seed": 0, "learning_rate": 0.01, "head_learning_rate": 0.01, "batch_size": 16, "max_epochs": 2, "val_check_interval": 2, "patience": 5, "accelerator": "cpu"},
+        "merge": {"methods": {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}, "ties": {"scaling": 1.0, "density": [0.5, 1.0]}}, "search_max_examples": 16},
+        "tracking": {"experiment": "tests"},
+        "pairs": {c: c.split("+") for c in all_combinations(tasks, (2,))},
+        "triples": {},
+    }
+
+
+@pytest.fixture
+def params_dict(tiny_backbone: Path, tiny_data: Path) -> dict:
+    return copy.deepcopy(tiny_params_dict(tiny_backbone, tiny_data))
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, params_dict: dict) -> Path:
+    """An empty project directory (the working directory for the test) with a tiny params.yaml."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    return tmp_path
+
+
+@pytest.fixture
+def params(project: Path) -> Params:
+    from loramerge.config import load_params
+
+    return load_params(project / "params.yaml")

@@ -1,0 +1,94 @@
+"""The real DAG, end to end: `dvc repro` on the bundled MiniLM and real data, cut to a few dozen rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox import make_sandbox, run, shared_data_dir, tiny_params
+
+pytestmark = pytest.mark.integration
+
+if not (shared_data_dir() / "emotion" / "train.csv").exists():
+    pytest.skip(f"the task data is not at {shared_data_dir()} (set LORAMERGE_DATA_DIR)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory) -> Path:
+    """A sandbox in which `dvc repro` has run once, successfully."""
+    folder = make_sandbox(tmp_path_factory.mktemp("pipeline") / "repo")
+    completed = run(["dvc", "repro"], folder, check=False)
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
+    return folder
+
+
+def test_every_task_has_a_peft_adapter_a_head_and_test_metrics(repro):
+    for task in tiny_params()["tasks"]:
+        adapter = repro / "models" / "adapters" / task
+        assert (adapter / "adapter_model.safetensors").exists() and (adapter / "head.safetensors").exists()
+        metrics = json.loads((repro / "metrics" / "single" / f"{task}.json").read_text())
+        assert 0 <= metrics["accuracy"] <= 1 and metrics["test_examples"] == 24
+
+
+def test_every_pair_and_triple_is_merged_with_every_method_and_scored(repro):
+    params = tiny_params()
+    for combo, members in {**params["pairs"], **params["triples"]}.items():
+        for method in params["merge"]["methods"]:
+            manifest = json.loads((repro / "models" / "merged" / combo / method / "manifest.json").read_text())
+            assert set(manifest["members"]) == set(members)
+            assert all(len(m["adapter_sha256"]) == 64 for m in manifest["members"].values())
+            assert manifest["search"]["points"], "the validation search recorded its points"
+        scores = json.loads((repro / "metrics" / "merged" / f"{combo}.json").read_text())
+        assert set(scores["methods"]) == set(params["merge"]["methods"])
+        for result in scores["methods"].values():
+            assert set(result["tasks"]) == set(members)
+
+
+def test_the_report_summarises_every_method(repro):
+    summary = (repro / "reports" / "summary.md").read_text()
+    for method in tiny_params()["merge"]["methods"]:
+        assert method in summary
+        assert (repro / "reports" / "figures" / f"heatmap_{method}.png").stat().st_size > 1000
+
+
+def test_dvc_metrics_show_reads_the_metrics(repro):
+    shown = run(["dvc", "metrics", "show", "--json"], repro)
+    assert "mean_normalized_accuracy" in shown.stdout
+
+
+def test_mlflow_holds_one_finished_run_per_stage_with_params_metrics_and_artifacts(repro):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repro / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("loramerge")
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    stages = {r.data.tags["dvc_stage"] for r in runs}
+    assert {"train@emotion", "merge_pair@emotion+agnews", "evaluate_pair@emotion+agnews", "report"} <= stages
+    assert all(r.info.status == "FINISHED" for r in runs)
+    train = next(r for r in runs if r.data.tags["dvc_stage"] == "train@emotion")
+    assert train.data.params["lora.rank"] == "8"
+    assert "train_loss" in train.data.metrics and len(train.data.tags["git_commit"]) == 40
+    assert any(a.path == "adapter" for a in client.list_artifacts(train.info.run_id))
+
+
+def test_a_second_repro_reruns_nothing(repro):
+    again = run(["dvc", "repro"], repro)
+    assert "Running stage" not in again.stdout
+
+
+def test_changing_one_tasks_training_reruns_only_that_task_and_the_combinations_with_it(repro):
+    import re
+
+    import yaml
+
+    params = yaml.safe_load((repro / "params.yaml").read_text())
+    params["tasks"]["agnews"]["train"] = {"learning_rate": 0.002}
+    (repro / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = set(re.findall(r"Running stage '([^']+)'", run(["dvc", "repro"], repro).stdout))
+    with_agnews = [c for c in {**params["pairs"], **params["triples"]} if "agnews" in c.split("+")]
+    expected = {"train@agnews", "evaluate@agnews", "report"}
+    expected |= {f"merge_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
+    expected |= {f"evaluate_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
+    assert rerun == expected

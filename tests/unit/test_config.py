@@ -1,0 +1,76 @@
+"""params.yaml is validated up front, and every error names the key at fault."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from loramerge.config import ConfigError, all_combinations, load_params
+
+
+def write(project, params_dict) -> None:
+    (project / "params.yaml").write_text(yaml.safe_dump(params_dict))
+
+
+def test_a_valid_file_loads_with_typed_sections(params):
+    assert params.lora.rank == 4
+    assert params.combinations == ["moods+topics"] or params.combinations == ["topics+moods"]
+    assert params.task_train("topics").learning_rate == 0.01
+
+
+def test_per_task_training_overrides_replace_shared_values(project, params_dict):
+    params_dict["tasks"]["topics"]["train"] = {"learning_rate": 0.5, "max_epochs": 7}
+    write(project, params_dict)
+    params = load_params(project / "params.yaml")
+    assert params.task_train("topics").learning_rate == 0.5
+    assert params.task_train("topics").max_epochs == 7
+    assert params.task_train("moods").learning_rate == 0.01
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "named"),
+    [
+        ("lora", "rank", 0, "lora.rank"),
+        ("lora", "rank", -3, "lora.rank"),
+        ("lora", "targets", "everything", "lora.targets"),
+        ("lora", "dropout", 1.5, "lora.dropout"),
+        ("train", "learning_rate", 0, "train.learning_rate"),
+        ("train", "unknown_knob", 1, "train.unknown_knob"),
+    ],
+)
+def test_bad_values_are_refused_with_the_key_named(project, params_dict, section, key, value, named):
+    params_dict[section][key] = value
+    write(project, params_dict)
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_params(project / "params.yaml")
+
+
+def test_a_task_name_that_is_not_a_safe_path_component_is_refused(project, params_dict):
+    params_dict["tasks"]["../escape"] = params_dict["tasks"]["topics"]
+    write(project, params_dict)
+    with pytest.raises(ConfigError, match="safe path component"):
+        load_params(project / "params.yaml")
+
+
+def test_duplicate_task_names_are_refused_not_silently_merged(project):
+    (project / "params.yaml").write_text("tasks:\n  a: {data: {hub: {id: x}}}\n  a: {data: {hub: {id: y}}}\n")
+    with pytest.raises(ConfigError, match="duplicate key"):
+        load_params(project / "params.yaml")
+
+
+def test_a_combination_naming_an_unknown_task_is_refused(project, params_dict):
+    params_dict["pairs"]["topics+nope"] = ["topics", "nope"]
+    write(project, params_dict)
+    with pytest.raises(ConfigError, match=r"pairs\.topics\+nope.*unknown task"):
+        load_params(project / "params.yaml")
+
+
+def test_a_missing_params_file_says_where_it_looked(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_all_combinations_are_unordered_pairs_and_triples():
+    combos = all_combinations(["a", "b", "c", "d"])
+    assert combos[:6] == ["a+b", "a+c", "a+d", "b+c", "b+d", "c+d"]
+    assert combos[6:] == ["a+b+c", "a+b+d", "a+c+d", "b+c+d"]

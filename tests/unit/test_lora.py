@@ -1,0 +1,94 @@
+"""Adapters are read back as their exact updates, applied exactly, and merged results reload in PEFT."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+
+from loramerge.backbone import load_encoder
+from loramerge.config import BackboneConfig, LoraSettings
+from loramerge.lora import AdapterError, add_lora, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
+
+
+def trained_adapter(backbone, folder, seed: int, rank: int = 4, targets: str = "attention"):
+    """A LoRA adapter with random (non-zero) B, saved in PEFT's format."""
+    torch.manual_seed(seed)
+    model = add_lora(load_encoder(BackboneConfig(name=str(backbone))), LoraSettings(rank=rank, alpha=2 * rank, targets=targets), "tiny")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def encode(encoder, seed=0):
+    torch.manual_seed(seed)
+    ids = torch.randint(5, 20, (3, 7))
+    return encoder(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+
+
+def test_updates_are_b_times_a_times_alpha_over_r(tiny_backbone, tmp_path):
+    folder = trained_adapter(tiny_backbone, tmp_path / "a", seed=1)
+    (update,) = load_updates(load_encoder(BackboneConfig(name=str(tiny_backbone))), {"a": folder})
+    from safetensors.torch import load_file
+
+    raw = load_file(str(folder / "adapter_model.safetensors"))
+    layer = "encoder.layer.0.attention.self.query"
+    expected = raw[f"base_model.model.{layer}.lora_B.weight"] @ raw[f"base_model.model.{layer}.lora_A.weight"] * (8 / 4)
+    torch.testing.assert_close(update.delta(layer), expected)
+    assert sorted(update.factors) == sorted(
+        f"encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")
+    )
+
+
+def test_the_attention_linear_preset_adapts_dense_layers_but_not_the_pooler(tiny_backbone, tmp_path):
+    folder = trained_adapter(tiny_backbone, tmp_path / "a", seed=1, targets="attention+linear")
+    (update,) = load_updates(load_encoder(BackboneConfig(name=str(tiny_backbone))), {"a": folder})
+    assert "encoder.layer.1.output.dense" in update.factors
+    assert not any("pooler" in layer for layer in update.factors)
+
+
+def test_a_patched_encoder_equals_peft_merge_and_unload_and_is_restored(tiny_backbone, tmp_path):
+    folder = trained_adapter(tiny_backbone, tmp_path / "a", seed=2)
+    config = BackboneConfig(name=str(tiny_backbone))
+    encoder = load_encoder(config)
+    before = encode(encoder)
+    (update,) = load_updates(encoder, {"a": folder})
+    torch.testing.assert_close(encode(encoder), before)  # loading adapters leaves the encoder as it was
+    reference = PeftModel.from_pretrained(load_encoder(config), str(folder)).merge_and_unload()
+    with patched(encoder, deltas_of(update)):
+        torch.testing.assert_close(encode(encoder), encode(reference), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encode(encoder), before)
+
+
+def test_low_rank_results_reload_as_a_peft_adapter_with_per_layer_ranks(tiny_backbone, tmp_path):
+    template = trained_adapter(tiny_backbone, tmp_path / "a", seed=3)
+    encoder = load_encoder(BackboneConfig(name=str(tiny_backbone)))
+    (update,) = load_updates(encoder, {"a": template})
+    factors = dict(update.factors)
+    b, a = factors["encoder.layer.0.attention.self.query"]
+    factors["encoder.layer.0.attention.self.query"] = (torch.cat([b, b], 1), torch.cat([a, a], 0))  # rank 8: 2·ΔW
+    save_low_rank_adapter(tmp_path / "merged", factors, template)
+    (reloaded,) = load_updates(encoder, {"merged": tmp_path / "merged"})
+    for layer in factors:
+        expected = factors[layer][0] @ factors[layer][1]
+        torch.testing.assert_close(reloaded.delta(layer), expected, atol=1e-6, rtol=1e-5)
+
+
+def test_adapters_of_another_base_model_are_refused(tiny_backbone, tmp_path):
+    folder = trained_adapter(tiny_backbone, tmp_path / "a", seed=1)
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
+    check_same_base({"a": folder}, "tiny")
+    with pytest.raises(AdapterError, match="another base model"):
+        check_same_base({"a": folder}, "bert-base-uncased")
+
+
+def test_adapters_on_different_layers_are_refused(tiny_backbone, tmp_path):
+    first = trained_adapter(tiny_backbone, tmp_path / "a", seed=1)
+    second = trained_adapter(tiny_backbone, tmp_path / "b", seed=1, targets="attention+linear")
+    with pytest.raises(AdapterError, match="different layers"):
+        load_updates(load_encoder(BackboneConfig(name=str(tiny_backbone))), {"a": first, "b": second})

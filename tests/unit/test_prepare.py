@@ -1,0 +1,125 @@
+"""The prepare stage turns raw CSVs into clean splits, or stops with an error that names the file."""
+
+from __future__ import annotations
+
+import pytest
+
+from loramerge.atomic import read_json
+from loramerge.stages.prepare import DataError, load_split, prepare_task, stratified_subsample
+from tests.helpers import synthetic_rows, write_csv
+
+
+@pytest.fixture
+def local_task(project, params_dict, tmp_path):
+    """A task folder of our own, so each test can break it."""
+    import yaml
+
+    folder = tmp_path / "raw"
+    for split, count in (("train", 40), ("validation", 10), ("test", 10)):
+        write_csv(folder / "topics" / f"{split}.csv", synthetic_rows(["money", "sport"], count, len(split)))
+    params_dict["data"]["local_dir"] = str(folder)
+    (project / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    return folder / "topics"
+
+
+def load(project):
+    from loramerge.config import load_params
+
+    return load_params(project / "params.yaml")
+
+
+def test_prepared_splits_have_label_ids_a_label_map_and_stats(project, local_task):
+    prepare_task(load(project), "topics")
+    train = load_split("topics", "train")
+    assert list(train.columns) == ["text", "label", "label_id"]
+    assert read_json(project / "data/prepared/topics/labels.json") == {"labels": ["money", "sport"]}
+    stats = read_json(project / "data/prepared/topics/stats.json")
+    assert stats["rows"] == {"train": 40, "validation": 10, "test": 10}
+    assert stats["majority_baseline_accuracy"]["test"] == 0.5
+
+
+def test_empty_texts_are_dropped_and_counted(project, local_task):
+    rows = synthetic_rows(["money", "sport"], 40, 1) + [("   ", "money"), ("", "sport")]
+    write_csv(local_task / "train.csv", rows)
+    prepare_task(load(project), "topics")
+    stats = read_json(project / "data/prepared/topics/stats.json")
+    assert stats["empty_texts_dropped"]["train"] == 2
+    assert stats["rows"]["train"] == 40
+
+
+def test_texts_shared_between_splits_are_counted(project, local_task):
+    shared = synthetic_rows(["money", "sport"], 10, 5)
+    write_csv(local_task / "test.csv", shared)
+    write_csv(local_task / "train.csv", synthetic_rows(["money", "sport"], 40, 1) + shared[:3])
+    prepare_task(load(project), "topics")
+    assert read_json(project / "data/prepared/topics/stats.json")["duplicates_across_splits"]["train&test"] == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"text,category\nhello,money\n", "lacks column"),
+        (b"text,label\n\xff\xfe bad bytes,money\n", "not valid UTF-8"),
+        (b'text,label\n"unterminated,money\nmore,sport\n', "well-formed CSV"),
+    ],
+)
+def test_broken_csv_files_are_refused_with_the_file_named(project, local_task, content, message):
+    (local_task / "validation.csv").write_bytes(content)
+    with pytest.raises(DataError, match=message) as error:
+        prepare_task(load(project), "topics")
+    assert "validation.csv" in str(error.value) or message == "well-formed CSV"
+
+
+def test_a_label_only_in_test_is_an_error(project, local_task):
+    write_csv(local_task / "test.csv", [("goal team", "sport"), ("what weather", "weather")])
+    with pytest.raises(DataError, match=r"\['weather'\] appear in test but never in train"):
+        prepare_task(load(project), "topics")
+
+
+def test_a_split_left_empty_after_cleaning_is_an_error(project, local_task):
+    write_csv(local_task / "validation.csv", [(" ", "money")])
+    with pytest.raises(DataError, match="validation split has no rows"):
+        prepare_task(load(project), "topics")
+
+
+def test_a_failed_prepare_leaves_the_previous_output_untouched(project, local_task):
+    prepare_task(load(project), "topics")
+    before = (project / "data/prepared/topics/train.parquet").read_bytes()
+    (local_task / "train.csv").write_bytes(b"")
+    with pytest.raises(DataError):
+        prepare_task(load(project), "topics")
+    assert (project / "data/prepared/topics/train.parquet").read_bytes() == before
+    assert not [p for p in (project / "data/prepared").iterdir() if p.name.startswith(".")]
+
+
+def test_no_local_folder_and_no_hub_names_the_task_folder_and_dataset(project, params_dict, tmp_path, monkeypatch):
+    import datasets
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    params = load(project).model_copy(update={"data": load(project).data.model_copy(update={"local_dir": str(tmp_path / "nowhere")})})
+    with pytest.raises(DataError) as error:
+        prepare_task(params, "topics")
+    text = str(error.value)
+    assert "'topics'" in text and "nowhere" in text and "example/topics" in text
+
+
+def test_the_data_dir_environment_variable_overrides_params(project, local_task, monkeypatch):
+    monkeypatch.setenv("LORAMERGE_DATA_DIR", str(local_task.parent))
+    params = load(project)
+    params = params.model_copy(update={"data": params.data.model_copy(update={"local_dir": "/does/not/exist"})})
+    prepare_task(params, "topics")
+    assert (project / "data/prepared/topics/train.parquet").exists()
+
+
+def test_subsampling_is_stratified_and_repeatable():
+    import pandas as pd
+
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(100)], "label": ["a"] * 80 + ["b"] * 20})
+    first = stratified_subsample(frame, 20, seed=3)
+    assert first["label"].value_counts().to_dict() == {"a": 16, "b": 4}
+    assert first.equals(stratified_subsample(frame, 20, seed=3))
+    assert stratified_subsample(frame, None, seed=3) is frame

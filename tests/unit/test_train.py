@@ -1,0 +1,71 @@
+"""Training learns, saves PEFT's own format plus a separate head, and checkpoints only what it trains."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from peft import PeftModel
+
+from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.batching import TokenizedTexts
+from loramerge.lora import add_lora
+from loramerge.model import ClassificationHead, Classifier
+from loramerge.stages.prepare import prepare_task
+from loramerge.stages.train import LoraClassifierModule, prepare_checkpoints, train_task
+
+
+def tiny_module(params):
+    encoder = add_lora(load_encoder(params.backbone), params.lora, params.backbone.name)
+    classifier = Classifier(encoder, ClassificationHead(encoder.config.hidden_size, 2, 0.0), "mean").train()
+    return LoraClassifierModule(classifier, params.train, total_steps=20)
+
+
+def test_a_few_training_steps_lower_the_loss(params):
+    torch.manual_seed(0)
+    module = tiny_module(params)
+    texts = TokenizedTexts(load_tokenizer(params.backbone), ["goal team match", "bank stock price"] * 8, [0, 1] * 8, 16)
+    batch = texts.collate([texts[i] for i in range(16)])
+    configured = module.configure_optimizers()
+    optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    losses = []
+    for _ in range(15):
+        logits = module.classifier(batch["input_ids"], batch["attention_mask"])
+        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.7
+
+
+def test_only_lora_and_head_weights_train_and_are_checkpointed(params):
+    module = tiny_module(params)
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable == set(module.state_dict())
+    assert all("lora_" in n or ".head." in n for n in trainable)
+    assert not any("pooler" in n for n in trainable)
+
+
+def test_checkpoints_resume_only_under_the_same_configuration(tmp_path):
+    folder = tmp_path / "ckpt"
+    assert prepare_checkpoints(folder, {"lr": 1}) is None
+    (folder / "last.ckpt").write_bytes(b"x")
+    assert prepare_checkpoints(folder, {"lr": 1}) == str(folder / "last.ckpt")
+    assert prepare_checkpoints(folder, {"lr": 2}) is None
+    assert not (folder / "last.ckpt").exists()
+
+
+def test_train_stage_writes_a_peft_adapter_a_head_labels_and_metrics(params, project):
+    prepare_task(params, "topics")
+    out = train_task(params, "topics")
+    assert {p.name for p in out.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "labels.json", "train_metrics.json"}
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["modules_to_save"] is None  # the head is outside the adapter, so adapters can be merged
+    assert config["base_model_name_or_path"] == params.backbone.name
+    PeftModel.from_pretrained(load_encoder(params.backbone), str(out))  # loadable by PEFT itself
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["val_accuracy"] > 0.5
+    assert 0 < metrics["trainable_percent"] < 100
+    assert metrics["best_step"] <= metrics["global_steps"]
