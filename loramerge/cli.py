@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loramerge.config import ConfigError, all_combinations, load_params
+from loramerge.config import TRAINING_MODES, ConfigError, all_combinations, load_params
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -22,7 +22,7 @@ def _train(args: argparse.Namespace) -> None:
 
     params = load_params(args.params)
     _require_task(params, args.task)
-    print(train_task(params, args.task))
+    print(train_task(params, args.task, args.mode))
 
 
 def _merge(args: argparse.Namespace) -> None:
@@ -32,12 +32,12 @@ def _merge(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from loramerge.stages.evaluate import evaluate_combination, evaluate_single
+    from loramerge.stages.evaluate import evaluate_baselines, evaluate_combination, evaluate_single
 
     params = load_params(args.params)
     if args.task:
         _require_task(params, args.task)
-        print(evaluate_single(params, args.task))
+        print(evaluate_baselines(params, args.task) if args.baselines else evaluate_single(params, args.task))
     else:
         print(evaluate_combination(params, args.combo))
 
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--task", required=True)
         sub.set_defaults(handler=handler)
+        if name == "train":
+            sub.add_argument("--mode", choices=TRAINING_MODES, default="lora", help="lora (merged later), or a baseline: head_only, full")
     merge = commands.add_parser("merge", help="merge one combination with every configured method")
     merge.add_argument("--combo", required=True, help="tasks joined by '+', e.g. emotion+agnews")
     merge.set_defaults(handler=_merge)
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     target = evaluate.add_mutually_exclusive_group(required=True)
     target.add_argument("--task")
     target.add_argument("--combo")
+    evaluate.add_argument("--baselines", action="store_true", help="with --task: score the head-only and full fine-tuning baselines")
     evaluate.set_defaults(handler=_evaluate)
     commands.add_parser("report", help="write reports/summary.md, tables and heat-maps").set_defaults(handler=_report)
     commands.add_parser("combos", help="write every pair and triple of the configured tasks into params.yaml").set_defaults(handler=_combos)

@@ -51,9 +51,11 @@ class TaskData(Strict):
 
 
 class TrainOverrides(Strict):
-    """Per-task training settings that replace the shared `train` section's."""
+    """Training settings that replace the shared `train` section's (per task, or per baseline)."""
 
     learning_rate: float | None = Field(default=None, gt=0)
+    head_learning_rate: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0)
     max_epochs: int | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
     seed: int | None = None
@@ -119,6 +121,20 @@ class TrainConfig(Strict):
         return self.model_copy(update=changed)
 
 
+TRAINING_MODES = ("lora", "head_only", "full")
+
+
+class BaselinesConfig(Strict):
+    """What a user would do instead of merging: train the head alone, or fine-tune everything.
+
+    Their settings are the shared `train` section with these overrides (per-task overrides
+    under `tasks.<task>.train` apply to the LoRA adapters only).
+    """
+
+    head_only: TrainOverrides = TrainOverrides(learning_rate=3e-3)
+    full: TrainOverrides = TrainOverrides(learning_rate=5e-5, head_learning_rate=1e-3)
+
+
 class MergeConfig(Strict):
     """Methods and their hyper-parameters: a scalar is fixed, a list is searched on validation."""
 
@@ -148,6 +164,7 @@ class Params(Strict):
     backbone: BackboneConfig = BackboneConfig()
     lora: LoraSettings = LoraSettings()
     train: TrainConfig = TrainConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
     merge: MergeConfig = MergeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -182,8 +199,11 @@ class Params(Strict):
     def combinations(self) -> list[str]:
         return [*self.pairs, *self.triples]
 
-    def task_train(self, task: str) -> TrainConfig:
-        return self.train.for_task(self.tasks[task].train)
+    def task_train(self, task: str, mode: str = "lora") -> TrainConfig:
+        """The training settings of one task in one mode (lora, head_only or full)."""
+        if mode == "lora":
+            return self.train.for_task(self.tasks[task].train)
+        return self.train.for_task(getattr(self.baselines, mode))
 
 
 def split_combination(combo: str) -> list[str]:

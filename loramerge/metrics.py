@@ -20,3 +20,13 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, 
 def normalized_accuracy(merged: float, single: float) -> float:
     """Merged accuracy as a share of the single-task adapter's (KnOTS' normalized accuracy)."""
     return merged / single if single > 0 else float("nan")
+
+
+def gain_retention(merged: float, single: float, head_only: float) -> float:
+    """Share of what the adapter added over a head-only model that survives the merge.
+
+    Normalized accuracy flatters weak adapters (one that barely moved the backbone
+    "survives" any merge); this does not. NaN when the adapter did not beat head-only.
+    """
+    gain = single - head_only
+    return (merged - head_only) / gain if gain > 0 else float("nan")

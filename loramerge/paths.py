@@ -6,6 +6,7 @@ from pathlib import Path
 
 PREPARED = Path("data/prepared")
 ADAPTERS = Path("models/adapters")
+BASELINES = Path("models/baselines")
 CHECKPOINTS = Path("models/checkpoints")
 MERGED = Path("models/merged")
 METRICS = Path("metrics")
@@ -22,8 +23,13 @@ def adapter_dir(task: str) -> Path:
     return ADAPTERS / task
 
 
-def checkpoint_dir(task: str) -> Path:
-    return CHECKPOINTS / task
+def model_dir(task: str, mode: str) -> Path:
+    """Where a trained model of one mode goes: the LoRA adapter, or a baseline's weights and head."""
+    return adapter_dir(task) if mode == "lora" else BASELINES / mode / task
+
+
+def checkpoint_dir(task: str, mode: str) -> Path:
+    return CHECKPOINTS / mode / task
 
 
 def merged_dir(combo: str) -> Path:
@@ -32,6 +38,10 @@ def merged_dir(combo: str) -> Path:
 
 def single_metrics(task: str) -> Path:
     return METRICS / "single" / f"{task}.json"
+
+
+def baseline_metrics(task: str) -> Path:
+    return METRICS / "baselines" / f"{task}.json"
 
 
 def merged_metrics(combo: str) -> Path:

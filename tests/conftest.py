@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loramerge.config import Params, all_combinations
+from loramerge.config import Params
 
-from tests.helpers import FILLER, TASK_LABELS, WORDS, synthetic_rows, write_csv
+from tests.helpers import FILLER, TASK_LABELS, WORDS, synthetic_rows, tiny_params_dict, write_csv
 
 
 @pytest.fixture(scope="session")
@@ -48,21 +48,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for split, count in (("train", 64), ("validation", 24), ("test", 24)):
             write_csv(root / task / f"{split}.csv", synthetic_rows(labels, count, seed * 10 + len(split)))
     return root
-
-
-def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
-    tasks = list(TASK_LABELS)
-    return {
-        "data": {"local_dir": str(data_dir), "subsample_seed": 0},
-        "tasks": {t: {"data": {"hub": {"id": f"example/{t}"}}, "train": {}} for t in tasks},
-        "backbone": {"name": str(backbone), "max_length": 16},
-        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
-        "train": {"seed": 0, "learning_rate": 0.01, "head_learning_rate": 0.01, "batch_size": 16, "max_epochs": 2, "val_check_interval": 2, "patience": 5, "accelerator": "cpu"},
-        "merge": {"methods": {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}, "ties": {"scaling": 1.0, "density": [0.5, 1.0]}}, "search_max_examples": 16},
-        "tracking": {"experiment": "tests"},
-        "pairs": {c: c.split("+") for c in all_combinations(tasks, (2,))},
-        "triples": {},
-    }
 
 
 @pytest.fixture

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from loramerge.config import all_combinations
+
 WORDS = {
     "sport": ["goal", "match", "team", "score", "coach", "league"],
     "money": ["bank", "stock", "market", "price", "trade", "profit"],
@@ -32,3 +34,18 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+
+
+def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
+    tasks = list(TASK_LABELS)
+    return {
+        "data": {"local_dir": str(data_dir), "subsample_seed": 0},
+        "tasks": {t: {"data": {"hub": {"id": f"example/{t}"}}, "train": {}} for t in tasks},
+        "backbone": {"name": str(backbone), "max_length": 16},
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
+        "train": {"seed": 0, "learning_rate": 0.01, "head_learning_rate": 0.01, "batch_size": 16, "max_epochs": 2, "val_check_interval": 2, "patience": 5, "accelerator": "cpu"},
+        "merge": {"methods": {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}, "ties": {"scaling": 1.0, "density": [0.5, 1.0]}}, "search_max_examples": 16},
+        "tracking": {"experiment": "tests"},
+        "pairs": {c: c.split("+") for c in all_combinations(tasks, (2,))},
+        "triples": {},
+    }

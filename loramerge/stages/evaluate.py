@@ -1,4 +1,6 @@
-"""Stages `evaluate@<task>` and `evaluate_merged@<combo>`: test-split scores that `dvc metrics` reads.
+"""Stages `evaluate@<task>`, `evaluate_baselines@<task>`, `evaluate_pair@…`, `evaluate_triple@…`.
+
+Test-split scores as JSON that `dvc metrics` reads.
 
 A single-task adapter is scored on its own task; a merged model on each member task with
 that task's own head, and its accuracy is normalized by the single adapter's. Both go
@@ -46,6 +48,22 @@ def evaluate_single(params: Params, task: str) -> Path:
         write_json(paths.single_metrics(task), metrics)
         run.log_metrics({f"test/{task}/{k}": v for k, v in metrics.items()})
     return paths.single_metrics(task)
+
+
+def evaluate_baselines(params: Params, task: str) -> Path:
+    """Head-only and full fine-tuning on the task's test split, scored exactly like the adapters."""
+    tokenizer = load_tokenizer(params.backbone)
+    test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
+    results = {}
+    with stage_run(params.tracking, f"evaluate_baselines@{task}", {"task": task, "split": "test"}) as run:
+        for mode in ("head_only", "full"):
+            folder = paths.model_dir(task, mode)
+            backbone = params.backbone if mode == "head_only" else params.backbone.model_copy(update={"name": str(folder / "encoder")})
+            metrics, _ = score(load_encoder(backbone), ClassificationHead.load(folder), test, params.evaluate.batch_size, params.backbone.pooling)
+            results[mode] = {**metrics, "train": read_json(folder / "train_metrics.json")}
+            run.log_metrics({f"test/{task}/{mode}/{k}": v for k, v in metrics.items()})
+        write_json(paths.baseline_metrics(task), results)
+    return paths.baseline_metrics(task)
 
 
 def evaluate_combination(params: Params, combo: str) -> Path:

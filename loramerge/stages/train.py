@@ -1,9 +1,11 @@
-"""Stage `train@<task>`: one LoRA adapter and its task's head, trained with PyTorch Lightning.
+"""Stages `train@<task>`, `baseline_head@<task>`, `baseline_full@<task>`: one model per task and mode.
 
-Writes models/adapters/<task>/ in PEFT's own format (adapter_config.json +
-adapter_model.safetensors) with head.safetensors, labels.json and train_metrics.json beside
-it. Lightning checkpoints hold only the trainable weights and persist in
-models/checkpoints/<task>/, so a killed run resumes instead of starting over.
+`lora` (the adapters that get merged) writes models/adapters/<task>/ in PEFT's own format
+(adapter_config.json + adapter_model.safetensors); the baselines a user would pick
+instead write models/baselines/{head_only,full}/<task>/ (the frozen backbone with a trained
+head; all backbone weights fine-tuned). Every mode saves head.safetensors, labels.json and
+train_metrics.json. Lightning checkpoints hold only the trainable weights and persist in
+models/checkpoints/<mode>/<task>/, so a killed run resumes instead of starting over.
 """
 
 from __future__ import annotations
@@ -32,9 +34,29 @@ from loramerge.model import ClassificationHead, Classifier
 from loramerge.stages.prepare import load_labels, load_split
 from loramerge.tracking import StageRun, stage_run
 
+STAGE_NAMES = {"lora": "train", "head_only": "baseline_head", "full": "baseline_full"}
+
+
+class EpochSeededSampler(torch.utils.data.Sampler[int]):
+    """A shuffle that depends only on (seed, epoch), so a run resumed at an epoch boundary sees
+    exactly the batches an uninterrupted run would. Lightning calls `set_epoch`."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
 
 class TaskDataModule(L.LightningDataModule):
-    """A prepared task, tokenised once; training batches shuffled with a seeded generator."""
+    """A prepared task, tokenised once; training batches shuffled per epoch from the seed."""
 
     def __init__(self, task: str, tokenizer, max_length: int, batch_size: int, seed: int) -> None:
         super().__init__()
@@ -49,16 +71,19 @@ class TaskDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         data = self.splits["train"]
-        generator = torch.Generator().manual_seed(self.seed)
-        return torch.utils.data.DataLoader(data, batch_size=self.batch_size, shuffle=True, generator=generator, collate_fn=data.collate)
+        sampler = EpochSeededSampler(len(data), self.seed)
+        return torch.utils.data.DataLoader(data, batch_size=self.batch_size, sampler=sampler, collate_fn=data.collate)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         data = self.splits["validation"]
         return torch.utils.data.DataLoader(list(data.sorted_batches(self.batch_size * 2)), batch_size=None)
 
 
-class LoraClassifierModule(L.LightningModule):
-    """Cross-entropy training of LoRA + head; AdamW with linear warm-up and decay."""
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy training of whatever requires grad (LoRA, all weights, or the head alone) + head.
+
+    AdamW with linear warm-up and decay; the head has its own learning rate.
+    """
 
     def __init__(self, classifier: Classifier, config: TrainConfig, total_steps: int) -> None:
         super().__init__()
@@ -66,6 +91,10 @@ class LoraClassifierModule(L.LightningModule):
         self._val_true: list[np.ndarray] = []
         self._val_pred: list[np.ndarray] = []
         self._val_loss: list[float] = []
+
+    def on_train_epoch_start(self) -> None:
+        """Dropout's randomness restarts from (seed, epoch): a resumed epoch replays bit for bit."""
+        torch.manual_seed(self.config.seed + self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self.classifier(batch["input_ids"], batch["attention_mask"])
@@ -88,12 +117,12 @@ class LoraClassifierModule(L.LightningModule):
         self._val_true, self._val_pred, self._val_loss = [], [], []
 
     def configure_optimizers(self):
-        head = [p for p in self.classifier.head.parameters()]
-        lora = [p for p in self.classifier.encoder.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            [{"params": lora, "lr": self.config.learning_rate}, {"params": head, "lr": self.config.head_learning_rate}],
-            weight_decay=self.config.weight_decay,
-        )
+        head = list(self.classifier.head.parameters())
+        encoder = [p for p in self.classifier.encoder.parameters() if p.requires_grad]
+        groups = [{"params": head, "lr": self.config.head_learning_rate}]
+        if encoder:
+            groups.insert(0, {"params": encoder, "lr": self.config.learning_rate})
+        optimizer = torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
         warmup = int(self.config.warmup_ratio * self.total_steps)
         schedule = get_linear_schedule_with_warmup(optimizer, warmup, self.total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -126,7 +155,10 @@ def prepare_checkpoints(folder: Path, fingerprint: dict) -> str | None:
 
 
 def build_trainer(config: TrainConfig, folder: Path, val_every: int, logger) -> tuple[L.Trainer, ModelCheckpoint]:
-    checkpoint = ModelCheckpoint(dirpath=folder, filename="best", monitor="val_acc", mode="max", save_top_k=1, save_last=True)
+    """Two checkpoints: `best.ckpt` (highest val_acc, what gets saved) and `last.ckpt`, written only
+    at epoch ends so that resuming never starts mid-epoch."""
+    checkpoint = ModelCheckpoint(dirpath=folder, filename="best", monitor="val_acc", mode="max", save_top_k=1, enable_version_counter=False)
+    resume_point = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, save_on_train_epoch_end=True, every_n_epochs=1)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
@@ -134,7 +166,7 @@ def build_trainer(config: TrainConfig, folder: Path, val_every: int, logger) -> 
         strategy=config.strategy,
         val_check_interval=val_every,
         check_val_every_n_epoch=None,
-        callbacks=[EarlyStopping(monitor="val_acc", mode="max", patience=config.patience), checkpoint],
+        callbacks=[EarlyStopping(monitor="val_acc", mode="max", patience=config.patience), checkpoint, resume_point],
         logger=logger,
         deterministic=True,
         enable_model_summary=False,
@@ -143,40 +175,49 @@ def build_trainer(config: TrainConfig, folder: Path, val_every: int, logger) -> 
     return trainer, checkpoint
 
 
-def train_task(params: Params, task: str) -> Path:
-    """Train one task's adapter + head and write models/adapters/<task>/ atomically."""
-    config = params.task_train(task)
+def build_encoder(params: Params, mode: str):
+    """The encoder as each mode trains it: LoRA-wrapped, frozen, or fully trainable."""
+    encoder = load_encoder(params.backbone)
+    if mode == "lora":
+        return add_lora(encoder, params.lora, params.backbone.name)
+    encoder.requires_grad_(mode == "full")
+    return encoder
+
+
+def train_task(params: Params, task: str, mode: str = "lora") -> Path:
+    """Train one task's model in one mode and write its folder atomically."""
+    config = params.task_train(task, mode)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     L.seed_everything(config.seed, workers=True)
     labels = load_labels(task)
     tokenizer = load_tokenizer(params.backbone)
-    encoder = add_lora(load_encoder(params.backbone), params.lora, params.backbone.name)
+    encoder = build_encoder(params, mode)
     head = ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout)
     classifier = Classifier(encoder, head, params.backbone.pooling).train()  # from_pretrained leaves eval mode: no dropout
     data = TaskDataModule(task, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
     data.setup()
     steps_per_epoch = -(-len(data.splits["train"]) // config.batch_size)
-    module = LoraClassifierModule(classifier, config, total_steps=steps_per_epoch * config.max_epochs)
-    fingerprint = {"params": params.model_dump(include={"backbone", "lora"}), "train": config.model_dump(), "task": params.tasks[task].model_dump()}
-    folder = paths.checkpoint_dir(task)
-    resume_from = prepare_checkpoints(folder, fingerprint)
-    run_params = {"task": task, "backbone": params.backbone.model_dump(), "lora": params.lora.model_dump(), "train": config.model_dump()}
-    with stage_run(params.tracking, f"train@{task}", run_params) as run:
-        logger = mlflow_logger(run)
-        trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch), logger)
+    module = ClassifierModule(classifier, config, total_steps=steps_per_epoch * config.max_epochs)
+    settings = {"task": task, "mode": mode, "backbone": params.backbone.model_dump(), "train": config.model_dump()}
+    if mode == "lora":
+        settings["lora"] = params.lora.model_dump()
+    folder = paths.checkpoint_dir(task, mode)
+    resume_from = prepare_checkpoints(folder, {**settings, "data": params.tasks[task].data.model_dump()})
+    with stage_run(params.tracking, f"{STAGE_NAMES[mode]}@{task}", settings) as run:
+        trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch), mlflow_logger(run))
         started = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=resume_from)
         runtime = time.perf_counter() - started
         if not trainer.is_global_zero:
-            return paths.adapter_dir(task)
+            return paths.model_dir(task, mode)
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
         metrics = final_metrics(module, data, trainer, int(best["global_step"]), runtime, config)
         metrics.update(count_parameters(classifier))
         run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
-        out = save_adapter(task, encoder, head, labels, metrics)
-        run.log_artifacts(out, "adapter")
+        out = save_model(paths.model_dir(task, mode), mode, encoder, head, labels, metrics)
+        run.log_artifacts(out, "model")
     return out
 
 
@@ -187,7 +228,7 @@ def mlflow_logger(run: StageRun) -> MLFlowLogger | bool:
     return MLFlowLogger(experiment_name=run.config.experiment, tracking_uri=run.uri, run_id=run.run_id, log_model=False)
 
 
-def final_metrics(module: LoraClassifierModule, data: TaskDataModule, trainer: L.Trainer, best_step: int, runtime: float, config: TrainConfig) -> dict:
+def final_metrics(module: ClassifierModule, data: TaskDataModule, trainer: L.Trainer, best_step: int, runtime: float, config: TrainConfig) -> dict:
     """The best checkpoint's validation scores and the run's cost (time, steps, memory)."""
     module.eval()
     trues, preds = [], []
@@ -203,14 +244,20 @@ def final_metrics(module: LoraClassifierModule, data: TaskDataModule, trainer: L
         "runtime_s": runtime,
         "steps_per_s": trainer.global_step / runtime if runtime > 0 else 0.0,
         "train_samples_per_s": trainer.global_step * config.batch_size / runtime if runtime > 0 else 0.0,
+        "train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
     }
 
 
-def save_adapter(task: str, encoder, head: ClassificationHead, labels: list[str], metrics: dict) -> Path:
-    with atomic_dir(paths.adapter_dir(task)) as out:
-        encoder.save_pretrained(str(out), save_embedding_layers=False)  # no Hub lookup of the base config
+def save_model(folder: Path, mode: str, encoder, head: ClassificationHead, labels: list[str], metrics: dict) -> Path:
+    """The head always; the LoRA adapter (PEFT format) or the fine-tuned encoder (safetensors) by mode."""
+    with atomic_dir(folder) as out:
+        if mode == "lora":
+            encoder.save_pretrained(str(out), save_embedding_layers=False)  # no Hub lookup of the base config
+        elif mode == "full":
+            encoder.save_pretrained(str(out / "encoder"), safe_serialization=True)
         head.save(out)
         write_json(out / "labels.json", {"labels": labels})
         write_json(out / "train_metrics.json", metrics)
-    return paths.adapter_dir(task)
+    return folder

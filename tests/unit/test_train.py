@@ -12,13 +12,13 @@ from loramerge.batching import TokenizedTexts
 from loramerge.lora import add_lora
 from loramerge.model import ClassificationHead, Classifier
 from loramerge.stages.prepare import prepare_task
-from loramerge.stages.train import LoraClassifierModule, prepare_checkpoints, train_task
+from loramerge.stages.train import ClassifierModule, prepare_checkpoints, train_task
 
 
 def tiny_module(params):
     encoder = add_lora(load_encoder(params.backbone), params.lora, params.backbone.name)
     classifier = Classifier(encoder, ClassificationHead(encoder.config.hidden_size, 2, 0.0), "mean").train()
-    return LoraClassifierModule(classifier, params.train, total_steps=20)
+    return ClassifierModule(classifier, params.train, total_steps=20)
 
 
 def test_a_few_training_steps_lower_the_loss(params):
@@ -69,3 +69,31 @@ def test_train_stage_writes_a_peft_adapter_a_head_labels_and_metrics(params, pro
     assert metrics["val_accuracy"] > 0.5
     assert 0 < metrics["trainable_percent"] < 100
     assert metrics["best_step"] <= metrics["global_steps"]
+
+
+def test_head_only_training_leaves_every_backbone_weight_bit_for_bit_unchanged(params, project, monkeypatch):
+    from loramerge.stages import train as train_module
+
+    built = []
+    original = train_module.build_encoder
+    monkeypatch.setattr(train_module, "build_encoder", lambda *a: built.append(original(*a)) or built[-1])
+    prepare_task(params, "topics")
+    reference = original(params, "head_only").state_dict()
+    out = train_task(params, "topics", mode="head_only")
+    (encoder,) = built
+    assert not any(p.requires_grad for p in encoder.parameters())
+    for name, tensor in encoder.state_dict().items():
+        assert torch.equal(tensor, reference[name]), name
+    assert {p.name for p in out.iterdir()} == {"head.safetensors", "labels.json", "train_metrics.json"}
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["trainable_params"] == 32 * 2 + 2
+
+
+def test_full_fine_tuning_trains_every_parameter_and_saves_the_encoder(params, project):
+    from loramerge.stages.train import build_encoder
+
+    assert all(p.requires_grad for p in build_encoder(params, "full").parameters())
+    prepare_task(params, "topics")
+    out = train_task(params, "topics", mode="full")
+    assert (out / "encoder" / "model.safetensors").exists()
+    assert json.loads((out / "train_metrics.json").read_text())["trainable_percent"] == 100.0

@@ -1,0 +1,38 @@
+"""The command line: a subcommand per stage, and errors that name the problem instead of a traceback."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from loramerge.cli import main
+
+
+def test_help_lists_a_subcommand_per_stage(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("prepare", "train", "merge", "evaluate", "report", "combos"):
+        assert command in out
+
+
+def test_an_invalid_params_file_exits_2_naming_the_key(project, params_dict, capsys):
+    params_dict["lora"]["rank"] = 0
+    (project / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    assert main(["train", "--task", "topics"]) == 2
+    assert "lora.rank" in capsys.readouterr().err
+
+
+def test_an_unconfigured_task_is_refused(project, capsys):
+    assert main(["prepare", "--task", "nope"]) == 2
+    assert "'nope' is not configured" in capsys.readouterr().err
+
+
+def test_combos_writes_every_pair_and_triple_of_the_task_list(project, params_dict):
+    params_dict["tasks"]["third"] = params_dict["tasks"]["topics"]
+    params_dict["pairs"], params_dict["triples"] = {}, {}
+    (project / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    assert main(["combos"]) == 0
+    written = yaml.safe_load((project / "params.yaml").read_text())
+    assert len(written["pairs"]) == 3 and len(written["triples"]) == 1
+    assert all(name == "+".join(members) for name, members in written["pairs"].items())
