@@ -73,6 +73,16 @@ def _combos(args: argparse.Namespace) -> None:
     print(f"{path}: {len(document['pairs'])} pairs, {len(document['triples'])} triples of {len(tasks)} tasks")
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from loramerge import sweep
+
+    params = load_params(args.params)
+    if args.action == "queue":
+        print(f"queued {sweep.queue(params, Path('.'))} experiments; run them with `dvc queue start -j 1`")
+    else:
+        print(sweep.write_sweep_report(sweep.collect(params, Path(".")), Path("reports"), params))
+
+
 def _require_task(params, task: str) -> None:
     if task not in params.tasks:
         raise ConfigError(f"task {task!r} is not configured; tasks in params.yaml: {sorted(params.tasks)}")
@@ -101,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--baselines", action="store_true", help="with --task: score the head-only and full fine-tuning baselines")
     evaluate.set_defaults(handler=_evaluate)
     commands.add_parser("report", help="write reports/summary.md, tables and heat-maps").set_defaults(handler=_report)
+    sweep = commands.add_parser("sweep", help="queue the emotion study's grid as DVC experiments, or collect their table")
+    sweep.add_argument("action", choices=["queue", "collect"])
+    sweep.set_defaults(handler=_sweep)
     commands.add_parser("combos", help="write every pair and triple of the configured tasks into params.yaml").set_defaults(handler=_combos)
     return parser
 

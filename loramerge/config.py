@@ -144,6 +144,18 @@ class MergeConfig(Strict):
     batch_size: int = Field(default=64, gt=0)
 
 
+class SweepConfig(Strict):
+    """The emotion study's grid, run as DVC experiments by `loramerge sweep` (reduced here for a CPU)."""
+
+    task: str = "emotion"
+    lora_ranks: list[int] = [2, 8, 32]
+    lora_learning_rates: list[float] = [3e-4, 1e-3]
+    lora_targets: list[str] = ["attention", "attention+linear"]
+    full_learning_rates: list[float] = [2e-5, 3e-5, 5e-5]
+    full_weight_decays: list[float] = [0.01, 0.001]
+    family: Literal["lora", "full"] | None = None  # set on each queued experiment, read back by `collect`
+
+
 class EvaluateConfig(Strict):
     batch_size: int = Field(default=64, gt=0)
 
@@ -167,6 +179,7 @@ class Params(Strict):
     baselines: BaselinesConfig = BaselinesConfig()
     merge: MergeConfig = MergeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    sweep: SweepConfig = SweepConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("tasks")

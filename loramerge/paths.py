@@ -40,6 +40,16 @@ def single_metrics(task: str) -> Path:
     return METRICS / "single" / f"{task}.json"
 
 
+def train_metrics(task: str, mode: str) -> Path:
+    """A copy of train_metrics.json outside the model folder, so `dvc metrics`/`dvc exp show` read it."""
+    return METRICS / "train" / mode / f"{task}.json"
+
+
+def single_predictions(task: str) -> Path:
+    """Test labels and the single adapter's predictions, for `dvc plots` confusion matrices."""
+    return METRICS / "predictions" / f"{task}.csv"
+
+
 def baseline_metrics(task: str) -> Path:
     return METRICS / "baselines" / f"{task}.json"
 

@@ -34,6 +34,14 @@ def git_commit(root: Path) -> str:
     return out.stdout.strip()
 
 
+def repro_id(root: Path) -> str:
+    """Shared by every stage run of one `dvc repro`: the commit and the exact params it ran with."""
+    import hashlib
+
+    params = (root / "params.yaml").read_bytes() if (root / "params.yaml").exists() else b""
+    return hashlib.sha256(git_commit(root).encode() + params).hexdigest()[:12]
+
+
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested params as MLflow's flat `a.b.c` keys."""
     flat: dict[str, Any] = {}
@@ -123,7 +131,7 @@ class StageRun:
 def stage_run(config: TrackingConfig, stage: str, params: Mapping[str, Any], root: Path = Path(".")) -> Iterator[StageRun]:
     """Open the stage's run (tags: git commit, DVC stage and experiment), close it FINISHED or FAILED."""
     os.environ.pop("MLFLOW_RUN_ID", None)  # a leaked id would make MLflow resume someone else's run
-    tags = {"git_commit": git_commit(root), "dvc_stage": stage, "loramerge.stage": stage.split("@")[0]}
+    tags = {"git_commit": git_commit(root), "dvc_stage": stage, "loramerge.stage": stage.split("@")[0], "repro_id": repro_id(root)}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     run = StageRun(config, stage)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file
 
 from loramerge import paths
-from loramerge.atomic import read_json, write_json
+from loramerge.atomic import read_json, write_json, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import Params, split_combination
 from loramerge.evaluation import load_head, load_task_split, score
@@ -41,7 +42,10 @@ def evaluate_single(params: Params, task: str) -> Path:
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
     with stage_run(params.tracking, f"evaluate@{task}", {"task": task, "split": "test"}) as run:
         with patched(encoder, deltas_of(update)):
-            metrics, _ = score(encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling)
+            metrics, predicted = score(encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling)
+        labels = read_json(paths.prepared_dir(task) / "labels.json")["labels"]
+        predictions = pd.DataFrame({"actual": [labels[i] for i in test.labels], "predicted": [labels[i] for i in predicted]})
+        write_text(paths.single_predictions(task), predictions.to_csv(index=False))
         stats = read_json(paths.prepared_dir(task) / "stats.json")
         metrics["majority_baseline_accuracy"] = stats["majority_baseline_accuracy"]["test"]
         metrics["test_examples"] = len(test.labels)

@@ -217,6 +217,7 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
         metrics.update(count_parameters(classifier))
         run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
         out = save_model(paths.model_dir(task, mode), mode, encoder, head, labels, metrics)
+        write_json(paths.train_metrics(task, mode), metrics)
         run.log_artifacts(out, "model")
     return out
 

@@ -1,0 +1,119 @@
+"""The emotion study's sweep as DVC experiments: queue a grid, run it, collect a table.
+
+Each grid point is one `dvc exp run --queue -S key=value … <target stage>`: LoRA points
+stop at `evaluate@<task>`, full fine-tuning points at `evaluate_baselines@<task>`. Queued
+experiments run in a temporary copy of the repository (.dvc/tmp/exps), so the data folder
+and the MLflow store are passed as absolute paths.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from loramerge.config import Params, SweepConfig
+from loramerge.tracking import tracking_uri
+
+STUDY_TEST = pd.DataFrame([
+    {"family": "full fine-tuning", "setting": "lr 2e-5..5e-5", "accuracy": 0.9300, "f1": 0.9290, "trainable_params": "108M (99%)"},
+    {"family": "LoRA attention", "setting": "r 8, lr 3e-4", "accuracy": 0.9225, "f1": 0.9227, "trainable_params": "304K"},
+    {"family": "LoRA attention+linear", "setting": "r 8, lr 3e-4", "accuracy": 0.9270, "f1": 0.9268, "trainable_params": "1.35M"},
+])
+"""The emotion study's published test numbers (BERT-base, T4 GPU), quoted for comparison only."""
+
+
+def grid_points(sweep: SweepConfig) -> list[tuple[str, dict[str, object]]]:
+    """(target stage, overrides) for every point of the configured grid."""
+    task = sweep.task
+    points = [
+        (f"evaluate@{task}", {"sweep.family": "lora", "lora.rank": r, "train.learning_rate": lr, "lora.targets": t})
+        for r, lr, t in itertools.product(sweep.lora_ranks, sweep.lora_learning_rates, sweep.lora_targets)
+    ]
+    points += [
+        (f"evaluate_baselines@{task}", {"sweep.family": "full", "baselines.full.learning_rate": lr, "baselines.full.weight_decay": wd})
+        for lr, wd in itertools.product(sweep.full_learning_rates, sweep.full_weight_decays)
+    ]
+    return points
+
+
+def queue_commands(params: Params, root: Path) -> list[list[str]]:
+    """The `dvc exp run --queue` command lines, data and tracking pinned to absolute paths."""
+    from loramerge.stages.prepare import local_data_dir
+
+    pinned = {"tracking.uri": tracking_uri(params.tracking, root)}
+    data_dir = local_data_dir(params)
+    if data_dir is not None:
+        pinned["data.local_dir"] = str(data_dir.resolve())
+    commands = []
+    for target, overrides in grid_points(params.sweep):
+        settings = [f"{k}={v}" for k, v in {**pinned, **overrides}.items()]
+        commands.append(["dvc", "exp", "run", "--queue", *itertools.chain.from_iterable(("-S", s) for s in settings), target])
+    return commands
+
+
+def queue(params: Params, root: Path) -> int:
+    commands = queue_commands(params, root)
+    for command in commands:
+        subprocess.run(command, cwd=root, check=True)
+    return len(commands)
+
+
+def collect(params: Params, root: Path) -> pd.DataFrame:
+    """One row per finished sweep experiment: its setting, validation and test scores, and cost."""
+    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, check=True, capture_output=True, text=True)
+    rows = []
+    for baseline in json.loads(shown.stdout):
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment.get("revs", []):
+                row = experiment_row(revision.get("name") or revision["rev"], revision.get("data") or {}, params.sweep.task)
+                if row is not None:
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def experiment_row(name: str, data: dict, task: str) -> dict | None:
+    """A sweep experiment's row, or None for experiments the sweep did not queue."""
+    settings = data.get("params", {}).get("params.yaml", {}).get("data", {})
+    family = settings.get("sweep", {}).get("family")
+    metrics = {path: entry.get("data", {}) for path, entry in data.get("metrics", {}).items()}
+    if family == "lora":
+        train, test = metrics.get(f"metrics/train/lora/{task}.json"), metrics.get(f"metrics/single/{task}.json")
+        setting = {"family": f"LoRA {settings['lora']['targets']}", "rank": settings["lora"]["rank"], "learning_rate": settings["train"]["learning_rate"], "weight_decay": settings["train"]["weight_decay"]}
+    elif family == "full":
+        train, test = metrics.get(f"metrics/train/full/{task}.json"), metrics.get(f"metrics/baselines/{task}.json", {}).get("full")
+        full = settings["baselines"]["full"]
+        setting = {"family": "full fine-tuning", "rank": None, "learning_rate": full["learning_rate"], "weight_decay": full.get("weight_decay", settings["train"]["weight_decay"])}
+    else:
+        return None
+    if not train or not test:
+        return None
+    return {
+        "experiment": name, **setting,
+        "val_accuracy": train["val_accuracy"], "val_weighted_f1": train["val_weighted_f1"], "train_loss": train.get("train_loss"),
+        "test_accuracy": test["accuracy"], "test_weighted_f1": test["weighted_f1"],
+        "trainable_params": train["trainable_params"], "trainable_percent": train["trainable_percent"],
+        "runtime_s": train["runtime_s"], "steps_per_s": train["steps_per_s"], "best_step": train["best_step"], "peak_rss_mb": train["peak_rss_mb"],
+    }
+
+
+def write_sweep_report(table: pd.DataFrame, folder: Path, params: Params) -> Path:
+    """Validation table per setting; test table for the best of each family beside the study's numbers."""
+    from loramerge.atomic import write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "sweep.csv", index=False)
+    best = table.sort_values("val_accuracy", ascending=False).groupby("family", as_index=False).head(1)
+    text = "\n\n".join([
+        f"# The emotion study's sweep, reproduced on `{params.backbone.name}` (task `{params.sweep.task}`)",
+        "Chosen on validation accuracy; test numbers only for the best setting of each family.",
+        "## Validation, every setting\n\n" + table.drop(columns=["test_accuracy", "test_weighted_f1"]).to_markdown(index=False, floatfmt=".4f"),
+        "## Test, best setting of each family (ours)\n\n" + best[["family", "rank", "learning_rate", "weight_decay", "test_accuracy", "test_weighted_f1", "trainable_params", "trainable_percent"]].to_markdown(index=False, floatfmt=".4f"),
+        "## Test, the study's published numbers (BERT-base, T4 GPU, full emotion data: a different backbone, hardware and data size)\n\n" + STUDY_TEST.to_markdown(index=False, floatfmt=".4f"),
+    ])
+    path = folder / "sweep.md"
+    write_text(path, text + "\n")
+    return path
