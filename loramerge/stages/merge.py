@@ -128,7 +128,8 @@ def merge_combination(params: Params, combo: str) -> Path:
             manifest = merge_with(method, name, params, updates, objective, out / name, members)
             run.log_metrics({f"val_norm_acc/{name}": manifest["validation"]["mean_normalized_accuracy"]})
             pd.DataFrame(manifest["search"]["points"]).to_csv(out / name / "search.csv", index=False)
-        run.log_artifacts(out, "merged")
+            for record in (MANIFEST, "search.csv"):  # the weights themselves live in DVC's cache, not twice
+                run.log_artifacts(out / name / record, f"merged/{name}")
     return paths.merged_dir(combo)
 
 

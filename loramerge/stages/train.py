@@ -218,7 +218,9 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
         run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
         out = save_model(paths.model_dir(task, mode), mode, encoder, head, labels, metrics)
         write_json(paths.train_metrics(task, mode), metrics)
-        run.log_artifacts(out, "model")
+        for item in sorted(out.iterdir()):  # a fully fine-tuned encoder stays in DVC's cache only
+            if item.name != "encoder":
+                run.log_artifacts(item, "model")
     return out
 
 
