@@ -97,3 +97,25 @@ def test_full_fine_tuning_trains_every_parameter_and_saves_the_encoder(params, p
     out = train_task(params, "topics", mode="full")
     assert (out / "encoder" / "model.safetensors").exists()
     assert json.loads((out / "train_metrics.json").read_text())["trainable_percent"] == 100.0
+
+
+def test_training_order_depends_only_on_seed_and_epoch_and_groups_similar_lengths():
+    import random
+
+    from loramerge.stages.train import LengthGroupedSampler
+
+    lengths = [random.Random(i).randint(5, 60) for i in range(640)]
+    sampler = LengthGroupedSampler(lengths, batch_size=32, seed=7)
+    sampler.set_epoch(2)
+    first = list(sampler)
+    again = LengthGroupedSampler(lengths, batch_size=32, seed=7)
+    again.set_epoch(2)
+    assert list(again) == first and sorted(first) == list(range(640))
+    sampler.set_epoch(3)
+    assert list(sampler) != first
+
+    def padded_tokens(order):
+        return sum(32 * max(lengths[i] for i in order[k : k + 32]) for k in range(0, len(order), 32))
+
+    shuffled = random.Random(0).sample(range(640), 640)
+    assert padded_tokens(first) < 0.8 * padded_tokens(shuffled)
