@@ -158,6 +158,7 @@ class SweepConfig(Strict):
 
 class EvaluateConfig(Strict):
     batch_size: int = Field(default=64, gt=0)
+    timing_examples: int = Field(default=128, gt=0)  # test inputs per member task timed for the inference cost
 
 
 class TrackingConfig(Strict):

@@ -9,6 +9,7 @@ through the same path (base encoder + exact ΔW + head), so the numbers are comp
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,9 @@ from loramerge.config import Params, split_combination
 from loramerge.evaluation import load_head, load_task_split, score
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import normalized_accuracy
-from loramerge.model import ClassificationHead
+from loramerge.batching import TokenizedTexts
+from loramerge.model import ClassificationHead, predict
+from loramerge.stages.prepare import load_split
 from loramerge.stages.merge import DENSE_FILE, MANIFEST
 from loramerge.tracking import stage_run
 
@@ -78,7 +81,8 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     tests = {t: load_task_split(t, "test", tokenizer, params.backbone.max_length) for t in members}
     heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
     results = {}
-    with stage_run(params.tracking, f"evaluate_merged@{combo}", {"combination": combo, "split": "test"}) as run:
+    kind = "pair" if len(members) == 2 else "triple"
+    with stage_run(params.tracking, f"evaluate_{kind}@{combo}", {"combination": combo, "split": "test"}) as run:
         for method in params.merge.methods:
             folder = paths.merged_dir(combo) / method
             manifest = read_json(folder / MANIFEST)
@@ -95,7 +99,32 @@ def evaluate_combination(params: Params, combo: str) -> Path:
                 "mean_normalized_accuracy": sum(m["normalized_accuracy"] for m in per_task.values()) / len(members),
                 "params": manifest["params"],
             }
-            kind = "pair" if len(members) == 2 else "triple"
             run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": results[method]["mean_normalized_accuracy"]})
-        write_json(paths.merged_metrics(combo), {"combination": combo, "members": members, "methods": results})
+        timing = inference_cost(params, encoder, tokenizer, members, heads, paths.merged_dir(combo) / next(iter(params.merge.methods)))
+        run.log_metrics({f"inference/{kind}/{combo}/{k}": v for k, v in timing.items()})
+        write_json(paths.merged_metrics(combo), {"combination": combo, "members": members, "methods": results, "inference": timing})
     return paths.merged_metrics(combo)
+
+
+def inference_cost(params: Params, encoder, tokenizer, members: list[str], heads: dict[str, ClassificationHead], merged_folder: Path) -> dict[str, float]:
+    """Seconds to classify the members' test inputs for every member task: the merged model
+    (one encoder pass feeding every head) versus the unmerged adapters (one pass per task).
+
+    The unmerged side is timed at its best: each adapter's update pre-applied to the weights,
+    so no LoRA overhead is counted; patching weights is outside both timings.
+    """
+    limit = params.evaluate.timing_examples
+    texts = [t for task in members for t in load_split(task, "test")["text"].tolist()[:limit]]
+    inputs = TokenizedTexts(tokenizer, texts, None, params.backbone.max_length)
+    batches = list(inputs.sorted_batches(params.evaluate.batch_size))
+    with patched(encoder, merged_deltas(encoder, merged_folder)):
+        started = time.perf_counter()
+        predict(encoder, heads, batches, params.backbone.pooling)
+        merged_s = time.perf_counter() - started
+    unmerged_s = 0.0
+    for update in load_updates(encoder, {t: paths.adapter_dir(t) for t in members}):
+        with patched(encoder, deltas_of(update)):
+            started = time.perf_counter()
+            predict(encoder, {update.name: heads[update.name]}, batches, params.backbone.pooling)
+            unmerged_s += time.perf_counter() - started
+    return {"examples": len(texts), "tasks": len(members), "merged_s": merged_s, "unmerged_s": unmerged_s, "speedup": unmerged_s / merged_s}
