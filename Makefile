@@ -21,6 +21,7 @@ run: setup
 	$(OFFLINE) dvc repro
 
 test: setup
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "chromium not installed: the browser test will be skipped"
 	$(OFFLINE) $(PY) -m pytest -ra
 
 smoke: setup

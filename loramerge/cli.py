@@ -42,6 +42,12 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(evaluate_combination(params, args.combo))
 
 
+def _similarity(args: argparse.Namespace) -> None:
+    from loramerge.stages.similarity import write_similarity
+
+    print(write_similarity(load_params(args.params)))
+
+
 def _report(args: argparse.Namespace) -> None:
     from loramerge.stages.report import write_report
 
@@ -110,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--combo")
     evaluate.add_argument("--baselines", action="store_true", help="with --task: score the head-only and full fine-tuning baselines")
     evaluate.set_defaults(handler=_evaluate)
+    commands.add_parser("similarity", help="score every pair of tasks for data, label/vocabulary and adapter similarity").set_defaults(handler=_similarity)
     commands.add_parser("report", help="write reports/summary.md, tables and heat-maps").set_defaults(handler=_report)
     sweep = commands.add_parser("sweep", help="queue the emotion study's grid as DVC experiments, or collect their table")
     sweep.add_argument("action", choices=["queue", "collect"])

@@ -113,6 +113,7 @@ class TrainConfig(Strict):
     accelerator: str = "auto"
     devices: int | str = 1
     strategy: str = "auto"
+    num_nodes: int = Field(default=1, gt=0)  # Lightning's Trainer(num_nodes=…): machines in a multi-node DDP run
     num_threads: int | None = Field(default=None, gt=0)
 
     def for_task(self, overrides: TrainOverrides) -> TrainConfig:
@@ -161,6 +162,14 @@ class EvaluateConfig(Strict):
     timing_examples: int = Field(default=128, gt=0)  # test inputs per member task timed for the inference cost
 
 
+class SimilarityConfig(Strict):
+    """Stage `similarity`: how many training texts per task the base encoder embeds (a cap, for speed),
+    and the significance level the report's verdict on similarity vs merge retention uses."""
+
+    max_texts: int = Field(default=300, gt=0)
+    significance_level: float = Field(default=0.05, gt=0, lt=1)
+
+
 class TrackingConfig(Strict):
     experiment: str = "loramerge"
     uri: str | None = None
@@ -181,6 +190,7 @@ class Params(Strict):
     merge: MergeConfig = MergeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     sweep: SweepConfig = SweepConfig()
+    similarity: SimilarityConfig = SimilarityConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("tasks")

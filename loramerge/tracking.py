@@ -2,28 +2,60 @@
 
 Tracking must never cost a user their outputs: when the tracking store cannot be
 reached, a stage warns once and goes on, unless `tracking.strict` asks it to fail.
+It must not cost them their time either: the first call to a tracking server is made
+with MLflow's HTTP retries off and a short timeout, so an unreachable server is found
+in seconds, not after MLflow's default minutes of back-off. A local SQLite store shared
+by parallel stages (`dvc queue start -j 2`) can be briefly locked: those calls are retried.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from loramerge.config import TrackingConfig
 
+PROBE_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""MLflow's HTTP settings while a stage first reaches its tracking server: fail fast, not after minutes."""
+
+SQLITE_ATTEMPTS = 5
+"""Tries of one call on an SQLite store; waits of 0.5, 1, 2, 4 s ride out another process's write lock."""
+
 
 class TrackingError(RuntimeError):
     """MLflow failed and tracking.strict is set."""
 
 
+class TrackingWarning(UserWarning):
+    """MLflow failed; the stage goes on untracked."""
+
+
+def project_root(root: Path) -> Path:
+    """The workspace the stage belongs to, also from inside a DVC experiment's temporary copy.
+
+    `dvc exp run --queue` runs stages in .dvc/tmp/exps/…, which is deleted afterwards; DVC
+    points $DVC_ROOT at the original workspace, so the default store stays the project's own.
+    """
+    return Path(os.environ.get("DVC_ROOT") or root).resolve()
+
+
 def tracking_uri(config: TrackingConfig, root: Path) -> str:
-    """$MLFLOW_TRACKING_URI, else params `tracking.uri`, else an SQLite file in the project root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or config.uri or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    """$MLFLOW_TRACKING_URI, else params `tracking.uri`, else an SQLite file in the project root.
+
+    A relative SQLite path in `tracking.uri` is taken relative to the project root, not to
+    the directory a stage happens to run in.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or config.uri or "sqlite:///mlflow.db"
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return f"{prefix}{project_root(root) / uri[len(prefix):]}"
+    return uri
 
 
 def git_commit(root: Path) -> str:
@@ -54,6 +86,25 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+@contextmanager
+def probe_settings() -> Iterator[None]:
+    """MLflow's HTTP client without retries and with a short timeout, for the duration of the block.
+
+    MLflow reads these variables on every request, so setting them around the first calls
+    is enough; later calls get MLflow's usual retries against a server known to be up.
+    """
+    saved = {key: os.environ.get(key) for key in PROBE_SETTINGS}
+    os.environ.update(PROBE_SETTINGS)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 class StageRun:
     """A handle on the stage's MLflow run whose calls never raise unless strict."""
 
@@ -65,21 +116,41 @@ class StageRun:
         self.uri: str | None = None
         self.failed = False
 
-    def _guard(self, action: str, call, *args, **kwargs) -> Any:
+    def _attempts(self) -> int:
+        return SQLITE_ATTEMPTS if (self.uri or "").startswith("sqlite") else 1
+
+    def _guard(self, action: str, call: Callable, *args, **kwargs) -> Any:
+        """`call` through the tracking policy: retried on a busy SQLite file, then strict error or one warning."""
         if self.failed or (self.client is None and action != "start"):
             return None
-        try:
-            return call(*args, **kwargs)
-        except Exception as error:  # MLflow raises many types; all mean "not tracked"
-            if self.config.strict:
-                raise TrackingError(f"[{self.stage}] MLflow {action} failed at {self.uri}: {error}") from error
-            self.failed = True
-            warnings.warn(
-                f"[{self.stage}] MLflow tracking at {self.uri} failed during {action} ({type(error).__name__}: {error});"
-                " outputs are still written, this run is not tracked. Set tracking.strict: true to fail instead.",
-                stacklevel=3,
-            )
+        attempts = self._attempts()
+        for attempt in range(attempts):
+            try:
+                return call(*args, **kwargs)
+            except Exception as error:  # MLflow raises many types; all mean "not tracked"
+                if attempt + 1 < attempts:
+                    time.sleep(0.5 * 2**attempt)
+                    continue
+                self._give_up(action, error)
+        return None
+
+    def _give_up(self, action: str, error: Exception) -> None:
+        if self.config.strict:
+            raise TrackingError(f"[{self.stage}] MLflow {action} failed at {self.uri}: {type(error).__name__}: {error}") from error
+        self.failed = True
+        summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        warnings.warn(
+            f"[{self.stage}] MLflow tracking at {self.uri} failed during {action} ({type(error).__name__}: {summary});"
+            " outputs are still written, this run is not tracked. Set tracking.strict: true to fail instead.",
+            TrackingWarning,
+            stacklevel=3,
+        )
+
+    def _client_call(self, method: str, *args, **kwargs) -> Any:
+        """One MlflowClient call through the guard; nothing at all when the run is not tracked."""
+        if self.client is None:
             return None
+        return self._guard(method, getattr(self.client, method), *args, **kwargs)
 
     def start(self, root: Path, tags: Mapping[str, str]) -> None:
         from mlflow.tracking import MlflowClient
@@ -90,41 +161,68 @@ class StageRun:
             client = MlflowClient(tracking_uri=self.uri)
             experiment = client.get_experiment_by_name(self.config.experiment)
             if experiment is None:
-                location = (root / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite") else None
+                location = (project_root(root) / "mlartifacts").as_uri() if self.uri.startswith("sqlite") else None
                 experiment_id = client.create_experiment(self.config.experiment, artifact_location=location)
             else:
                 experiment_id = experiment.experiment_id
             run = client.create_run(experiment_id, run_name=self.stage, tags=dict(tags))
             self.client, self.run_id = client, run.info.run_id
 
-        self._guard("start", _start)
+        with probe_settings():
+            self._guard("start", _start)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
 
         flat = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
         for start in range(0, len(flat), 100):
-            self._guard("log_params", self.client.log_batch, self.run_id, params=flat[start : start + 100])
+            self._client_call("log_batch", self.run_id, params=flat[start : start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         entries = [Metric(k, float(v), now, step or 0) for k, v in flatten(metrics).items() if isinstance(v, (int, float))]
         for start in range(0, len(entries), 500):
-            self._guard("log_metrics", self.client.log_batch, self.run_id, metrics=entries[start : start + 500])
+            self._client_call("log_batch", self.run_id, metrics=entries[start : start + 500])
 
     def log_artifacts(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
-            self._guard("log_artifacts", self.client.log_artifacts, self.run_id, str(path), artifact_path)
+            self._client_call("log_artifacts", self.run_id, str(path), artifact_path)
         elif path.exists():
-            self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path), artifact_path)
+            self._client_call("log_artifact", self.run_id, str(path), artifact_path)
 
     def finish(self, status: str) -> None:
-        self._guard("finish", self.client.set_terminated, self.run_id, status)
+        self._client_call("set_terminated", self.run_id, status)
+
+
+def lightning_logger(run: StageRun):
+    """Lightning's MLFlowLogger writing into the stage's own run, under the same policy as the run's calls.
+
+    Without the guard, a tracking server that goes away mid-training would raise inside
+    `trainer.fit` and cost the user the model; with it, that is one warning (or, if
+    strict, the failure asked for). False (no logger) when the run is not tracked.
+    """
+    if run.run_id is None:
+        return False
+    from lightning.pytorch.loggers import MLFlowLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    class GuardedMLFlowLogger(MLFlowLogger):
+        @rank_zero_only
+        def log_hyperparams(self, params) -> None:
+            run._guard("log_hyperparams", super().log_hyperparams, params)
+
+        @rank_zero_only
+        def log_metrics(self, metrics, step=None) -> None:
+            run._guard("log_metrics", super().log_metrics, metrics, step)
+
+        @rank_zero_only
+        def finalize(self, status: str = "success") -> None:
+            run._guard("finalize", super().finalize, status)
+
+    return GuardedMLFlowLogger(experiment_name=run.config.experiment, tracking_uri=run.uri, run_id=run.run_id, log_model=False)
 
 
 @contextmanager
@@ -143,3 +241,9 @@ def stage_run(config: TrackingConfig, stage: str, params: Mapping[str, Any], roo
         run.finish("FAILED")
         raise
     run.finish("FINISHED")
+
+
+@contextmanager
+def untracked(config: TrackingConfig, stage: str) -> Iterator[StageRun]:
+    """A run handle whose calls do nothing: for DDP processes other than rank 0, which must not create runs."""
+    yield StageRun(config, stage)

@@ -5,7 +5,14 @@
 instead write models/baselines/{head_only,full}/<task>/ (the frozen backbone with a trained
 head; all backbone weights fine-tuned). Every mode saves head.safetensors, labels.json and
 train_metrics.json. Lightning checkpoints hold only the trainable weights and persist in
-models/checkpoints/<mode>/<task>/, so a killed run resumes instead of starting over.
+models/checkpoints/<mode>/<task>/, so a killed run resumes instead of starting over; they are
+read as plain weights only (`weights_only=True`), and removed once the model is saved, so a
+later rerun (changed code, `dvc repro -f`) trains again instead of "resuming" a finished run.
+
+Multi-process training (`train.strategy: ddp`, `train.devices`, `train.num_nodes`): Lightning
+starts this command once per process; only global rank 0 prepares checkpoints, opens the
+MLflow run and writes outputs. `train.batch_size` stays the batch of one optimizer step,
+split evenly over the processes, so adding processes changes the speed, not the recipe.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
 from transformers import get_linear_schedule_with_warmup
 
 from loramerge import paths
@@ -31,10 +37,15 @@ from loramerge.config import Params, TrainConfig
 from loramerge.lora import add_lora
 from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, Classifier
-from loramerge.stages.prepare import load_labels, load_split
-from loramerge.tracking import StageRun, stage_run
+from loramerge.stages.prepare import file_digest, load_labels, load_split
+from loramerge.tracking import lightning_logger, stage_run, untracked
 
 STAGE_NAMES = {"lora": "train", "head_only": "baseline_head", "full": "baseline_full"}
+CHECKPOINT_FILES = ("last.ckpt", "best.ckpt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from safely; the message says what to delete."""
 
 
 class LengthGroupedSampler(torch.utils.data.Sampler[int]):
@@ -65,7 +76,12 @@ class LengthGroupedSampler(torch.utils.data.Sampler[int]):
 
 
 class TaskDataModule(L.LightningDataModule):
-    """A prepared task, tokenised once; training batches shuffled per epoch from the seed."""
+    """A prepared task, tokenised once; training batches shuffled per epoch from the seed.
+
+    `batch_size` is the batch of one optimizer step: under DDP each of the N processes loads
+    batch_size / N of it (Lightning's distributed sampler gives process r every N-th example
+    of the seeded order, so together they see exactly the single-process batch).
+    """
 
     def __init__(self, task: str, tokenizer, max_length: int, batch_size: int, seed: int) -> None:
         super().__init__()
@@ -78,14 +94,25 @@ class TaskDataModule(L.LightningDataModule):
             frame = load_split(self.task, split)
             self.splits[split] = TokenizedTexts(self.tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), self.max_length)
 
+    def processes(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else 1
+
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         data = self.splits["train"]
         sampler = LengthGroupedSampler([len(ids) for ids in data.input_ids], self.batch_size, self.seed)
-        return torch.utils.data.DataLoader(data, batch_size=self.batch_size, sampler=sampler, collate_fn=data.collate)
+        return torch.utils.data.DataLoader(data, batch_size=per_process_batch(self.batch_size, self.processes()), sampler=sampler, collate_fn=data.collate)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        data = self.splits["validation"]
-        return torch.utils.data.DataLoader(list(data.sorted_batches(self.batch_size * 2)), batch_size=None)
+        """Every process scores the whole validation split (Lightning would shard it), so val_acc,
+        early stopping and the best checkpoint are the same on every rank and as in one process."""
+        batches = list(self.splits["validation"].sorted_batches(self.batch_size * 2))
+        whole = torch.utils.data.DistributedSampler(batches, num_replicas=1, rank=0, shuffle=False)
+        return torch.utils.data.DataLoader(batches, batch_size=None, sampler=whole)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """A seed for one optimizer step, distinct across (seed, step) pairs and in torch's accepted range."""
+    return (seed * 1_000_003 + step) % 2**63
 
 
 class ClassifierModule(L.LightningModule):
@@ -101,9 +128,12 @@ class ClassifierModule(L.LightningModule):
         self._val_pred: list[np.ndarray] = []
         self._val_loss: list[float] = []
 
-    def on_train_epoch_start(self) -> None:
-        """Dropout's randomness restarts from (seed, epoch): a resumed epoch replays bit for bit."""
-        torch.manual_seed(self.config.seed + self.current_epoch)
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """Dropout's randomness restarts from (seed, step) before every step: a resumed run replays bit
+        for bit. Per epoch is not enough: between an epoch's start and its first step Lightning draws
+        from the global generator a different number of times in a resumed run than in an
+        uninterrupted one (data-loader set-up), which shifted every later dropout mask."""
+        torch.manual_seed(step_seed(self.config.seed, self.global_step))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self.classifier(batch["input_ids"], batch["attention_mask"])
@@ -152,31 +182,86 @@ def count_parameters(model: torch.nn.Module) -> dict[str, float]:
     return {"trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total}
 
 
-def prepare_checkpoints(folder: Path, fingerprint: dict) -> str | None:
-    """Resume from `last.ckpt` only if it was written by this very configuration; else start clean."""
+def prepare_checkpoints(folder: Path, fingerprint: dict, owner: bool = True) -> str | None:
+    """Resume from `last.ckpt` only if it was written by this very configuration; else start clean.
+
+    Only the owner (DDP rank 0) cleans the folder; the other processes, started after it
+    did, just find the same answer.
+    """
     stamp = folder / "fingerprint.json"
     if (folder / "last.ckpt").exists() and stamp.exists() and json.loads(stamp.read_text()) == fingerprint:
         return str(folder / "last.ckpt")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    write_json(stamp, fingerprint)
+    if owner:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        write_json(stamp, fingerprint)
     return None
 
 
-def build_trainer(config: TrainConfig, folder: Path, val_every: int, logger) -> tuple[L.Trainer, ModelCheckpoint]:
+def checkpoint_position(path: str) -> tuple[int, int]:
+    """(epochs completed, global step) of a resume checkpoint, read as plain weights only.
+
+    A file that does not load that way (pickled code, or damage) is refused before any
+    compute, with the folder to delete named: it was not written by this training.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError for code, RuntimeError/EOFError for damage
+        raise CheckpointError(
+            f"{path} does not load as a plain-weights Lightning checkpoint ({type(error).__name__}); "
+            f"it was not written by this training or is damaged: delete {Path(path).parent} to start over"
+        ) from None
+    return int(state["epoch"]) + 1, int(state["global_step"])
+
+
+def resume_point(folder: Path, fingerprint: dict, lead: bool, stage: str, max_epochs: int) -> str | None:
+    """The checkpoint to resume from, checked and announced by rank 0 (the log line says resuming happened)."""
+    resume_from = prepare_checkpoints(folder, fingerprint, owner=lead)
+    if resume_from and lead:
+        epochs, step = checkpoint_position(resume_from)
+        print(f"[{stage}] resuming from {resume_from}: {epochs} of {max_epochs} epoch(s) done, global step {step}", flush=True)
+    return resume_from
+
+
+def clear_checkpoints(folder: Path) -> None:
+    """Drop the checkpoints once the model is saved: they exist to finish an interrupted run, and a
+    finished run's `last.ckpt` would otherwise be "resumed" by a rerun of the same params (e.g. after
+    a code change) and hand back the old model untrained. fingerprint.json stays (DVC's output)."""
+    for name in CHECKPOINT_FILES:
+        (folder / name).unlink(missing_ok=True)
+
+
+def data_fingerprint(task: str) -> dict[str, str]:
+    """Content hashes of the prepared data training reads: a resumed run must see the same data."""
+    folder = paths.prepared_dir(task)
+    return {name: file_digest(folder / name) for name in ("train.parquet", "validation.parquet", "labels.json")}
+
+
+def per_process_batch(batch_size: int, processes: int) -> int:
+    """Each process's share of one optimizer step's batch; refused (before compute) unless even."""
+    if batch_size % processes:
+        raise ValueError(f"train.batch_size={batch_size} must split evenly over the {processes} training processes (train.devices x train.num_nodes)")
+    return batch_size // processes
+
+
+def build_trainer(config: TrainConfig, folder: Path, val_every: int) -> tuple[L.Trainer, ModelCheckpoint]:
     """Two checkpoints: `best.ckpt` (highest val_acc, what gets saved) and `last.ckpt`, written only
-    at epoch ends so that resuming never starts mid-epoch."""
+    at epoch ends so that resuming never starts mid-epoch. The logger is attached once the stage's
+    MLflow run exists (rank 0 only); the Trainer comes first because it knows this process's rank."""
     checkpoint = ModelCheckpoint(dirpath=folder, filename="best", monitor="val_acc", mode="max", save_top_k=1, enable_version_counter=False)
-    resume_point = ModelCheckpoint(dirpath=folder, save_top_k=0, save_last=True, save_on_train_epoch_end=True, every_n_epochs=1)
+    # `save_last` alone no longer writes (Lightning >= 2.6 saves "last" only beside a top-k save), so the
+    # resume point is an unmonitored top-1 checkpoint named "last", replaced at every epoch end.
+    epoch_end = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True, every_n_epochs=1, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
         devices=config.devices,
+        num_nodes=config.num_nodes,
         strategy=config.strategy,
         val_check_interval=val_every,
         check_val_every_n_epoch=None,
-        callbacks=[EarlyStopping(monitor="val_acc", mode="max", patience=config.patience), checkpoint, resume_point],
-        logger=logger,
+        callbacks=[EarlyStopping(monitor="val_acc", mode="max", patience=config.patience), checkpoint, epoch_end],
+        logger=False,
         deterministic=True,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -212,11 +297,15 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     if mode == "lora":
         settings["lora"] = params.lora.model_dump()
     folder = paths.checkpoint_dir(task, mode)
-    resume_from = prepare_checkpoints(folder, {**settings, "data": params.tasks[task].data.model_dump()})
-    with stage_run(params.tracking, f"{STAGE_NAMES[mode]}@{task}", settings) as run:
-        trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch), mlflow_logger(run))
+    trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch))
+    per_process_batch(config.batch_size, trainer.world_size)
+    lead, stage = trainer.is_global_zero, f"{STAGE_NAMES[mode]}@{task}"
+    fingerprint = {**settings, "data": params.tasks[task].data.model_dump(), "prepared_sha256": data_fingerprint(task)}
+    resume_from = resume_point(folder, fingerprint, lead, stage, config.max_epochs)
+    with stage_run(params.tracking, stage, settings) if lead else untracked(params.tracking, stage) as run:
+        trainer.logger = lightning_logger(run)
         started = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         runtime = time.perf_counter() - started
         if not trainer.is_global_zero:
             return paths.model_dir(task, mode)
@@ -227,17 +316,11 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
         run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
         out = save_model(paths.model_dir(task, mode), mode, encoder, head, labels, metrics)
         write_json(paths.train_metrics(task, mode), metrics)
+        clear_checkpoints(folder)
         for item in sorted(out.iterdir()):  # a fully fine-tuned encoder stays in DVC's cache only
             if item.name != "encoder":
                 run.log_artifacts(item, "model")
     return out
-
-
-def mlflow_logger(run: StageRun) -> MLFlowLogger | bool:
-    """Lightning's logger attached to the stage's own run (one logging path), or none if untracked."""
-    if run.run_id is None:
-        return False
-    return MLFlowLogger(experiment_name=run.config.experiment, tracking_uri=run.uri, run_id=run.run_id, log_model=False)
 
 
 def final_metrics(module: ClassifierModule, data: TaskDataModule, trainer: L.Trainer, best_step: int, runtime: float, config: TrainConfig) -> dict:

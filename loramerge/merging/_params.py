@@ -1,0 +1,78 @@
+"""Hyper-parameter types shared by the merge methods, declared once so names and ranges agree.
+
+Every method spells the same knob the same way (`scaling`, `density`, `drop_prob`,
+`majority_sign`, `prune_scope`, `seed`) with the same constraints, so params.yaml reads the
+same for every method and a bad value fails validation with the parameter's name in the
+message (pydantic puts the field name first in every error).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import Field
+
+from loramerge.merging.base import MergeParams
+
+Scaling = Annotated[float, Field(allow_inf_nan=False, description="λ, one coefficient applied to every member's update")]
+Density = Annotated[float, Field(ge=0.0, le=1.0, description="fraction of entries kept by magnitude pruning (TIES' top-k)")]
+DropProb = Annotated[float, Field(ge=0.0, lt=1.0, description="DARE's probability of dropping an entry; survivors are rescaled by 1/(1-p)")]
+Seed = Annotated[int, Field(ge=0, description="seed of DARE's random drop; the same seed gives the same merge")]
+MajoritySign = Literal["total", "frequency"]
+"""Sign election: by summed values ('total', TIES' default) or by counting signs ('frequency')."""
+PruneScope = Literal["layer", "model"]
+"""Magnitude threshold per layer, or one threshold over each member's whole flattened update."""
+
+DEFAULT_DENSITY = 0.2
+"""TIES' recommended top-k (the TIES paper and the tuned KnOTS-TIES setting both keep 20%)."""
+
+
+class NoParams(MergeParams):
+    """A method without hyper-parameters; any key is an error."""
+
+
+class ScalingParams(MergeParams):
+    """Methods that scale the merged update by one λ."""
+
+    scaling: Scaling = 1.0
+
+
+class MagnitudeParams(ScalingParams):
+    """Magnitude pruning to `density` before summing.
+
+    `prune_scope` defaults to "model": the TIES paper and the KnOTS reference trim each
+    member's whole flattened task vector with one threshold; PEFT trims each layer.
+    """
+
+    density: Density = DEFAULT_DENSITY
+    prune_scope: PruneScope = "model"
+
+
+class TiesParams(MagnitudeParams):
+    """TIES: trim to `density`, elect a sign per entry, average the agreeing entries, times λ."""
+
+    majority_sign: MajoritySign = "total"
+
+
+class DareParams(ScalingParams):
+    """DARE: drop entries with probability `drop_prob`, rescale the rest, then sum times λ."""
+
+    drop_prob: DropProb = 0.1
+    seed: Seed = 0
+
+
+class DareTiesParams(TiesParams, DareParams):
+    """DARE then TIES. `density` defaults to 1 (no top-k trim) as in the tuned KnOTS DARE-TIES settings."""
+
+    density: Density = 1.0
+
+
+P = TypeVar("P", bound=MergeParams)
+
+
+def expect(params: MergeParams, cls: type[P]) -> P:
+    """`params` as the method's own Params class, exactly: a subclass could carry keys this method
+    would silently ignore (TIES' density passed to task arithmetic), so it is a TypeError too."""
+    if type(params) is not cls:
+        raise TypeError(f"expected {cls.__name__} hyper-parameters, got {type(params).__name__}: build them with method.Params(...)")
+    return params

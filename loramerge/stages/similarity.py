@@ -1,0 +1,93 @@
+"""Stage `similarity`: every pair of tasks scored for similarity of data, labels and words, and adapters.
+
+Writes metrics/similarity.json (`dvc metrics show` reads it); the report correlates these
+numbers with how well each pair and triple merged. Triples are scored in the report as the
+mean of their member pairs, so every pair inside a configured triple is scored here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from loramerge import paths
+from loramerge.atomic import write_json
+from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.config import COMBO_SEPARATOR, Params, split_combination
+from loramerge.lora import load_updates
+from loramerge.similarity import MEASURES, cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
+from loramerge.stages.prepare import load_labels, load_split, stratified_subsample
+from loramerge.tracking import stage_run
+
+SIMILARITY = paths.METRICS / "similarity.json"
+
+
+@dataclass
+class TaskProfile:
+    """What the data and label measures need of one task: its sampled texts' embeddings and words, its labels."""
+
+    embeddings: np.ndarray
+    vocabulary: set[str]
+    labels: set[str]
+
+
+def member_pairs(combo: str) -> list[str]:
+    """The pairs inside a combination, as 'a+b' in the combination's order (a pair is its own only one)."""
+    return [COMBO_SEPARATOR.join(p) for p in combinations(split_combination(combo), 2)]
+
+
+def scored_pairs(params: Params) -> list[str]:
+    """Every configured pair, and every pair inside a configured triple, once each, as 'a+b'."""
+    return list(dict.fromkeys(pair for combo in params.combinations for pair in member_pairs(combo)))
+
+
+def task_profile(params: Params, task: str, encoder, tokenizer) -> TaskProfile:
+    """The task's training texts, capped at `similarity.max_texts` by the same stratified sampler as prepare."""
+    texts = stratified_subsample(load_split(task, "train"), params.similarity.max_texts, params.data.subsample_seed)["text"].tolist()
+    embeddings = embed_texts(encoder, tokenizer, texts, params.backbone.max_length, params.evaluate.batch_size, params.backbone.pooling)
+    return TaskProfile(embeddings, vocabulary(texts), {label.lower() for label in load_labels(task)})
+
+
+def pair_measures(a: TaskProfile, b: TaskProfile) -> dict[str, float]:
+    return {
+        "data_cosine": cosine(a.embeddings.mean(0), b.embeddings.mean(0)),
+        "data_mmd": linear_mmd(a.embeddings, b.embeddings),
+        "label_jaccard": jaccard(a.labels, b.labels),
+        "vocab_jaccard": jaccard(a.vocabulary, b.vocabulary),
+    }
+
+
+def measure_pairs(params: Params) -> dict[str, dict[str, float]]:
+    """Every measure of `MEASURES` for every scored pair."""
+    pairs = scored_pairs(params)
+    tasks = list(dict.fromkeys(t for pair in pairs for t in split_combination(pair)))
+    tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
+    profiles = {t: task_profile(params, t, encoder, tokenizer) for t in tasks}  # before load_updates wraps the encoder
+    updates = {u.name: u for u in load_updates(encoder, {t: paths.adapter_dir(t) for t in tasks})} if tasks else {}
+    results = {}
+    for pair in pairs:
+        a, b = split_combination(pair)
+        measures = {**pair_measures(profiles[a], profiles[b]), **update_similarity(updates[a], updates[b])}
+        results[pair] = {name: measures[name] for name in MEASURES}
+    return results
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow metric name that sorts well, e.g. `norm_acc/pair/ties/emotion:agnews`.
+
+    MLflow refuses '+' in names, so a combination's members are joined by ':' (which no
+    task name may contain) instead.
+    """
+    return "/".join(parts).replace(COMBO_SEPARATOR, ":")
+
+
+def write_similarity(params: Params) -> Path:
+    with stage_run(params.tracking, "similarity", {"similarity": params.similarity.model_dump(), "pairs": scored_pairs(params)}) as run:
+        pairs = measure_pairs(params)
+        write_json(SIMILARITY, {"max_texts": params.similarity.max_texts, "pairs": pairs})
+        run.log_metrics({metric_key("similarity", name, "pair", pair): value for pair, m in pairs.items() for name, value in m.items()})
+        run.log_artifacts(SIMILARITY)
+    return SIMILARITY

@@ -1,0 +1,72 @@
+"""The report as a reader gets it: reports/report.html of the sandbox's `dvc repro`, opened in headless
+Chromium; and the DVC views of the same run (`dvc metrics show`, `dvc plots show`).
+
+Chromium is Debian's (`make test` installs the package `chromium` when apt can), driven by
+Playwright without any browser download of its own; without Chromium the browser test is
+skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.sandbox import run, tiny_params
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "provenance"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium, or a skip saying what is missing (requested before `repro`, so a skip costs no pipeline run)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (Debian package `chromium`; `make test` installs it when apt is available)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def test_the_report_opens_in_chromium_with_every_figure_loaded_and_the_headline_table(browser, repro):
+    page = browser.new_page()
+    page.goto((repro / "reports" / "report.html").as_uri(), wait_until="load")
+    widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
+    methods = tiny_params()["merge"]["methods"]
+    assert len(widths) == 2 * len(methods) + 1, "a heat-map and a similarity figure per method, and the per-task bars"
+    assert all(width > 0 for width in widths), f"figures that did not load: {[i for i, w in enumerate(widths) if not w]}"
+    headline = page.locator("table#headline-table")
+    assert headline.count() == 1 and headline.locator("td").first.inner_text() in methods
+    order = page.eval_on_selector_all("section", "sections => sections.map(s => s.id)")
+    assert order == SECTIONS
+    assert "that adapters on dissimilar data merge better" in page.locator("#similarity").inner_text()
+    page.close()
+
+
+def test_dvc_metrics_show_has_the_report_headline_and_the_similarity_of_every_pair(repro):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repro).stdout)
+    files = next(iter(shown.values()))["data"]
+    best = files["reports/metrics.json"]["data"]["best"]
+    assert 0 < best["normalized_accuracy_pairs"] <= 2 and best["triples"] == 1
+    assert set(files["metrics/similarity.json"]["data"]["pairs"]) == set(tiny_params()["pairs"])
+
+
+def test_dvc_plots_show_renders_the_merge_bars_every_figure_and_a_confusion_matrix_per_task(repro):
+    shown = json.loads(run(["dvc", "plots", "show", "--json"], repro).stdout)
+    assert not shown.get("errors"), shown.get("errors")
+    plots, params = shown["data"], tiny_params()
+    for method in params["merge"]["methods"]:
+        (bars,) = plots[f"reports/tables/normalized_accuracy/{method}.csv"]
+        assert {row["combination"] for row in bars["content"]["data"]["values"]} == {*params["pairs"], *params["triples"]}
+        assert plots[f"reports/figures/heatmap_{method}.png"][0]["type"] == "image"
+    for task in params["tasks"]:
+        (confusion,) = plots[f"metrics/predictions/{task}.csv"]
+        assert len(confusion["content"]["data"]["values"]) == 24  # one row per test example
+    rendered = run(["dvc", "plots", "show", "-o", "dvc_plots"], repro)
+    assert (repro / "dvc_plots" / "index.html").stat().st_size > 1000, rendered.stdout

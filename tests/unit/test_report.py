@@ -1,0 +1,172 @@
+"""The report on the tiny BERT: three synthetic tasks trained, merged in every pair and the triple,
+scored, compared for similarity, and written up; plus the statistics on hand-made numbers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from loramerge.config import TRAINING_MODES, all_combinations, load_params
+from loramerge.similarity import MEASURES
+from loramerge.stages.evaluate import evaluate_baselines, evaluate_combination, evaluate_single
+from loramerge.stages.merge import merge_combination
+from loramerge.stages.prepare import prepare_task
+from loramerge.stages.report import correlations, spearman, verdict, write_report
+from loramerge.stages.similarity import SIMILARITY, write_similarity
+from loramerge.stages.train import train_task
+from tests.helpers import synthetic_rows, tiny_params_dict, write_csv
+
+SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "provenance"]
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory, tiny_backbone, tiny_data):
+    """A project run through every stage once, with a third task (sport vs sad) so that there is a triple."""
+    data = tmp_path_factory.mktemp("data3")
+    shutil.copytree(tiny_data, data, dirs_exist_ok=True)
+    for split, count in (("train", 64), ("validation", 24), ("test", 24)):
+        write_csv(data / "mixed" / f"{split}.csv", synthetic_rows(["sport", "sad"], count, 99 + len(split)))
+    raw = tiny_params_dict(tiny_backbone, data)
+    raw["tasks"]["mixed"] = {"data": {"hub": {"id": "example/mixed"}}, "train": {}}
+    raw["pairs"] = {c: c.split("+") for c in all_combinations(list(raw["tasks"]), (2,))}
+    raw["triples"] = {c: c.split("+") for c in all_combinations(list(raw["tasks"]), (3,))}
+    folder = tmp_path_factory.mktemp("report-project")
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        params = load_params(folder / "params.yaml")
+        for task in params.tasks:
+            prepare_task(params, task)
+            for mode in TRAINING_MODES:
+                train_task(params, task, mode)
+            evaluate_single(params, task)
+            evaluate_baselines(params, task)
+        for combo in params.combinations:
+            merge_combination(params, combo)
+            evaluate_combination(params, combo)
+        write_similarity(params)
+        write_report(params)
+        yield params
+
+
+@pytest.fixture
+def project(reported) -> Path:
+    return Path.cwd()
+
+
+def test_similarity_scores_every_pair_with_every_measure_in_range(reported, project):
+    pairs = json.loads((project / SIMILARITY).read_text())["pairs"]
+    assert sorted(pairs) == sorted(reported.pairs)
+    for scores in pairs.values():
+        assert set(scores) == set(MEASURES)
+        assert -1 <= scores["data_cosine"] <= 1 and scores["data_mmd"] >= 0
+        assert all(0 <= scores[m] <= 1 for m in ("label_jaccard", "vocab_jaccard", "adapter_alignment"))
+        assert -1 <= scores["adapter_cosine"] <= 1
+    assert pairs["topics+moods"]["label_jaccard"] == 0.0  # money/sport vs happy/sad
+    assert pairs["topics+mixed"]["label_jaccard"] == pytest.approx(1 / 3)  # {sport} of {money, sport, sad}
+
+
+def test_report_md_has_every_section_in_order_and_names_the_best_method(reported, project):
+    text = (project / "reports/report.md").read_text()
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    starts = ["Headline", "Methods", "Pairwise heat-maps", "Triples ranked", "Per-task retention", "Does task similarity", "Provenance"]
+    assert len(headings) == len(starts) and all(h.startswith(s) for h, s in zip(headings, starts))
+    best = pd.read_csv(project / "reports/tables/methods.csv")  # the methods table exists and ranks every method
+    assert set(best["method"]) == set(reported.merge.methods)
+    assert re.search(r"Best method: \w+, with mean normalized accuracy \(merged / single-adapter test accuracy\) [0-9.]+ over 3 pairs and [0-9.]+ over 1 triple", text)
+    assert "The vision study's finding, that adapters on dissimilar data merge better," in text and "Small sample: 3 pairs" in text
+    assert "Git commit" in text and "cpu_count" in text and "lora_train_s" in text
+
+
+def test_every_figure_is_a_png_under_reports_figures_and_is_linked(reported, project):
+    text = (project / "reports/report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
+    methods = list(reported.merge.methods)
+    expected = {f"figures/heatmap_{m}.png" for m in methods} | {f"figures/similarity_{m}.png" for m in methods} | {"figures/retention.png"}
+    assert set(linked) == expected
+    for link in linked:
+        assert (project / "reports" / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_html_is_self_contained_with_sections_in_order(reported, project):
+    page = (project / "reports/report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert base64.b64decode(sources[0].split(",", 1)[1])[:4] == b"\x89PNG"
+    positions = [page.index(f'<section id="{s}">') for s in SECTIONS]
+    assert positions == sorted(positions)
+    assert 'id="headline-table"' in page and 'id="methods-table"' in page
+
+
+def test_tables_metrics_and_per_method_plot_data(reported, project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert set(metrics["methods"]) == set(reported.merge.methods)
+    assert set(metrics["methods"]["linear"]) == {"pair", "triple"}
+    assert 0 < metrics["best"]["normalized_accuracy_all"] <= 2
+    for method in reported.merge.methods:
+        frame = pd.read_csv(project / "reports/tables/normalized_accuracy" / f"{method}.csv")
+        assert set(frame["combination"]) == set(reported.combinations) and frame["normalized_accuracy"].notna().all()
+    correlations_csv = pd.read_csv(project / "reports/tables/correlations.csv")
+    assert len(correlations_csv) == len(reported.merge.methods) * 2 * len(MEASURES)
+    assert (project / "reports/summary.md").read_text().startswith("# loramerge summary")
+
+
+def test_the_summary_run_is_tagged_and_holds_the_report_and_sortable_metrics(reported, project):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(reported.tracking.experiment)
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`loramerge.summary` = 'true'")
+    assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == "report" and run.data.tags["repro_id"]
+    assert "norm_acc/pair/linear/topics:moods" in run.data.metrics and "norm_acc/triple/linear" in run.data.metrics
+    assert any(k.startswith("spearman_rho/pair/") for k in run.data.metrics)
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "reports")} >= {"reports/report.html", "reports/report.md", "reports/figures"}
+
+
+def test_the_report_says_so_when_similarity_was_not_computed(reported, project):
+    saved = (project / SIMILARITY).read_text()
+    (project / SIMILARITY).unlink()
+    try:
+        write_report(reported)
+        assert "Not computed: run the `similarity` stage" in (project / "reports/report.md").read_text()
+    finally:
+        (project / SIMILARITY).write_text(saved)
+
+
+def test_spearman_p_values_are_exact_permutation_tests():
+    rho, p = spearman(np.arange(6.0), np.arange(6.0) ** 2)
+    assert rho == pytest.approx(1.0) and p == pytest.approx(2 / 720)  # only the two perfect orderings are as extreme
+    assert spearman([1, 2, 3], [1, 2, 3])[1] == pytest.approx(1 / 3)  # scipy's t approximation would say 0
+    assert all(math.isnan(v) for v in spearman([1, 2, 3], [5, 5, 5]))
+    assert all(math.isnan(v) for v in spearman([1, 2], [1, 2]))
+
+
+def fake_results(slope: float, methods: int = 3, pairs: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Combinations whose normalized accuracy moves with data cosine by `slope` (plus noise), for every method."""
+    rng = np.random.default_rng(0)
+    similarity = pd.DataFrame({"combination": [f"p{i}" for i in range(pairs)], "kind": "pair", **{m: rng.random(pairs) for m in MEASURES}})
+    combos = pd.concat([
+        pd.DataFrame({"combination": similarity["combination"], "kind": "pair", "method": f"m{k}",
+                      "normalized_accuracy": 0.8 + slope * similarity["data_cosine"] + 0.001 * rng.random(pairs), "gain_retention": 0.5})
+        for k in range(methods)
+    ])
+    return combos, similarity
+
+
+@pytest.mark.parametrize(("slope", "answer"), [(-0.2, "holds here"), (0.2, "is reversed here"), (0.0, "is not supported")])
+def test_the_verdict_follows_the_sign_and_significance_of_rho(slope, answer):
+    combos, similarity = fake_results(slope) if slope else fake_results(0.0)
+    if not slope:  # no relation: accuracy independent of similarity
+        combos["normalized_accuracy"] = np.random.default_rng(1).random(len(combos))
+    sentences = verdict(correlations(combos, similarity), 0.05)
+    assert answer in sentences[0]
+    assert "Over 7 pairs" in sentences[1] and "Small sample: 7 pairs" in sentences[-1]
