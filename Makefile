@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test smoke bench clean
+.PHONY: setup run test smoke bench clean mlflow-server
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,12 @@ test: setup
 
 smoke: setup
 	$(OFFLINE) $(PY) -m tests.sandbox --run
+
+# The project's MLflow store served on 127.0.0.1:$(MLFLOW_PORT); stages reach it with
+# MLFLOW_TRACKING_URI=http://127.0.0.1:$(MLFLOW_PORT). MLFLOW_BACKEND_STORE_URI=postgresql://… for PostgreSQL.
+MLFLOW_PORT ?= 5000
+mlflow-server: setup
+	loramerge mlflow-server --port $(MLFLOW_PORT) $(if $(MLFLOW_BACKEND_STORE_URI),--backend-store-uri '$(MLFLOW_BACKEND_STORE_URI)')
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -16,10 +16,21 @@ from pathlib import Path
 from typing import Any
 
 
+def remove_stale_staging(final: Path) -> None:
+    """Delete what a killed earlier write of `final` left beside it (SIGKILL runs no cleanup), so
+    leftovers never pile up inside folders other stages depend on (e.g. models/adapters)."""
+    for stale in final.parent.glob(f".{final.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it replaces `final` whole."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(final)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         yield staging
@@ -34,6 +45,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 
 def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

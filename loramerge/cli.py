@@ -89,6 +89,13 @@ def _sweep(args: argparse.Namespace) -> None:
         print(sweep.write_sweep_report(sweep.collect(params, Path(".")), Path("reports"), params))
 
 
+def _mlflow_server(args: argparse.Namespace) -> None:
+    """Serve the project's MLflow store on 127.0.0.1 (replaces this process; stop it with Ctrl-C)."""
+    from loramerge.server import serve
+
+    serve(Path("."), args.port, args.backend_store_uri)
+
+
 def _require_task(params, task: str) -> None:
     if task not in params.tasks:
         raise ConfigError(f"task {task!r} is not configured; tasks in params.yaml: {sorted(params.tasks)}")
@@ -122,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("action", choices=["queue", "collect"])
     sweep.set_defaults(handler=_sweep)
     commands.add_parser("combos", help="write every pair and triple of the configured tasks into params.yaml").set_defaults(handler=_combos)
+    server = commands.add_parser("mlflow-server", help="serve the project's MLflow store on 127.0.0.1 for parallel and multi-machine runs")
+    server.add_argument("--port", type=int, default=5000)
+    server.add_argument("--backend-store-uri", default=None, help="SQL store URL (default: sqlite:///<project>/mlflow.db); e.g. postgresql://user@host/db")
+    server.set_defaults(handler=_mlflow_server)
     return parser
 
 

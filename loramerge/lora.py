@@ -56,9 +56,13 @@ def check_same_base(adapter_dirs: Mapping[str, Path], expected: str) -> None:
 def load_updates(encoder: PreTrainedModel, adapter_dirs: Mapping[str, Path]) -> list[TaskUpdate]:
     """Each adapter's exact updates, read through PEFT (so rank/alpha patterns and rsLoRA count).
 
-    The encoder is wrapped temporarily and unwrapped again, unchanged.
+    The encoder is wrapped temporarily and unwrapped again, unchanged. Weights load only from
+    safetensors: PEFT would fall back to a pickled adapter_model.bin, which is refused here.
     """
     names = list(adapter_dirs)
+    unsafe = [str(d) for d in adapter_dirs.values() if not (Path(d) / "adapter_model.safetensors").exists()]
+    if unsafe:
+        raise AdapterError(f"no adapter_model.safetensors in {unsafe}: adapters load only from safetensors (a pickled .bin is never read)")
     model = PeftModel.from_pretrained(encoder, str(adapter_dirs[names[0]]), adapter_name=names[0])
     for name in names[1:]:
         model.load_adapter(str(adapter_dirs[name]), adapter_name=name)

@@ -5,13 +5,16 @@ reached, a stage warns once and goes on, unless `tracking.strict` asks it to fai
 It must not cost them their time either: the first call to a tracking server is made
 with MLflow's HTTP retries off and a short timeout, so an unreachable server is found
 in seconds, not after MLflow's default minutes of back-off. A local SQLite store shared
-by parallel stages (`dvc queue start -j 2`) can be briefly locked: those calls are retried.
+by parallel stages (`dvc queue start -j 2`) is created by one process at a time (MLflow's
+schema migrations race otherwise), and calls that find it briefly locked are retried.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -19,13 +22,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from loramerge.config import TrackingConfig
+from loramerge.config import COMBO_SEPARATOR, TrackingConfig
 
 PROBE_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 """MLflow's HTTP settings while a stage first reaches its tracking server: fail fast, not after minutes."""
 
 SQLITE_ATTEMPTS = 5
-"""Tries of one call on an SQLite store; waits of 0.5, 1, 2, 4 s ride out another process's write lock."""
+"""Tries of one call on a busy SQLite store; waits of 0.5, 1, 2, 4 s ride out another process's write lock."""
+SQLITE_BUSY_SIGNS = ("database is locked",)
+"""What SQLite says while another process holds the write lock."""
 
 
 class TrackingError(RuntimeError):
@@ -68,10 +73,14 @@ def git_commit(root: Path) -> str:
 
 def repro_id(root: Path) -> str:
     """Shared by every stage run of one `dvc repro`: the commit and the exact params it ran with."""
-    import hashlib
-
     params = (root / "params.yaml").read_bytes() if (root / "params.yaml").exists() else b""
     return hashlib.sha256(git_commit(root).encode() + params).hexdigest()[:12]
+
+
+def metric_name(name: str) -> str:
+    """MLflow refuses '+' in metric names: a combination's members are joined by ':' instead
+    (`norm_acc/pair/ties/emotion:agnews`), which no task name may contain."""
+    return name.replace(COMBO_SEPARATOR, ":")
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -87,14 +96,9 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 @contextmanager
-def probe_settings() -> Iterator[None]:
-    """MLflow's HTTP client without retries and with a short timeout, for the duration of the block.
-
-    MLflow reads these variables on every request, so setting them around the first calls
-    is enough; later calls get MLflow's usual retries against a server known to be up.
-    """
-    saved = {key: os.environ.get(key) for key in PROBE_SETTINGS}
-    os.environ.update(PROBE_SETTINGS)
+def kept_environment(*keys: str) -> Iterator[None]:
+    """Whatever the block does to these environment variables is undone at its end."""
+    saved = {key: os.environ.get(key) for key in keys}
     try:
         yield
     finally:
@@ -103,6 +107,36 @@ def probe_settings() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def store_creation_lock(uri: str) -> Iterator[None]:
+    """One process at a time opens (and so creates or migrates) a given SQLite store and its experiment.
+
+    Two stages starting together on a fresh file otherwise run MLflow's schema migrations
+    concurrently ("duplicate column name", half-applied revisions) and race to create the
+    experiment. The lock file lives in the temp folder, keyed by the store's path.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"loramerge-mlflow-{key}.lock", timeout=300):
+        yield
+
+
+@contextmanager
+def probe_settings() -> Iterator[None]:
+    """MLflow's HTTP client without retries and with a short timeout, for the duration of the block.
+
+    MLflow reads these variables on every request, so setting them around the first calls
+    is enough; later calls get MLflow's usual retries against a server known to be up.
+    """
+    with kept_environment(*PROBE_SETTINGS):
+        os.environ.update(PROBE_SETTINGS)
+        yield
 
 
 class StageRun:
@@ -116,22 +150,24 @@ class StageRun:
         self.uri: str | None = None
         self.failed = False
 
-    def _attempts(self) -> int:
-        return SQLITE_ATTEMPTS if (self.uri or "").startswith("sqlite") else 1
+    def _transient(self, error: Exception) -> bool:
+        """A busy local SQLite file (another stage process is writing, or creating the same store)."""
+        text = str(error)
+        return (self.uri or "").startswith("sqlite") and any(sign in text for sign in SQLITE_BUSY_SIGNS)
 
     def _guard(self, action: str, call: Callable, *args, **kwargs) -> Any:
         """`call` through the tracking policy: retried on a busy SQLite file, then strict error or one warning."""
         if self.failed or (self.client is None and action != "start"):
             return None
-        attempts = self._attempts()
-        for attempt in range(attempts):
+        for attempt in range(SQLITE_ATTEMPTS):
             try:
                 return call(*args, **kwargs)
             except Exception as error:  # MLflow raises many types; all mean "not tracked"
-                if attempt + 1 < attempts:
+                if attempt + 1 < SQLITE_ATTEMPTS and self._transient(error):
                     time.sleep(0.5 * 2**attempt)
                     continue
                 self._give_up(action, error)
+                return None
         return None
 
     def _give_up(self, action: str, error: Exception) -> None:
@@ -168,7 +204,7 @@ class StageRun:
             run = client.create_run(experiment_id, run_name=self.stage, tags=dict(tags))
             self.client, self.run_id = client, run.info.run_id
 
-        with probe_settings():
+        with probe_settings(), store_creation_lock(self.uri):
             self._guard("start", _start)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -182,7 +218,7 @@ class StageRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        entries = [Metric(k, float(v), now, step or 0) for k, v in flatten(metrics).items() if isinstance(v, (int, float))]
+        entries = [Metric(metric_name(k), float(v), now, step or 0) for k, v in flatten(metrics).items() if isinstance(v, (int, float))]
         for start in range(0, len(entries), 500):
             self._client_call("log_batch", self.run_id, metrics=entries[start : start + 500])
 
@@ -222,7 +258,10 @@ def lightning_logger(run: StageRun):
         def finalize(self, status: str = "success") -> None:
             run._guard("finalize", super().finalize, status)
 
-    return GuardedMLFlowLogger(experiment_name=run.config.experiment, tracking_uri=run.uri, run_id=run.run_id, log_model=False)
+    logger = GuardedMLFlowLogger(experiment_name=run.config.experiment, tracking_uri=run.uri, run_id=run.run_id, log_model=False)
+    with kept_environment("MLFLOW_TRACKING_URI"):  # Lightning's first access sets MLflow's global URI, and the variable
+        run._guard("attach_logger", lambda: logger.experiment)
+    return logger
 
 
 @contextmanager

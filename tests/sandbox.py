@@ -68,8 +68,9 @@ def sandbox_env() -> dict[str, str]:
     return env
 
 
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=cwd, env=sandbox_env(), capture_output=True, text=True, check=check)
+def run(command: list[str], cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """`command` in `cwd` with the stages' environment, plus any extra variables (e.g. MLFLOW_TRACKING_URI)."""
+    return subprocess.run(command, cwd=cwd, env={**sandbox_env(), **env}, capture_output=True, text=True, check=check)
 
 
 def main() -> int:

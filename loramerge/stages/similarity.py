@@ -20,7 +20,7 @@ from loramerge.config import COMBO_SEPARATOR, Params, split_combination
 from loramerge.lora import load_updates
 from loramerge.similarity import MEASURES, cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
 from loramerge.stages.prepare import load_labels, load_split, stratified_subsample
-from loramerge.tracking import stage_run
+from loramerge.tracking import metric_name, stage_run
 
 SIMILARITY = paths.METRICS / "similarity.json"
 
@@ -76,12 +76,8 @@ def measure_pairs(params: Params) -> dict[str, dict[str, float]]:
 
 
 def metric_key(*parts: str) -> str:
-    """An MLflow metric name that sorts well, e.g. `norm_acc/pair/ties/emotion:agnews`.
-
-    MLflow refuses '+' in names, so a combination's members are joined by ':' (which no
-    task name may contain) instead.
-    """
-    return "/".join(parts).replace(COMBO_SEPARATOR, ":")
+    """An MLflow metric name that sorts well, e.g. `norm_acc/pair/ties/emotion:agnews`."""
+    return metric_name("/".join(parts))
 
 
 def write_similarity(params: Params) -> Path:

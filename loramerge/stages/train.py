@@ -26,6 +26,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from transformers import get_linear_schedule_with_warmup
 
@@ -94,13 +95,18 @@ class TaskDataModule(L.LightningDataModule):
             frame = load_split(self.task, split)
             self.splits[split] = TokenizedTexts(self.tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), self.max_length)
 
-    def processes(self) -> int:
-        return self.trainer.world_size if self.trainer is not None else 1
-
     def train_dataloader(self) -> torch.utils.data.DataLoader:
+        """The seeded order, sharded by Lightning's own wrapper: process r takes every N-th example.
+
+        Sharded here because Lightning's automatic sharding of a custom sampler reshuffles its
+        order (shuffle=True for training), which would lose both the seeded order and the
+        length grouping under DDP.
+        """
         data = self.splits["train"]
-        sampler = LengthGroupedSampler([len(ids) for ids in data.input_ids], self.batch_size, self.seed)
-        return torch.utils.data.DataLoader(data, batch_size=per_process_batch(self.batch_size, self.processes()), sampler=sampler, collate_fn=data.collate)
+        processes, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        order = LengthGroupedSampler([len(ids) for ids in data.input_ids], self.batch_size, self.seed)
+        shard = DistributedSamplerWrapper(order, num_replicas=processes, rank=rank, shuffle=False)
+        return torch.utils.data.DataLoader(data, batch_size=per_process_batch(self.batch_size, processes), sampler=shard, collate_fn=data.collate)
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         """Every process scores the whole validation split (Lightning would shard it), so val_acc,

@@ -1,0 +1,229 @@
+"""Faults a long pipeline meets: a stage killed with SIGKILL, a second run of the same configuration,
+a tracking server that cannot be reached.
+
+The stages run as the `loramerge` command in their own processes, on the tiny BERT of
+tests/conftest.py; a kill is a real SIGKILL the process sends itself at a chosen point (a
+training step, or the rename that publishes an output), so the point is exact every time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.helpers import tiny_params_dict
+from tests.sandbox import run
+
+pytestmark = pytest.mark.integration
+
+COMBO = "topics+moods"
+STAGES = [
+    ["prepare", "--task", "topics"], ["prepare", "--task", "moods"],
+    ["train", "--task", "topics"], ["train", "--task", "moods"],
+    ["evaluate", "--task", "topics"], ["evaluate", "--task", "moods"],
+    ["merge", "--combo", COMBO], ["evaluate", "--combo", COMBO],
+]
+VOLATILE = {"runtime_s", "steps_per_s", "train_samples_per_s", "peak_rss_mb", "peak_cuda_mb", "merged_s", "unmerged_s", "speedup"}
+"""Metrics that measure the machine, not the model: wall-clock times and rates (training time and
+throughput; merged-vs-unmerged inference seconds and their ratio) and peak memory. Everything else
+must repeat exactly."""
+
+RUN_STAGES = "import json, sys\nfrom loramerge.cli import main\nfor argv in json.loads(sys.argv[1]):\n    assert main(argv) == 0, argv\n"
+
+KILL_AT_TRAINING_STEP = """import os, signal, sys
+from loramerge.stages import train
+epoch, batch = int(sys.argv[1]), int(sys.argv[2])
+step = train.ClassifierModule.training_step
+def training_step(self, batch_, batch_idx):
+    if (self.current_epoch, batch_idx) == (epoch, batch):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, batch_, batch_idx)
+train.ClassifierModule.training_step = training_step
+from loramerge.cli import main
+sys.exit(main(sys.argv[3:]))
+"""
+"""`loramerge …` that SIGKILLs itself as training step `batch` of epoch `epoch` begins."""
+
+KILL_AT_RENAME = """import os, signal, sys
+from pathlib import Path
+target, replace = Path(sys.argv[1]).resolve(), os.replace
+def dying_replace(source, destination, *args, **kwargs):
+    landing = Path(destination).resolve()
+    if landing == target or target in landing.parents:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return replace(source, destination, *args, **kwargs)
+os.replace = dying_replace
+from loramerge.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+"""`loramerge …` that SIGKILLs itself at the first rename landing on or inside `target`: all its data written, not yet published."""
+
+
+def comparable(value):
+    """A metrics document without the VOLATILE keys, at any depth."""
+    if isinstance(value, dict):
+        return {k: comparable(v) for k, v in value.items() if k not in VOLATILE}
+    return value
+
+
+def metrics_files(project: Path) -> dict[str, dict]:
+    return {str(p.relative_to(project)): json.loads(p.read_text()) for p in sorted((project / "metrics").rglob("*.json"))}
+
+
+def killed(project: Path, script: str, *argv: str) -> subprocess.CompletedProcess:
+    completed = run([sys.executable, "-c", script, *argv], project, check=False)
+    assert completed.returncode == -signal.SIGKILL, completed.stderr[-3000:]
+    return completed
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_backbone, tiny_data) -> tuple[Path, Path]:
+    """Two projects with the same params and seed, each run through every stage (one process each).
+
+    Three epochs and dropout in the adapter, the head and the backbone: resuming must replay it all.
+    """
+    raw = tiny_params_dict(tiny_backbone, tiny_data)
+    raw["train"].update(max_epochs=3, head_dropout=0.1)
+    raw["lora"]["dropout"] = 0.1
+    projects = []
+    for name in ("first", "second"):
+        folder = tmp_path_factory.mktemp(name)
+        (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+        completed = run([sys.executable, "-c", RUN_STAGES, json.dumps(STAGES)], folder, check=False)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        projects.append(folder)
+    return projects[0], projects[1]
+
+
+@pytest.fixture
+def copy_of_first(finished, tmp_path) -> Path:
+    return Path(shutil.copytree(finished[0], tmp_path / "project", symlinks=True))
+
+
+def remove(project: Path, *relative: str) -> None:
+    for name in relative:
+        path = project / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+# ---------------------------------------------------------------- the same configuration twice
+
+
+def test_the_same_params_and_seed_twice_give_identical_metrics_models_and_predictions(finished):
+    first, second = finished
+    one, two = metrics_files(first), metrics_files(second)
+    assert set(one) == set(two) and len(one) == 5  # train and single per task, and the pair
+    for name in one:
+        assert comparable(one[name]) == comparable(two[name]), name
+    assert {"runtime_s", "peak_rss_mb"} <= set(one["metrics/train/lora/topics.json"])  # excluded, not missing
+    assert {"merged_s", "speedup"} <= set(one[f"metrics/merged/{COMBO}.json"]["inference"])
+    for path in ["models/adapters/topics/adapter_model.safetensors", "models/adapters/moods/head.safetensors", "metrics/predictions/topics.csv"]:
+        assert (first / path).read_bytes() == (second / path).read_bytes(), path
+    for path in (first / "models/merged" / COMBO).rglob("*"):
+        if path.is_file():
+            assert path.read_bytes() == (second / path.relative_to(first)).read_bytes(), path
+
+
+# ---------------------------------------------------------------- SIGKILL
+
+
+def test_training_killed_midway_resumes_from_its_last_checkpoint_and_ends_bit_for_bit_as_if_never_killed(finished, copy_of_first):
+    project, reference = copy_of_first, finished[0]
+    remove(project, "models/adapters/topics", "models/checkpoints/lora/topics", "metrics/train/lora/topics.json")
+    killed(project, KILL_AT_TRAINING_STEP, "1", "2", "train", "--task", "topics")  # 64 examples / 16 = 4 steps per epoch
+
+    last = project / "models/checkpoints/lora/topics/last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert (state["epoch"], state["global_step"]) == (0, 4), "last.ckpt is written at epoch ends only"
+    assert not (project / "models/adapters/topics").exists()
+
+    resumed = run(["loramerge", "train", "--task", "topics"], project, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "[train@topics] resuming from models/checkpoints/lora/topics/last.ckpt: 1 of 3 epoch(s) done, global step 4" in resumed.stdout
+    for name in ("adapter_model.safetensors", "head.safetensors"):
+        assert (project / "models/adapters/topics" / name).read_bytes() == (reference / "models/adapters/topics" / name).read_bytes(), name
+    metrics = [json.loads((p / "metrics/train/lora/topics.json").read_text()) for p in (project, reference)]
+    assert comparable(metrics[0]) == comparable(metrics[1])  # same steps, same last training loss, same best step
+    assert not last.exists(), "a finished run leaves no checkpoint a later rerun could mistake for unfinished work"
+
+
+@pytest.mark.parametrize("moment", ["mid-search", "before-publishing"])
+def test_a_merge_killed_midway_leaves_no_partial_output_and_the_rerun_completes(finished, copy_of_first, moment):
+    project, reference = copy_of_first, finished[0]
+    output = project / "models/merged" / COMBO
+    remove(project, f"models/merged/{COMBO}")
+    target = output.parent if moment == "mid-search" else output  # the first method's manifest, or the final rename
+    killed(project, KILL_AT_RENAME, str(target), "merge", "--combo", COMBO)
+    assert not output.exists(), "DVC would cache a half-written merge"
+    assert [p.name for p in output.parent.iterdir()] and all(p.name.startswith(f".{COMBO}.") for p in output.parent.iterdir())
+
+    rerun = run(["loramerge", "merge", "--combo", COMBO], project, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert [p.name for p in output.parent.iterdir()] == [COMBO], "the killed run's staging copy is cleared"
+    for path in (reference / "models/merged" / COMBO).rglob("*"):
+        if path.is_file():
+            assert (output / path.relative_to(reference / "models/merged" / COMBO)).read_bytes() == path.read_bytes(), path
+
+
+def test_an_evaluation_killed_before_publishing_leaves_no_metrics_file_and_the_rerun_completes(finished, copy_of_first):
+    project, reference = copy_of_first, finished[0]
+    scores = Path("metrics/merged") / f"{COMBO}.json"
+    remove(project, str(scores))
+    killed(project, KILL_AT_RENAME, str(project / scores), "evaluate", "--combo", COMBO)
+    assert not (project / scores).exists()
+
+    rerun = run(["loramerge", "evaluate", "--combo", COMBO], project, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert comparable(json.loads((project / scores).read_text())) == comparable(json.loads((reference / scores).read_text()))
+    assert [p.name for p in (project / scores).parent.iterdir()] == [scores.name]
+
+
+# ---------------------------------------------------------------- an unreachable tracking server
+
+
+@pytest.fixture
+def unreachable_server() -> str:
+    """The address of a local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(("argv", "output"), [
+    (["evaluate", "--task", "topics"], "metrics/single/topics.json"),
+    (["train", "--task", "moods"], "models/adapters/moods/adapter_model.safetensors"),
+])
+def test_with_the_tracking_server_unreachable_a_stage_warns_once_and_still_writes_its_output(finished, copy_of_first, unreachable_server, argv, output):
+    project, reference = copy_of_first, finished[0]
+    uri = unreachable_server
+    remove(project, output)
+    started = time.perf_counter()
+    completed = run(["loramerge", *argv], project, check=False, MLFLOW_TRACKING_URI=uri)
+    elapsed = time.perf_counter() - started
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stderr.count(f"MLflow tracking at {uri} failed") == 1
+    assert (project / output).read_bytes() == (reference / output).read_bytes()
+    assert elapsed < 90, f"{elapsed:.0f}s: MLflow's default HTTP retries would add minutes"
+
+
+def test_with_strict_tracking_an_unreachable_server_fails_the_stage_and_changes_nothing(copy_of_first, unreachable_server):
+    project = copy_of_first
+    uri = unreachable_server
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["tracking"]["strict"] = True
+    (project / "strict.yaml").write_text(yaml.safe_dump(raw))
+    before = (project / "metrics/single/topics.json").read_bytes()
+    completed = run(["loramerge", "--params", "strict.yaml", "evaluate", "--task", "topics"], project, check=False, MLFLOW_TRACKING_URI=uri)
+    assert completed.returncode != 0
+    assert "TrackingError" in completed.stderr and uri in completed.stderr
+    assert (project / "metrics/single/topics.json").read_bytes() == before

@@ -1,0 +1,233 @@
+"""Bad and untrusted input stops a stage with a clear error before any compute, and overwrites nothing.
+
+Covered elsewhere and not repeated here: malformed, empty, non-UTF-8 CSVs, missing columns and a
+label only in test (test_prepare.py); duplicate and unsafe task names, combinations naming unknown
+tasks, unknown target presets, rank <= 0 (test_config.py); unknown merge methods and adapters whose
+label maps disagree with the prepared data (test_stages.py); method hyper-parameters outside their
+ranges (test_merging_methods.py); a missing backbone folder (test_backbone.py).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from loramerge.backbone import load_encoder
+from loramerge.cli import main
+from loramerge.config import BackboneConfig, load_params
+from loramerge.lora import AdapterError, load_updates
+from loramerge.stages import merge as merge_stage
+from loramerge.stages import train as train_stage
+from loramerge.stages.merge import merge_combination
+from loramerge.stages.prepare import prepare_task
+from loramerge.stages.train import CheckpointError, train_task
+from tests.helpers import tiny_params_dict
+
+MARKER_ENV = "LORAMERGE_TEST_MARKER"
+
+
+class Payload:
+    """Pickled, it runs code on load: it writes the marker file. Safe loaders never call it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under the project's output folders, to show that a refused stage changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for name in ("data", "models", "metrics", "reports") for p in sorted((folder / name).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_backbone, tiny_data) -> Path:
+    """A project with both tasks prepared and their LoRA adapters trained (the working directory)."""
+    folder = tmp_path_factory.mktemp("bad-input")
+    (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_backbone, tiny_data)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        params = load_params(folder / "params.yaml")
+        for task in params.tasks:
+            prepare_task(params, task)
+            train_task(params, task)
+        yield folder
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Loading the encoder is where a merge's compute starts: refuse it, so a test proves the check came first."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the encoder was loaded: the check came after compute started")
+
+    monkeypatch.setattr(merge_stage, "load_encoder", refuse)
+
+
+def write_params(folder: Path, name: str, change) -> Path:
+    raw = yaml.safe_load((folder / "params.yaml").read_text())
+    change(raw)
+    (folder / name).write_text(yaml.safe_dump(raw))
+    return folder / name
+
+
+# ---------------------------------------------------------------- params.yaml, at the start of every stage
+
+
+STAGE_COMMANDS = [
+    ["prepare", "--task", "topics"],
+    ["train", "--task", "topics"],
+    ["train", "--task", "topics", "--mode", "full"],
+    ["merge", "--combo", "topics+moods"],
+    ["evaluate", "--task", "topics"],
+    ["evaluate", "--task", "topics", "--baselines"],
+    ["evaluate", "--combo", "topics+moods"],
+    ["similarity"],
+    ["report"],
+    ["combos"],
+    ["sweep", "collect"],
+]
+
+
+@pytest.mark.parametrize("command", STAGE_COMMANDS, ids=lambda c: " ".join(c))
+def test_every_stage_validates_params_first_and_names_the_offending_key(project, params_dict, command, capsys):
+    params_dict["merge"]["batch_size"] = 0
+    (project / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    before = sorted(p.name for p in project.iterdir())
+    assert main(command) == 2
+    assert "merge.batch_size" in capsys.readouterr().err
+    assert sorted(p.name for p in project.iterdir()) == before
+
+
+# ---------------------------------------------------------------- merge inputs
+
+
+@pytest.mark.parametrize(
+    ("method", "spec", "named"),
+    [
+        ("ties", {"scaling": 1.0, "density": [0.5, 1.5]}, "density"),
+        ("dare_ties", {"scaling": 1.0, "density": 1.0, "drop_prob": [0.1, -0.1]}, "drop_prob"),
+        ("dare_ties", {"scaling": 1.0, "density": 1.0, "drop_prob": 1.2}, "drop_prob"),
+        ("svd", {"base": "task_arithmetic", "rank": 0}, "rank"),
+    ],
+)
+def test_a_merge_hyper_parameter_out_of_range_is_refused_before_any_model_is_loaded(trained, no_compute, method, spec, named):
+    params = load_params(write_params(trained, "bad-merge.yaml", lambda raw: raw["merge"].update(methods={method: spec})))
+    before = snapshot(trained)
+    with pytest.raises(ValueError, match=rf"(?s)merge\.methods\.{method}.*{named}"):
+        merge_combination(params, "topics+moods")
+    assert snapshot(trained) == before
+
+
+def test_adapters_trained_on_different_base_models_are_not_merged(trained, no_compute):
+    config = trained / "models/adapters/moods/adapter_config.json"
+    original = config.read_text()
+    config.write_text(json.dumps({**json.loads(original), "base_model_name_or_path": "FacebookAI/roberta-base"}))
+    before = snapshot(trained)
+    try:
+        with pytest.raises(AdapterError, match=r"'moods': 'FacebookAI/roberta-base'.*another base model"):
+            merge_combination(load_params(trained / "params.yaml"), "topics+moods")
+        assert snapshot(trained) == before
+    finally:
+        config.write_text(original)
+
+
+def test_a_combination_not_listed_in_params_is_refused(trained, capsys):
+    assert main(["merge", "--combo", "topics+nope"]) == 2
+    assert "'topics+nope' is not listed" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the backbone
+
+
+def test_a_base_model_path_that_does_not_exist_stops_training_and_keeps_the_trained_adapter(trained, capsys):
+    bad = write_params(trained, "bad-backbone.yaml", lambda raw: raw["backbone"].update(name=str(trained / "no-such-model")))
+    before = snapshot(trained)
+    assert main(["--params", str(bad), "train", "--task", "topics"]) == 2
+    assert "backbone.name" in capsys.readouterr().err
+    assert snapshot(trained) == before
+
+
+def test_backbone_weights_load_only_from_safetensors_never_from_a_pickle(tiny_backbone, tmp_path):
+    folder = tmp_path / "pickled-model"
+    shutil.copytree(tiny_backbone, folder)
+    state = load_encoder(BackboneConfig(name=str(folder))).state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save({**state, "payload": Payload(tmp_path / "marker")}, folder / "pytorch_model.bin")
+    with pytest.raises(OSError, match="safetensors"):
+        load_encoder(BackboneConfig(name=str(folder)))
+    assert not (tmp_path / "marker").exists()
+
+
+def remote_code_backbone(tiny_backbone: Path, folder: Path) -> Path:
+    """The tiny BERT plus custom modelling code that announces itself (writes the marker) when imported."""
+    shutil.copytree(tiny_backbone, folder)
+    (folder / "custom_bert.py").write_text(
+        "import os\nfrom pathlib import Path\nfrom transformers import BertModel\n"
+        f"Path(os.environ['{MARKER_ENV}']).write_text('remote code ran')\n"
+        "class CustomBert(BertModel):\n    pass\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "custom_bert.CustomBert"}}))
+    return folder
+
+
+def test_remote_code_in_a_backbone_folder_runs_only_when_params_say_so(tiny_backbone, tmp_path, monkeypatch):
+    import transformers.dynamic_module_utils as dynamic
+
+    folder = remote_code_backbone(tiny_backbone, tmp_path / "remote-code")
+    marker = tmp_path / "marker"
+    monkeypatch.setenv(MARKER_ENV, str(marker))
+    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))
+    assert type(load_encoder(BackboneConfig(name=str(folder)))).__name__ == "BertModel"
+    assert not marker.exists(), "trust_remote_code is off by default: the folder's code must not run"
+    assert type(load_encoder(BackboneConfig(name=str(folder), trust_remote_code=True))).__name__ == "CustomBert"
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------- adapters and checkpoints
+
+
+def test_an_adapter_saved_as_a_pickle_is_refused_unread(tiny_backbone, trained, tmp_path):
+    adapter = tmp_path / "pickled-adapter"
+    shutil.copytree(trained / "models/adapters/topics", adapter)
+    (adapter / "adapter_model.safetensors").unlink()
+    torch.save({"payload": Payload(tmp_path / "marker")}, adapter / "adapter_model.bin")
+    with pytest.raises(AdapterError, match="only from safetensors"):
+        load_updates(load_encoder(BackboneConfig(name=str(tiny_backbone))), {"topics": adapter})
+    assert not (tmp_path / "marker").exists()
+
+
+@pytest.fixture
+def poisoned_checkpoint(trained, tmp_path):
+    """A last.ckpt beside the fingerprint of the current configuration, carrying pickled code."""
+    folder = trained / "models/checkpoints/lora/topics"
+    marker = tmp_path / "marker"
+    torch.save({"epoch": 0, "global_step": 4, "state_dict": {}, "payload": Payload(marker)}, folder / "last.ckpt")
+    yield marker
+    (folder / "last.ckpt").unlink(missing_ok=True)
+
+
+def test_a_resume_checkpoint_carrying_code_is_refused_before_training_naming_the_folder_to_delete(trained, poisoned_checkpoint):
+    before = snapshot(trained)
+    with pytest.raises(CheckpointError, match=r"delete models/checkpoints/lora/topics to start over"):
+        train_task(load_params(trained / "params.yaml"), "topics")
+    assert not poisoned_checkpoint.exists()
+    assert snapshot(trained) == before
+
+
+def test_lightnings_own_resume_loads_plain_weights_only_even_if_torch_is_told_otherwise(trained, poisoned_checkpoint, monkeypatch):
+    """Past loramerge's own check, `trainer.fit(ckpt_path=…, weights_only=True)` refuses the file too,
+    even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (which flips torch.load's default, not an explicit flag)."""
+    monkeypatch.setattr(train_stage, "checkpoint_position", lambda path: (1, 4))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(pickle.UnpicklingError):
+        train_task(load_params(trained / "params.yaml"), "topics")
+    assert not poisoned_checkpoint.exists()
