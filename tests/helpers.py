@@ -49,3 +49,25 @@ def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
         "pairs": {c: c.split("+") for c in all_combinations(tasks, (2,))},
         "triples": {},
     }
+
+
+VOLATILE_METRICS = {"runtime_s", "steps_per_s", "train_samples_per_s", "peak_rss_mb", "peak_cuda_mb", "merged_s", "unmerged_s", "speedup"}
+"""Metrics that measure the machine, not the model: wall-clock times and rates (training time and
+throughput; merged-vs-unmerged inference seconds and their ratio) and peak memory. Two runs with
+the same params and seed must agree on everything else."""
+
+
+def comparable_metrics(value):
+    """A metrics document without the VOLATILE_METRICS keys, at any depth."""
+    if isinstance(value, dict):
+        return {k: comparable_metrics(v) for k, v in value.items() if k not in VOLATILE_METRICS}
+    return value
+
+
+def free_port() -> int:
+    """A local port nothing listens on right now (found by letting the OS bind one, then released)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

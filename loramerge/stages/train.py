@@ -271,6 +271,7 @@ def build_trainer(config: TrainConfig, folder: Path, val_every: int) -> tuple[L.
         deterministic=True,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        log_every_n_steps=1,  # every step's loss reaches MLflow, however short the run
     )
     return trainer, checkpoint
 

@@ -60,7 +60,7 @@ def test_mlflow_holds_one_finished_run_per_stage_with_params_metrics_and_artifac
     train = next(r for r in runs if r.data.tags["dvc_stage"] == "train@emotion")
     assert train.data.params["lora.rank"] == "8"
     assert "train_loss" in train.data.metrics and len(train.data.tags["git_commit"]) == 40
-    assert any(a.path == "adapter" for a in client.list_artifacts(train.info.run_id))
+    assert any(a.path == "model" for a in client.list_artifacts(train.info.run_id))
 
 
 def test_a_second_repro_reruns_nothing(repro):

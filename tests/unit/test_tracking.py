@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,18 +16,12 @@ import pytest
 from loramerge.config import TrackingConfig
 from loramerge.server import server_command
 from loramerge.tracking import PROBE_SETTINGS, StageRun, TrackingError, TrackingWarning, lightning_logger, stage_run, tracking_uri
-
-
-def closed_port() -> int:
-    """A local port nothing listens on (bound once by the OS, then released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.helpers import free_port
 
 
 @pytest.fixture
 def unreachable(monkeypatch) -> str:
-    uri = f"http://127.0.0.1:{closed_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 
