@@ -119,3 +119,15 @@ def test_training_order_depends_only_on_seed_and_epoch_and_groups_similar_length
 
     shuffled = random.Random(0).sample(range(640), 640)
     assert padded_tokens(first) < 0.8 * padded_tokens(shuffled)
+
+
+def test_the_training_run_in_mlflow_has_a_loss_curve_and_the_model_artifacts(params, project):
+    from mlflow.tracking import MlflowClient
+
+    prepare_task(params, "topics")
+    train_task(params, "topics")
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == "train@topics"
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
+    assert any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
