@@ -71,3 +71,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def train_every_task(params) -> None:
+    """Prepare, train in every mode and score on test each task of a project (the working directory)."""
+    from loramerge.config import TRAINING_MODES
+    from loramerge.stages.evaluate import evaluate_baselines, evaluate_single
+    from loramerge.stages.prepare import prepare_task
+    from loramerge.stages.train import train_task
+
+    for task in params.tasks:
+        prepare_task(params, task)
+        for mode in TRAINING_MODES:
+            train_task(params, task, mode)
+        evaluate_single(params, task)
+        evaluate_baselines(params, task)

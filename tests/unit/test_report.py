@@ -15,15 +15,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from loramerge.config import TRAINING_MODES, all_combinations, load_params
+from loramerge.config import all_combinations, load_params
 from loramerge.similarity import MEASURES
-from loramerge.stages.evaluate import evaluate_baselines, evaluate_combination, evaluate_single
+from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.merge import merge_combination
-from loramerge.stages.prepare import prepare_task
 from loramerge.stages.report import correlations, spearman, verdict, write_report
 from loramerge.stages.similarity import SIMILARITY, write_similarity
-from loramerge.stages.train import train_task
-from tests.helpers import synthetic_rows, tiny_params_dict, write_csv
+from tests.helpers import train_every_task, synthetic_rows, tiny_params_dict, write_csv
 
 SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "provenance"]
 
@@ -44,12 +42,7 @@ def reported(tmp_path_factory, tiny_backbone, tiny_data):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         params = load_params(folder / "params.yaml")
-        for task in params.tasks:
-            prepare_task(params, task)
-            for mode in TRAINING_MODES:
-                train_task(params, task, mode)
-            evaluate_single(params, task)
-            evaluate_baselines(params, task)
+        train_every_task(params)
         for combo in params.combinations:
             merge_combination(params, combo)
             evaluate_combination(params, combo)

@@ -10,13 +10,11 @@ import pytest
 import torch
 import yaml
 
-from loramerge.config import TRAINING_MODES, load_params
-from loramerge.stages.evaluate import evaluate_baselines, evaluate_combination, evaluate_single, merged_deltas
+from loramerge.config import load_params
+from loramerge.stages.evaluate import evaluate_combination, merged_deltas
 from loramerge.stages.merge import merge_combination
-from loramerge.stages.prepare import prepare_task
 from loramerge.stages.report import write_report
-from loramerge.stages.train import train_task
-from tests.helpers import tiny_params_dict
+from tests.helpers import train_every_task, tiny_params_dict
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +25,7 @@ def trained(tmp_path_factory, tiny_backbone, tiny_data):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)
         params = load_params(folder / "params.yaml")
-        for task in params.tasks:
-            prepare_task(params, task)
-            for mode in TRAINING_MODES:
-                train_task(params, task, mode)
-            evaluate_single(params, task)
-            evaluate_baselines(params, task)
+        train_every_task(params)
         yield params
 
 
