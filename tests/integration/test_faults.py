@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import tiny_params_dict
+from tests.helpers import comparable_metrics, free_port, tiny_params_dict
 from tests.sandbox import run
 
 pytestmark = pytest.mark.integration
@@ -33,11 +32,6 @@ STAGES = [
     ["evaluate", "--task", "topics"], ["evaluate", "--task", "moods"],
     ["merge", "--combo", COMBO], ["evaluate", "--combo", COMBO],
 ]
-VOLATILE = {"runtime_s", "steps_per_s", "train_samples_per_s", "peak_rss_mb", "peak_cuda_mb", "merged_s", "unmerged_s", "speedup"}
-"""Metrics that measure the machine, not the model: wall-clock times and rates (training time and
-throughput; merged-vs-unmerged inference seconds and their ratio) and peak memory. Everything else
-must repeat exactly."""
-
 RUN_STAGES = "import json, sys\nfrom loramerge.cli import main\nfor argv in json.loads(sys.argv[1]):\n    assert main(argv) == 0, argv\n"
 
 KILL_AT_TRAINING_STEP = """import os, signal, sys
@@ -67,13 +61,6 @@ from loramerge.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 """`loramerge …` that SIGKILLs itself at the first rename landing on or inside `target`: all its data written, not yet published."""
-
-
-def comparable(value):
-    """A metrics document without the VOLATILE keys, at any depth."""
-    if isinstance(value, dict):
-        return {k: comparable(v) for k, v in value.items() if k not in VOLATILE}
-    return value
 
 
 def metrics_files(project: Path) -> dict[str, dict]:
@@ -124,7 +111,7 @@ def test_the_same_params_and_seed_twice_give_identical_metrics_models_and_predic
     one, two = metrics_files(first), metrics_files(second)
     assert set(one) == set(two) and len(one) == 5  # train and single per task, and the pair
     for name in one:
-        assert comparable(one[name]) == comparable(two[name]), name
+        assert comparable_metrics(one[name]) == comparable_metrics(two[name]), name
     assert {"runtime_s", "peak_rss_mb"} <= set(one["metrics/train/lora/topics.json"])  # excluded, not missing
     assert {"merged_s", "speedup"} <= set(one[f"metrics/merged/{COMBO}.json"]["inference"])
     for path in ["models/adapters/topics/adapter_model.safetensors", "models/adapters/moods/head.safetensors", "metrics/predictions/topics.csv"]:
@@ -153,7 +140,7 @@ def test_training_killed_midway_resumes_from_its_last_checkpoint_and_ends_bit_fo
     for name in ("adapter_model.safetensors", "head.safetensors"):
         assert (project / "models/adapters/topics" / name).read_bytes() == (reference / "models/adapters/topics" / name).read_bytes(), name
     metrics = [json.loads((p / "metrics/train/lora/topics.json").read_text()) for p in (project, reference)]
-    assert comparable(metrics[0]) == comparable(metrics[1])  # same steps, same last training loss, same best step
+    assert comparable_metrics(metrics[0]) == comparable_metrics(metrics[1])  # same steps, same last training loss, same best step
     assert not last.exists(), "a finished run leaves no checkpoint a later rerun could mistake for unfinished work"
 
 
@@ -184,7 +171,7 @@ def test_an_evaluation_killed_before_publishing_leaves_no_metrics_file_and_the_r
 
     rerun = run(["loramerge", "evaluate", "--combo", COMBO], project, check=False)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert comparable(json.loads((project / scores).read_text())) == comparable(json.loads((reference / scores).read_text()))
+    assert comparable_metrics(json.loads((project / scores).read_text())) == comparable_metrics(json.loads((reference / scores).read_text()))
     assert [p.name for p in (project / scores).parent.iterdir()] == [scores.name]
 
 
@@ -193,10 +180,7 @@ def test_an_evaluation_killed_before_publishing_leaves_no_metrics_file_and_the_r
 
 @pytest.fixture
 def unreachable_server() -> str:
-    """The address of a local port nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 @pytest.mark.parametrize(("argv", "output"), [
