@@ -1,0 +1,246 @@
+"""Scaling out for real: a shared MLflow server, a DVC remote and a fresh clone, experiments run two at
+a time from DVC's queue, and DDP training in two processes.
+
+One sandbox (2 tasks of the tiny configuration, real MiniLM and data) runs `dvc repro` once with
+its runs sent to `loramerge mlflow-server`; the remote, clone and queue tests reuse that run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from loramerge.config import load_params
+from loramerge.stages.prepare import prepare_task
+from tests.helpers import comparable_metrics, free_port, tiny_params_dict
+from tests.sandbox import make_sandbox, run, sandbox_env, shared_data_dir, tiny_params
+
+pytestmark = pytest.mark.integration
+
+if not (shared_data_dir() / "emotion" / "train.csv").exists():
+    pytest.skip(f"the task data is not at {shared_data_dir()} (set LORAMERGE_DATA_DIR)", allow_module_level=True)
+
+TASKS = ("emotion", "tweet_offensive")
+PAIR = "emotion+tweet_offensive"
+QUEUE_RANKS = [2, 4]
+
+
+def scale_params() -> dict:
+    """The tiny configuration on two tasks (one pair, no triple), with a two-point sweep for the queue."""
+    params = tiny_params(TASKS)
+    params["sweep"].update(task="emotion", lora_ranks=QUEUE_RANKS, lora_learning_rates=[0.001], lora_targets=["attention"], full_learning_rates=[], full_weight_decays=[])
+    return params
+
+
+@contextmanager
+def mlflow_server(project: Path, log: Path) -> Iterator[tuple[str, int]]:
+    """`loramerge mlflow-server` on a free port, healthy before yielding, stopped (its whole process group) after."""
+    port = free_port()
+    with log.open("w") as output:
+        server = subprocess.Popen(["loramerge", "mlflow-server", "--port", str(port)], cwd=project, env=sandbox_env(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=5).status == 200:
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the MLflow server did not come up:\n" + log.read_text()[-3000:]
+                time.sleep(1)
+        yield uri, port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[Path, str, int]]:
+    """The sandbox after `dvc repro` with MLFLOW_TRACKING_URI pointing at the tooling's own server."""
+    root = tmp_path_factory.mktemp("scale-out")
+    sandbox = make_sandbox(root / "repo", scale_params())
+    with mlflow_server(sandbox, root / "mlflow-server.log") as (uri, port):
+        completed = run(["dvc", "repro"], sandbox, check=False, MLFLOW_TRACKING_URI=uri)
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+        yield sandbox, uri, port
+
+
+@pytest.fixture(scope="module")
+def committed(served, tmp_path_factory) -> Path:
+    """The run committed (dvc.lock and the uncached metrics/reports in git) and pushed with its run cache."""
+    sandbox = served[0]
+    remote = tmp_path_factory.mktemp("dvc-remote")
+    run(["dvc", "remote", "add", "-d", "store", str(remote)], sandbox)
+    run(["git", "add", "-A"], sandbox)
+    run(["git", "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost", "commit", "-qm", "tiny pipeline run"], sandbox)
+    run(["dvc", "push", "--run-cache"], sandbox)
+    return sandbox
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ---------------------------------------------------------------- MLflow server
+
+
+def test_stage_runs_metrics_and_artifacts_arrive_at_the_mlflow_server(served, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    sandbox, uri, _ = served
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("loramerge")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:"), "artifacts go through the server"
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    stages = {r.data.tags["dvc_stage"]: r for r in runs}
+    assert {f"train@{t}" for t in TASKS} | {f"merge_pair@{PAIR}", f"evaluate_pair@{PAIR}", "similarity", "report"} <= set(stages)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    train = stages["train@emotion"]
+    assert {"val_acc", "val_loss", "final/val_accuracy", "final/train_loss"} <= set(train.data.metrics)
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "val_acc")], "per-step curves, not just finals"
+    downloaded = client.download_artifacts(train.info.run_id, "model/labels.json", str(tmp_path))
+    assert Path(downloaded).read_bytes() == (sandbox / "models/adapters/emotion/labels.json").read_bytes()
+
+
+def test_the_mlflow_server_listens_on_the_loopback_address_only(served):
+    port = served[2]
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    with pytest.raises(ConnectionRefusedError):  # 127.0.0.2 is this machine too: open only if bound to every address
+        socket.create_connection(("127.0.0.2", port), timeout=5).close()
+
+
+# ---------------------------------------------------------------- the same numbers elsewhere
+
+
+def test_another_sandbox_with_the_same_params_and_seed_reproduces_every_shared_number(served, repro):
+    """The session's 3-task sandbox trained the same two tasks with the same params: same models, same metrics."""
+    sandbox = served[0]
+    shared = [f"metrics/{kind}/{t}.json" for t in TASKS for kind in ("single", "baselines", "train/lora", "train/head_only", "train/full")]
+    for name in [*shared, f"metrics/merged/{PAIR}.json"]:
+        assert comparable_metrics(json.loads((sandbox / name).read_text())) == comparable_metrics(json.loads((repro / name).read_text())), name
+    for task in TASKS:
+        for name in ("adapter_model.safetensors", "adapter_config.json", "head.safetensors", "labels.json"):
+            assert (sandbox / "models/adapters" / task / name).read_bytes() == (repro / "models/adapters" / task / name).read_bytes(), name
+
+
+# ---------------------------------------------------------------- DVC remote
+
+
+def test_a_fresh_clone_pulls_every_output_from_the_dvc_remote_and_reruns_nothing(committed, tmp_path):
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(committed), str(clone)], check=True)
+    run(["dvc", "pull"], clone)
+    again = run(["dvc", "repro"], clone)
+    assert "Running stage" not in again.stdout, again.stdout[-3000:]
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+    for folder in ("models/adapters", "models/merged", "data/prepared"):
+        assert files_under(clone / folder) == files_under(committed / folder), folder
+
+
+# ---------------------------------------------------------------- DVC queue, two jobs
+
+
+def queue_states(sandbox: Path) -> list[str]:
+    lines = run(["dvc", "queue", "status"], sandbox).stdout.splitlines()[1:]
+    return [line.split()[-1] for line in lines if line.strip() and not line.startswith("Worker")]
+
+
+def test_two_queued_experiments_run_in_parallel_and_both_record_metrics_and_mlflow_runs(committed, tmp_path):
+    """`loramerge sweep queue` pins an absolute SQLite store, fresh here, so both jobs race to create it."""
+    from mlflow.tracking import MlflowClient
+
+    sandbox, store = committed, f"sqlite:///{tmp_path / 'queue.db'}"
+    queued = run(["loramerge", "sweep", "queue"], sandbox, check=False, MLFLOW_TRACKING_URI=store)
+    assert queued.returncode == 0 and f"queued {len(QUEUE_RANKS)} experiments" in queued.stdout, queued.stderr[-3000:]
+    run(["dvc", "queue", "start", "--jobs", "2"], sandbox)
+    try:
+        deadline = time.monotonic() + 900
+        while any(state in ("Queued", "Running") for state in queue_states(sandbox)):
+            assert time.monotonic() < deadline, run(["dvc", "queue", "status"], sandbox).stdout
+            time.sleep(5)
+    finally:
+        run(["dvc", "queue", "stop"], sandbox, check=False)
+    assert queue_states(sandbox) == ["Success"] * len(QUEUE_RANKS), run(["dvc", "queue", "status"], sandbox).stdout
+
+    names = [line.split()[1] for line in run(["dvc", "queue", "status"], sandbox).stdout.splitlines()[1:] if line.strip().endswith("Success")]
+    for name in names:
+        log = run(["dvc", "queue", "logs", name], sandbox).stdout
+        assert "database is locked" not in log and "MLflow tracking at" not in log, log[-3000:]
+
+    collected = run(["loramerge", "sweep", "collect"], sandbox)
+    table = (sandbox / "reports/sweep.csv").read_text().splitlines()
+    assert len(table) == 1 + len(QUEUE_RANKS), collected.stdout
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("loramerge").experiment_id])
+    by_experiment = {(r.data.tags.get("dvc_exp_name"), r.data.tags["dvc_stage"]): r for r in runs}
+    assert {name for name, _ in by_experiment} == set(names)
+    assert sorted(int(by_experiment[(n, "train@emotion")].data.params["lora.rank"]) for n in names) == QUEUE_RANKS
+    assert all(r.info.status == "FINISHED" for r in runs) and {s for _, s in by_experiment} == {"train@emotion", "evaluate@emotion"}
+
+
+# ---------------------------------------------------------------- DDP
+
+
+@pytest.fixture(scope="module")
+def no_dropout_backbone(tiny_backbone, tmp_path_factory) -> Path:
+    """The tiny BERT without its own dropout: with every mask gone, DDP must reproduce one process's arithmetic."""
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout") / "model"
+    shutil.copytree(tiny_backbone, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    return folder
+
+
+def trained_with(tmp_path: Path, name: str, backbone: Path, data: Path, **train) -> tuple[Path, subprocess.CompletedProcess]:
+    """`loramerge train --task topics` in a project of its own (as a console script, so DDP can relaunch it)."""
+    raw = tiny_params_dict(backbone, data)
+    raw["lora"]["dropout"] = 0.0
+    raw["train"].update(head_dropout=0.0, batch_size=8, max_epochs=1, val_check_interval=100, **train)  # one validation, at the end
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        prepare_task(load_params(folder / "params.yaml"), "topics")
+    return folder, run(["loramerge", "train", "--task", "topics"], folder, check=False)
+
+
+def test_ddp_on_two_cpu_processes_trains_the_same_adapter_as_one_process_and_only_rank_0_writes(no_dropout_backbone, tiny_data, tmp_path):
+    """Tolerance: every adapter and head tensor within atol 1e-5 + rtol 1e-4 of the single-process one
+    (measured: 5e-7 absolute); the same validation accuracy and step count. The two processes see the
+    single-process batch split in halves, so only the order of floating-point sums differs."""
+    from mlflow.tracking import MlflowClient
+    from safetensors.torch import load_file
+
+    single, alone = trained_with(tmp_path, "single", no_dropout_backbone, tiny_data)
+    ddp, together = trained_with(tmp_path, "ddp", no_dropout_backbone, tiny_data, strategy="ddp", devices=2, accelerator="cpu")
+    assert alone.returncode == 0 and together.returncode == 0, together.stderr[-3000:]
+    assert "MEMBER: 2/2" in together.stderr, "two processes took part"
+    for name in ("adapter_model.safetensors", "head.safetensors"):
+        one, two = (load_file(str(p / "models/adapters/topics" / name)) for p in (single, ddp))
+        assert one.keys() == two.keys()
+        for key in one:
+            torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4)
+    metrics = [json.loads((p / "metrics/train/lora/topics.json").read_text()) for p in (single, ddp)]
+    assert metrics[1]["val_accuracy"] == metrics[0]["val_accuracy"] and metrics[1]["global_steps"] == metrics[0]["global_steps"]
+    client = MlflowClient(f"sqlite:///{ddp / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert [r.data.tags["dvc_stage"] for r in runs] == ["train@topics"] and runs[0].info.status == "FINISHED"
