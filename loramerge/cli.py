@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loramerge.config import TRAINING_MODES, ConfigError, all_combinations, load_params
+from loramerge.config import TRAINING_MODES, ConfigError, load_params
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -55,24 +55,30 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _combos(args: argparse.Namespace) -> None:
-    """Rewrite `pairs:` and `triples:` in params.yaml from its task list, keeping comments."""
+    """Rewrite `pairs:` and `triples:` in params.yaml from its task list (capped by `combos:`), keeping comments."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedSeq
+
+    from loramerge.combinations import choose_combinations, coverage
 
     def members(combo: str) -> CommentedSeq:
         seq = CommentedSeq(combo.split("+"))
         seq.fa.set_flow_style()
         return seq
 
-    load_params(args.params)
+    caps = load_params(args.params).combos
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
     path = Path(args.params)
     document = yaml.load(path.read_text(encoding="utf-8"))
     tasks = list(document["tasks"])
-    for key, size in (("pairs", 2), ("triples", 3)):
-        document[key] = {c: members(c) for c in all_combinations(tasks, (size,))}
+    for key, size, cap in (("pairs", 2, caps.max_pairs), ("triples", 3, caps.max_triples)):
+        chosen = choose_combinations(tasks, size, cap, caps.seed)
+        document[key] = {c: members(c) for c in chosen}
+        covered = coverage(tasks, chosen, size)
+        print(f"{key}: {covered['chosen']} of {covered['total']} ({covered['share']:.0%}); each task in "
+              f"{covered['min_per_task']}-{covered['max_per_task']}" + (f"; task pairs met in a triple: {covered['task_pairs_met']:.0%}" if size == 3 else ""))
     with path.open("w", encoding="utf-8") as handle:
         yaml.dump(document, handle)
     load_params(path)

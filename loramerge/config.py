@@ -170,6 +170,14 @@ class SimilarityConfig(Strict):
     significance_level: float = Field(default=0.05, gt=0, lt=1)
 
 
+class CombosConfig(Strict):
+    """How many pairs and triples `loramerge combos` lists: all (null) or a balanced sample of this many."""
+
+    max_pairs: int | None = Field(default=None, gt=0)
+    max_triples: int | None = Field(default=None, gt=0)
+    seed: int = 0
+
+
 class TrackingConfig(Strict):
     experiment: str = "loramerge"
     uri: str | None = None
@@ -181,6 +189,7 @@ class Params(Strict):
 
     data: DataConfig = DataConfig()
     tasks: dict[str, TaskConfig]
+    combos: CombosConfig = CombosConfig()
     pairs: dict[str, list[str]] = {}
     triples: dict[str, list[str]] = {}
     backbone: BackboneConfig = BackboneConfig()

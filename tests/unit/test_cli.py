@@ -36,3 +36,14 @@ def test_combos_writes_every_pair_and_triple_of_the_task_list(project, params_di
     written = yaml.safe_load((project / "params.yaml").read_text())
     assert len(written["pairs"]) == 3 and len(written["triples"]) == 1
     assert all(name == "+".join(members) for name, members in written["pairs"].items())
+
+
+def test_combos_caps_pairs_and_triples_as_the_params_file_says(project, params_dict, capsys):
+    for extra in ("third", "fourth", "fifth"):
+        params_dict["tasks"][extra] = params_dict["tasks"]["topics"]
+    params_dict["combos"] = {"max_pairs": 4, "max_triples": 3, "seed": 1}
+    (project / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    assert main(["combos"]) == 0
+    written = yaml.safe_load((project / "params.yaml").read_text())
+    assert len(written["pairs"]) == 4 and len(written["triples"]) == 3
+    assert "pairs: 4 of 10 (40%)" in capsys.readouterr().out
