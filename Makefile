@@ -24,6 +24,10 @@ test: setup
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "chromium not installed: the browser test will be skipped"
 	$(OFFLINE) $(PY) -m pytest -ra
 
+# Benchmarks (benchmarks/*.py) into reports/benchmarks.md; needs the default pipeline's outputs (`make run`).
+bench: setup
+	$(OFFLINE) $(PY) -m benchmarks.run_all
+
 smoke: setup
 	$(OFFLINE) $(PY) -m tests.sandbox --run
 

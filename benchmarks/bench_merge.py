@@ -1,7 +1,7 @@
 """How long each merge method takes on bert-base-sized adapters, beside PEFT where PEFT computes the same thing.
 
-    python benchmarks/bench_merge.py            # 12 layers, 2 and 3 adapters, ranks 8 and 64 (a few minutes)
-    python benchmarks/bench_merge.py --quick    # 2 layers, rank 8 only (under a minute)
+    python -m benchmarks.bench_merge            # 12 layers, 2 and 3 adapters, ranks 8 and 64 (a few minutes)
+    python -m benchmarks.bench_merge --quick    # 2 layers, rank 8 only (under a minute)
 
 Adapters cover every linear layer of bert-base (query, key, value, attention.output.dense
 768×768; intermediate.dense 3072×768; output.dense 768×3072) and are random: our merges get
@@ -199,7 +199,8 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     warm_up(0.5 if args.quick else 3.0)
     rows = run(args.quick, not args.no_peft)
-    print(f"\n{'bert-base, 2 encoder layers' if args.quick else 'bert-base (12 layers, 72 linear layers)'}, torch {torch.__version__}, {THREADS} threads\n")
+    print("## Merging: each method vs PEFT's `add_weighted_adapter` where PEFT computes the same thing\n")
+    print(f"{'bert-base, 2 encoder layers' if args.quick else 'bert-base (12 layers, 72 linear layers)'}, random adapters, torch {torch.__version__}, {THREADS} threads\n")
     print(table(rows))
     knots = [r for r in rows if r.label == "knots_ties" and r.n == 3 and r.rank == 8]
     if knots:

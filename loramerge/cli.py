@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from loramerge.config import TRAINING_MODES, ConfigError, load_params
+from loramerge.tracking import TrackingError
+
+STAGE_TIMES = Path("logs/stage_times.jsonl")
 
 
 def _prepare(args: argparse.Namespace) -> None:
@@ -142,13 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def record_stage_time(seconds: float) -> None:
+    """When DVC runs this command, append the stage's wall time to logs/stage_times.jsonl
+    (git-ignored): DVC keeps no durations, and the benchmarks read them from here."""
+    stage = os.environ.get("DVC_STAGE")
+    if stage:
+        line = {"stage": stage, "seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        STAGE_TIMES.parent.mkdir(exist_ok=True)
+        with STAGE_TIMES.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    started = time.perf_counter()
     try:
         args.handler(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        print(f"loramerge {args.command}: error: {error}", file=sys.stderr)
+    except (ConfigError, ValueError, FileNotFoundError, TrackingError) as error:
+        kind = f"{type(error).__name__}: " if isinstance(error, TrackingError) else ""
+        print(f"loramerge {args.command}: error: {kind}{error}", file=sys.stderr)
         return 2
+    record_stage_time(time.perf_counter() - started)
     return 0
 
 

@@ -93,6 +93,7 @@ def experiment_row(name: str, data: dict, task: str) -> dict | None:
         return None
     return {
         "experiment": name, **setting,
+        "backbone": settings["backbone"]["name"], "hardware": "GPU" if train.get("peak_cuda_mb") else "CPU",
         "val_accuracy": train["val_accuracy"], "val_weighted_f1": train["val_weighted_f1"], "train_loss": train.get("train_loss"),
         "test_accuracy": test["accuracy"], "test_weighted_f1": test["weighted_f1"],
         "trainable_params": train["trainable_params"], "trainable_percent": train["trainable_percent"],
@@ -100,19 +101,35 @@ def experiment_row(name: str, data: dict, task: str) -> dict | None:
     }
 
 
+def sweep_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The study's table shapes: validation per setting, and test for the best setting of each family
+    (chosen on validation accuracy), with the study's published test numbers beside."""
+    best = table.sort_values("val_accuracy", ascending=False).groupby("family", as_index=False).head(1)
+    return {
+        "validation": table.drop(columns=["test_accuracy", "test_weighted_f1"]),
+        "test": best[["family", "rank", "learning_rate", "weight_decay", "test_accuracy", "test_weighted_f1", "trainable_params", "trainable_percent", "backbone", "hardware"]],
+        "study": STUDY_TEST,
+    }
+
+
+SWEEP_CSV = Path("metrics/sweep/sweep.csv")
+"""Where `collect` puts the table: under metrics/, a dependency of the report stage, so the report picks it up."""
+
+
 def write_sweep_report(table: pd.DataFrame, folder: Path, params: Params) -> Path:
-    """Validation table per setting; test table for the best of each family beside the study's numbers."""
+    """metrics/sweep/sweep.csv for the report stage, and reports/sweep.md to read at once."""
     from loramerge.atomic import write_text
 
-    folder.mkdir(parents=True, exist_ok=True)
-    table.to_csv(folder / "sweep.csv", index=False)
-    best = table.sort_values("val_accuracy", ascending=False).groupby("family", as_index=False).head(1)
+    if table.empty:
+        raise ValueError("no finished sweep experiments found: run `loramerge sweep queue`, then `dvc queue start -j 1`, and wait for `dvc queue status`")
+    write_text(SWEEP_CSV, table.to_csv(index=False))
+    tables = sweep_tables(table)
     text = "\n\n".join([
         f"# The emotion study's sweep, reproduced on `{params.backbone.name}` (task `{params.sweep.task}`)",
         "Chosen on validation accuracy; test numbers only for the best setting of each family.",
-        "## Validation, every setting\n\n" + table.drop(columns=["test_accuracy", "test_weighted_f1"]).to_markdown(index=False, floatfmt=".4f"),
-        "## Test, best setting of each family (ours)\n\n" + best[["family", "rank", "learning_rate", "weight_decay", "test_accuracy", "test_weighted_f1", "trainable_params", "trainable_percent"]].to_markdown(index=False, floatfmt=".4f"),
-        "## Test, the study's published numbers (BERT-base, T4 GPU, full emotion data: a different backbone, hardware and data size)\n\n" + STUDY_TEST.to_markdown(index=False, floatfmt=".4f"),
+        "## Validation, every setting\n\n" + tables["validation"].to_markdown(index=False, floatfmt=".4f"),
+        "## Test, best setting of each family (ours)\n\n" + tables["test"].to_markdown(index=False, floatfmt=".4f"),
+        "## Test, the study's published numbers (BERT-base, T4 GPU, full emotion data: a different backbone, hardware and data size)\n\n" + tables["study"].to_markdown(index=False, floatfmt=".4f"),
     ])
     path = folder / "sweep.md"
     write_text(path, text + "\n")

@@ -76,34 +76,43 @@ def evaluate_baselines(params: Params, task: str) -> Path:
 def evaluate_combination(params: Params, combo: str) -> Path:
     """Every merged model of one combination on each member's test split."""
     members = split_combination(combo)
-    single = {t: read_json(paths.single_metrics(t))["accuracy"] for t in members}
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
-    tests = {t: load_task_split(t, "test", tokenizer, params.backbone.max_length) for t in members}
     heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
-    results = {}
     kind = "pair" if len(members) == 2 else "triple"
     with stage_run(params.tracking, f"evaluate_{kind}@{combo}", {"combination": combo, "split": "test"}) as run:
-        for method in params.merge.methods:
-            folder = paths.merged_dir(combo) / method
-            manifest = read_json(folder / MANIFEST)
-            per_task = {}
-            with patched(encoder, merged_deltas(encoder, folder)):
-                for task in members:
-                    metrics, _ = score(encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling)
-                    metrics["single_accuracy"] = single[task]
-                    metrics["normalized_accuracy"] = normalized_accuracy(metrics["accuracy"], single[task])
-                    per_task[task] = metrics
-            results[method] = {
-                "tasks": per_task,
-                "mean_accuracy": sum(m["accuracy"] for m in per_task.values()) / len(members),
-                "mean_normalized_accuracy": sum(m["normalized_accuracy"] for m in per_task.values()) / len(members),
-                "params": manifest["params"],
-            }
-            run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": results[method]["mean_normalized_accuracy"]})
+        results = score_merges(params, combo, encoder, tokenizer)
+        for method, result in results.items():
+            run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result["mean_normalized_accuracy"]})
         timing = inference_cost(params, encoder, tokenizer, members, heads, paths.merged_dir(combo) / next(iter(params.merge.methods)))
         run.log_metrics({f"inference/{kind}/{combo}/{k}": v for k, v in timing.items()})
         write_json(paths.merged_metrics(combo), {"combination": combo, "members": members, "methods": results, "inference": timing})
     return paths.merged_metrics(combo)
+
+
+def score_merges(params: Params, combo: str, encoder, tokenizer) -> dict[str, dict]:
+    """Each method's merged model on every member's test split, normalized by the single adapters.
+    Reads and writes nothing but the merge stage's outputs, so benchmarks can time it alone."""
+    members = split_combination(combo)
+    single = {t: read_json(paths.single_metrics(t))["accuracy"] for t in members}
+    tests = {t: load_task_split(t, "test", tokenizer, params.backbone.max_length) for t in members}
+    heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
+    results = {}
+    for method in params.merge.methods:
+        folder = paths.merged_dir(combo) / method
+        per_task = {}
+        with patched(encoder, merged_deltas(encoder, folder)):
+            for task in members:
+                metrics, _ = score(encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling)
+                metrics["single_accuracy"] = single[task]
+                metrics["normalized_accuracy"] = normalized_accuracy(metrics["accuracy"], single[task])
+                per_task[task] = metrics
+        results[method] = {
+            "tasks": per_task,
+            "mean_accuracy": sum(m["accuracy"] for m in per_task.values()) / len(members),
+            "mean_normalized_accuracy": sum(m["normalized_accuracy"] for m in per_task.values()) / len(members),
+            "params": read_json(folder / MANIFEST)["params"],
+        }
+    return results
 
 
 def inference_cost(params: Params, encoder, tokenizer, members: list[str], heads: dict[str, ClassificationHead], merged_folder: Path) -> dict[str, float]:

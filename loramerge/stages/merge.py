@@ -133,8 +133,8 @@ def merge_combination(params: Params, combo: str) -> Path:
     return paths.merged_dir(combo)
 
 
-def merge_with(method: MergeMethod, name: str, params: Params, updates: list[TaskUpdate], objective: ValidationObjective, folder: Path, members: list[str]) -> dict:
-    spec = params.merge.methods[name]
+def search_method(method: MergeMethod, spec: dict, strategy: str, updates: list[TaskUpdate], objective: ValidationObjective) -> tuple[dict, list[dict], MergeResult]:
+    """The best hyper-parameters on validation, the table of every point tried, and the chosen merge."""
     results: dict[str, MergeResult] = {}
 
     def evaluate_point(point: dict) -> float:
@@ -142,10 +142,14 @@ def merge_with(method: MergeMethod, name: str, params: Params, updates: list[Tas
         results[key] = method.merge(updates, method.Params(**point))
         return objective(results[key], key)
 
-    best, table = run_search(method, spec, params.merge.search, evaluate_point)
-    best_key = repr(sorted(best.items()))
-    chosen = results[best_key]
-    accuracy = objective.per_task[best_key]
+    best, table = run_search(method, spec, strategy, evaluate_point)
+    return best, table, results[repr(sorted(best.items()))]
+
+
+def merge_with(method: MergeMethod, name: str, params: Params, updates: list[TaskUpdate], objective: ValidationObjective, folder: Path, members: list[str]) -> dict:
+    spec = params.merge.methods[name]
+    best, table, chosen = search_method(method, spec, params.merge.search, updates, objective)
+    accuracy = objective.per_task[repr(sorted(best.items()))]
     manifest = {
         "combination": "+".join(members),
         "method": name,

@@ -539,6 +539,28 @@ def similarity_section(results: Results, figures: list[Figure], params: Params) 
     ])
 
 
+def sweep_section() -> Section:
+    """The emotion study's grid, as `loramerge sweep collect` left it in metrics/sweep/sweep.csv."""
+    from loramerge.sweep import SWEEP_CSV, sweep_tables
+
+    title = "The emotion study's sweep: LoRA settings vs full fine-tuning (DVC experiments)"
+    if not SWEEP_CSV.exists():
+        return Section("sweep", title, ["Not run yet: `loramerge sweep queue`, `dvc queue start -j 1`, then `loramerge sweep collect` (README)."])
+    table = pd.read_csv(SWEEP_CSV)
+    tables = sweep_tables(table)
+    setup = ", ".join(sorted({f"`{b}` on {h}" for b, h in table[["backbone", "hardware"]].itertuples(index=False)}))
+    return Section("sweep", title, [
+        f"{plural(len(table), 'experiment')} ({setup}), each a `dvc exp run` with `-S` overrides; the data sizes are this "
+        "pipeline's (Provenance). Validation, every setting:",
+        Table(tables["validation"], "sweep-validation"),
+        "Test, the best setting of each family (chosen on validation accuracy):",
+        Table(tables["test"], "sweep-test"),
+        "The study's published test numbers, for comparison only: BERT-base on a T4 GPU with the full emotion data, "
+        "so a different backbone, hardware and data size:",
+        Table(tables["study"], "sweep-study"),
+    ])
+
+
 def provenance_section(params: Params, single: pd.DataFrame) -> Section:
     runtimes = stage_runtimes(params)
     shown = params.model_dump(exclude={"pairs", "triples"})
@@ -572,6 +594,7 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
         Section("triples", "Triples ranked", [Table(triples_ranked(results.combos), "triples-table")] if (results.combos["kind"] == "triple").any() else ["No triples configured."]),
         Section("retention", "Per-task retention: single vs merged vs head-only", [*figures["retention"], Table(results.single, "single-table")]),
         similarity_section(results, figures["similarity"], params),
+        sweep_section(),
         provenance_section(params, results.single),
     ]
 

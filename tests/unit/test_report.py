@@ -23,7 +23,7 @@ from loramerge.stages.report import correlations, spearman, verdict, write_repor
 from loramerge.stages.similarity import SIMILARITY, write_similarity
 from tests.helpers import train_every_task, synthetic_rows, tiny_params_dict, write_csv
 
-SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "provenance"]
+SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "provenance"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_similarity_scores_every_pair_with_every_measure_in_range(reported, proj
 def test_report_md_has_every_section_in_order_and_names_the_best_method(reported, project):
     text = (project / "reports/report.md").read_text()
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
-    starts = ["Headline", "Methods", "Pairwise heat-maps", "Triples ranked", "Per-task retention", "Does task similarity", "Provenance"]
+    starts = ["Headline", "Methods", "Pairwise heat-maps", "Triples ranked", "Per-task retention", "Does task similarity", "The emotion study's sweep", "Provenance"]
     assert len(headings) == len(starts) and all(h.startswith(s) for h, s in zip(headings, starts))
     best = pd.read_csv(project / "reports/tables/methods.csv")  # the methods table exists and ranks every method
     assert set(best["method"]) == set(reported.merge.methods)
@@ -133,6 +133,32 @@ def test_the_report_says_so_when_similarity_was_not_computed(reported, project):
         assert "Not computed: run the `similarity` stage" in (project / "reports/report.md").read_text()
     finally:
         (project / SIMILARITY).write_text(saved)
+
+
+def sweep_row(family: str, val: float, test: float, rank: int | None) -> dict:
+    return {"experiment": f"exp-{family}-{rank}", "family": family, "rank": rank, "learning_rate": 1e-3, "weight_decay": 0.01,
+            "backbone": "tiny", "hardware": "CPU", "val_accuracy": val, "val_weighted_f1": val, "train_loss": 0.5,
+            "test_accuracy": test, "test_weighted_f1": test, "trainable_params": 10, "trainable_percent": 1.0,
+            "runtime_s": 1.0, "steps_per_s": 1.0, "best_step": 3, "peak_rss_mb": 100.0}
+
+
+def test_the_sweep_section_shows_every_setting_and_tests_only_the_best_of_each_family(reported, project):
+    from loramerge.sweep import SWEEP_CSV
+
+    assert "Not run yet: `loramerge sweep queue`" in (project / "reports/report.md").read_text()
+    rows = [sweep_row("LoRA attention", 0.7, 0.61, 2), sweep_row("LoRA attention", 0.8, 0.62, 8), sweep_row("full fine-tuning", 0.75, 0.9, None)]
+    SWEEP_CSV.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(SWEEP_CSV, index=False)
+    try:
+        write_report(reported)
+        text = (project / "reports/report.md").read_text()
+    finally:
+        SWEEP_CSV.unlink()
+    section = text.split("## The emotion study's sweep")[1].split("## Provenance")[0]
+    validation, test, study = section.split("Test, the best setting")[0], section.split("Test, the best setting")[1].split("The study's")[0], section.split("The study's")[1]
+    assert all(f"{v:.3f}" in validation for v in (0.7, 0.8, 0.75)) and "0.610" not in validation
+    assert "0.620" in test and "0.900" in test and "0.610" not in test  # rank 8 beat rank 2 on validation: rank 2's test score stays unseen
+    assert "0.927" in study and "T4 GPU" in study
 
 
 def test_spearman_p_values_are_exact_permutation_tests():

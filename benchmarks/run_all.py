@@ -1,0 +1,64 @@
+"""`make bench`: run every benchmark in its own process and write reports/benchmarks.md.
+
+Each benchmark prints a markdown section starting with a `## ` heading (progress lines
+before it are shown here, not kept). A benchmark that fails is reported as failed in the
+file, with its last error line, and the others still run; the exit status says if any failed.
+
+    python -m benchmarks.run_all [--only training inference …]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+from benchmarks.common import machine_description
+from loramerge.atomic import write_text
+from loramerge.paths import REPORTS
+
+BENCHMARKS = {
+    "training": "benchmarks.bench_training",
+    "evaluation": "benchmarks.bench_evaluation",
+    "inference": "benchmarks.bench_inference",
+    "merge": "benchmarks.bench_merge",
+    "pipeline": "benchmarks.bench_pipeline",
+    "scaling": "benchmarks.bench_scaling",
+}
+
+
+def run_one(module: str) -> tuple[str, float, bool]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    print(done.stdout, flush=True)
+    if done.returncode != 0:
+        error = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return f"## {module}: failed\n\nExit status {done.returncode}: `{error}`\n", seconds, False
+    lines = done.stdout.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## ")), 0)
+    return "\n".join(lines[start:]).strip() + "\n", seconds, True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    args = parser.parse_args()
+    sections, ok = [], True
+    for name in args.only:
+        print(f"=== {name}", flush=True)
+        text, seconds, passed = run_one(BENCHMARKS[name])
+        ok &= passed
+        sections.append(f"{text}\n_{name}: {seconds / 60:.1f} min of wall clock._\n")
+    header = (f"# Benchmarks\n\nWritten by `make bench` ({', '.join(args.only)}) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.\n"
+              f"Machine: {machine_description()}.\nBoth sides of every comparison ran in the same process on this machine, one after the other.\n")
+    path = REPORTS / "benchmarks.md"
+    write_text(path, "\n".join([header, *sections]))
+    print(f"wrote {path}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
