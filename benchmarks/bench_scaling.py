@@ -24,7 +24,6 @@ from itertools import combinations
 from math import comb
 
 import numpy as np
-import torch
 
 from benchmarks.bench_evaluation import last_stage_seconds
 from benchmarks.bench_inference import peft_model_with_adapters, updates_of

@@ -16,6 +16,7 @@ Run: `python -m benchmarks.bench_training [--task emotion] [--examples 1500] [--
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 
@@ -25,6 +26,7 @@ import pandas as pd
 import torch
 
 from benchmarks.common import matmul_peak_gflops, ratio
+from loramerge import paths
 from loramerge.backbone import load_tokenizer, resolve_backbone
 from loramerge.config import load_params
 from loramerge.stages.prepare import load_split
@@ -121,6 +123,12 @@ def main() -> None:
     print(f"\nThroughput ratio (loramerge / HF): **{ratio(rows[0]['samples_per_s'], rows[1]['samples_per_s'])}**; "
           f"validation accuracy {rows[0]['val_accuracy']:.3f} vs {rows[1]['val_accuracy']:.3f} "
           f"({len(load_split(args.task, 'validation'))} examples).")
+    recorded = paths.train_metrics(args.task, "lora")
+    if recorded.exists():
+        stage = json.loads(recorded.read_text())
+        print(f"\nFor comparison, the `train@{args.task}` stage itself (all {stage['global_steps']} steps, plus validation every "
+              f"{params.task_train(args.task).val_check_interval} steps, checkpoints and per-step MLflow logging) recorded "
+              f"{stage['train_samples_per_s']:.1f} samples/s in its last run ({recorded}).")
 
 
 if __name__ == "__main__":

@@ -37,9 +37,14 @@ def run_one(module: str) -> tuple[str, float, bool]:
     if done.returncode != 0:
         error = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         return f"## {module}: failed\n\nExit status {done.returncode}: `{error}`\n", seconds, False
-    lines = done.stdout.splitlines()
+    return section_of(done.stdout), seconds, True
+
+
+def section_of(stdout: str) -> str:
+    """A benchmark's markdown: from its `## ` heading on (progress lines before it are dropped)."""
+    lines = stdout.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith("## ")), 0)
-    return "\n".join(lines[start:]).strip() + "\n", seconds, True
+    return "\n".join(lines[start:]).strip() + "\n"
 
 
 def main() -> int:
