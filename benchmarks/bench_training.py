@@ -85,7 +85,8 @@ def huggingface(params, task: str, examples: int, epochs: int) -> dict:
     model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=params.lora.rank, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout, target_modules=["query", "value"]))
     with tempfile.TemporaryDirectory() as out:
         arguments = TrainingArguments(output_dir=out, per_device_train_batch_size=config.batch_size, num_train_epochs=epochs,
-                                      learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio,
+                                      learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                                      warmup_steps=int(config.warmup_ratio * -(-examples // config.batch_size) * epochs),
                                       seed=config.seed, report_to=[], save_strategy="no", eval_strategy="no", logging_strategy="no",
                                       use_cpu=True, disable_tqdm=True)
         trainer = Trainer(model=model, args=arguments, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tokenizer))

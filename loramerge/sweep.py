@@ -50,7 +50,7 @@ def queue_commands(params: Params, root: Path) -> list[list[str]]:
         pinned["data.local_dir"] = str(data_dir.resolve())
     commands = []
     for target, overrides in grid_points(params.sweep):
-        settings = [f"{k}={v}" for k, v in {**pinned, **overrides}.items()]
+        settings = [f"++{k}={v}" for k, v in {**pinned, **overrides}.items()]  # Hydra's ++: set a key even where params.yaml omits it
         commands.append(["dvc", "exp", "run", "--queue", *itertools.chain.from_iterable(("-S", s) for s in settings), target])
     return commands
 
@@ -106,10 +106,18 @@ def sweep_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     (chosen on validation accuracy), with the study's published test numbers beside."""
     best = table.sort_values("val_accuracy", ascending=False).groupby("family", as_index=False).head(1)
     return {
-        "validation": table.drop(columns=["test_accuracy", "test_weighted_f1"]),
-        "test": best[["family", "rank", "learning_rate", "weight_decay", "test_accuracy", "test_weighted_f1", "trainable_params", "trainable_percent", "backbone", "hardware"]],
-        "study": STUDY_TEST,
+        "validation": as_text(table.drop(columns=["test_accuracy", "test_weighted_f1"])),
+        "test": as_text(best[["family", "rank", "learning_rate", "weight_decay", "test_accuracy", "test_weighted_f1", "trainable_params", "trainable_percent", "backbone", "hardware"]]),
+        "study": STUDY_TEST.astype(str),
     }
+
+
+def as_text(table: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as written, so no table's float format rounds a learning rate of 5e-05 to 0.000."""
+    exact = {"learning_rate", "weight_decay"}
+    formats = {column: (lambda v: f"{v:g}") if column in exact else (lambda v: f"{v:.4f}") for column in table.select_dtypes("float").columns}
+    formats["rank"] = lambda v: str(int(v)) if pd.notna(v) else "–"
+    return table.assign(**{c: [f(v) if pd.notna(v) or c == "rank" else "" for v in table[c]] for c, f in formats.items() if c in table}).astype(str)
 
 
 SWEEP_CSV = Path("metrics/sweep/sweep.csv")
@@ -127,9 +135,9 @@ def write_sweep_report(table: pd.DataFrame, folder: Path, params: Params) -> Pat
     text = "\n\n".join([
         f"# The emotion study's sweep, reproduced on `{params.backbone.name}` (task `{params.sweep.task}`)",
         "Chosen on validation accuracy; test numbers only for the best setting of each family.",
-        "## Validation, every setting\n\n" + tables["validation"].to_markdown(index=False, floatfmt=".4f"),
-        "## Test, best setting of each family (ours)\n\n" + tables["test"].to_markdown(index=False, floatfmt=".4f"),
-        "## Test, the study's published numbers (BERT-base, T4 GPU, full emotion data: a different backbone, hardware and data size)\n\n" + tables["study"].to_markdown(index=False, floatfmt=".4f"),
+        "## Validation, every setting\n\n" + tables["validation"].to_markdown(index=False, disable_numparse=True),
+        "## Test, best setting of each family (ours)\n\n" + tables["test"].to_markdown(index=False, disable_numparse=True),
+        "## Test, the study's published numbers (BERT-base, T4 GPU, full emotion data: a different backbone, hardware and data size)\n\n" + tables["study"].to_markdown(index=False, disable_numparse=True),
     ])
     path = folder / "sweep.md"
     write_text(path, text + "\n")

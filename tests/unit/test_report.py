@@ -19,7 +19,7 @@ from loramerge.config import all_combinations, load_params
 from loramerge.similarity import MEASURES
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.merge import merge_combination
-from loramerge.stages.report import correlations, spearman, verdict, write_report
+from loramerge.stages.report import combination_table, correlations, spearman, verdict, write_report
 from loramerge.stages.similarity import SIMILARITY, write_similarity
 from tests.helpers import train_every_task, synthetic_rows, tiny_params_dict, write_csv
 
@@ -136,7 +136,7 @@ def test_the_report_says_so_when_similarity_was_not_computed(reported, project):
 
 
 def sweep_row(family: str, val: float, test: float, rank: int | None) -> dict:
-    return {"experiment": f"exp-{family}-{rank}", "family": family, "rank": rank, "learning_rate": 1e-3, "weight_decay": 0.01,
+    return {"experiment": f"exp-{family}-{rank}", "family": family, "rank": rank, "learning_rate": 1e-3 if rank else 5e-5, "weight_decay": 0.01,
             "backbone": "tiny", "hardware": "CPU", "val_accuracy": val, "val_weighted_f1": val, "train_loss": 0.5,
             "test_accuracy": test, "test_weighted_f1": test, "trainable_params": 10, "trainable_percent": 1.0,
             "runtime_s": 1.0, "steps_per_s": 1.0, "best_step": 3, "peak_rss_mb": 100.0}
@@ -158,7 +158,18 @@ def test_the_sweep_section_shows_every_setting_and_tests_only_the_best_of_each_f
     validation, test, study = section.split("Test, the best setting")[0], section.split("Test, the best setting")[1].split("The study's")[0], section.split("The study's")[1]
     assert all(f"{v:.3f}" in validation for v in (0.7, 0.8, 0.75)) and "0.610" not in validation
     assert "0.620" in test and "0.900" in test and "0.610" not in test  # rank 8 beat rank 2 on validation: rank 2's test score stays unseen
+    assert "5e-05" in test  # a learning rate as written, not rounded to 0.000
     assert "0.927" in study and "T4 GPU" in study
+
+
+def test_gain_retention_pools_a_combinations_tasks_so_a_tiny_adapter_gain_cannot_swamp_it():
+    merged = pd.DataFrame([
+        {"combination": "a+b", "kind": "pair", "method": "ties", "task": "a", "normalized_accuracy": 0.9, "merged_gain": 0.10, "adapter_gain": 0.20},
+        {"combination": "a+b", "kind": "pair", "method": "ties", "task": "b", "normalized_accuracy": 0.98, "merged_gain": -0.02, "adapter_gain": 0.01},
+    ])
+    (row,) = combination_table(merged).itertuples()
+    assert row.gain_retention == pytest.approx(0.08 / 0.21)  # the per-task mean would be (0.5 - 2.0) / 2 = -0.75
+    assert row.normalized_accuracy == pytest.approx(0.94)
 
 
 def test_spearman_p_values_are_exact_permutation_tests():
