@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -47,3 +49,17 @@ def test_combos_caps_pairs_and_triples_as_the_params_file_says(project, params_d
     written = yaml.safe_load((project / "params.yaml").read_text())
     assert len(written["pairs"]) == 4 and len(written["triples"]) == 3
     assert "pairs: 4 of 10 (40%)" in capsys.readouterr().out
+
+
+def test_a_command_dvc_runs_appends_its_stage_and_wall_time_to_the_log(project, monkeypatch):
+    monkeypatch.setenv("DVC_STAGE", "combos-as-a-stage")
+    assert main(["combos"]) == 0
+    (line,) = (project / "logs/stage_times.jsonl").read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["stage"] == "combos-as-a-stage" and entry["seconds"] >= 0
+
+
+def test_outside_dvc_nothing_is_logged(project, monkeypatch):
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert main(["combos"]) == 0
+    assert not (project / "logs").exists()
