@@ -188,9 +188,6 @@ def test_two_queued_experiments_run_in_parallel_and_both_record_metrics_and_mlfl
     collected = run(["loramerge", "sweep", "collect"], sandbox)
     table = (sandbox / "metrics/sweep/sweep.csv").read_text().splitlines()
     assert len(table) == 1 + len(QUEUE_RANKS), collected.stdout
-    run(["dvc", "repro", "report"], sandbox)
-    report = (sandbox / "reports/report.md").read_text()
-    assert "The emotion study's sweep" in report and "Not run yet" not in report.split("The emotion study's sweep")[1]
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("loramerge").experiment_id])
     by_experiment = {(r.data.tags.get("dvc_exp_name"), r.data.tags["dvc_stage"]): r for r in runs}
