@@ -114,10 +114,17 @@ def sweep_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def as_text(table: pd.DataFrame) -> pd.DataFrame:
     """Every cell as written, so no table's float format rounds a learning rate of 5e-05 to 0.000."""
-    exact = {"learning_rate", "weight_decay"}
-    formats = {column: (lambda v: f"{v:g}") if column in exact else (lambda v: f"{v:.4f}") for column in table.select_dtypes("float").columns}
-    formats["rank"] = lambda v: str(int(v)) if pd.notna(v) else "–"
-    return table.assign(**{c: [f(v) if pd.notna(v) or c == "rank" else "" for v in table[c]] for c, f in formats.items() if c in table}).astype(str)
+
+    def cell(column: str, value) -> str:
+        if pd.isna(value):
+            return "–"
+        if column == "rank":
+            return str(int(value))
+        if column in ("learning_rate", "weight_decay"):
+            return f"{value:g}"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    return pd.DataFrame({column: [cell(column, v) for v in table[column]] for column in table.columns})
 
 
 SWEEP_CSV = Path("metrics/sweep/sweep.csv")
