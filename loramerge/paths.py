@@ -14,6 +14,11 @@ REPORTS = Path("reports")
 
 SPLITS = ("train", "validation", "test")
 
+DENSE_FILE = "deltas.safetensors"
+"""A merged update that is not exactly low-rank, saved per layer beside its manifest."""
+MANIFEST = "manifest.json"
+"""What a merge stage records per method: members, chosen hyper-parameters, every search point."""
+
 
 def prepared_dir(task: str) -> Path:
     return PREPARED / task

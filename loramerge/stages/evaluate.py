@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from loramerge import paths
+from loramerge.paths import DENSE_FILE, MANIFEST
 from loramerge.atomic import read_json, write_json, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import Params, split_combination
@@ -26,7 +27,6 @@ from loramerge.metrics import normalized_accuracy
 from loramerge.batching import TokenizedTexts
 from loramerge.model import ClassificationHead, predict
 from loramerge.stages.prepare import load_split
-from loramerge.stages.merge import DENSE_FILE, MANIFEST
 from loramerge.tracking import stage_run
 
 

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 from loramerge import paths
+from loramerge.paths import DENSE_FILE, MANIFEST
 from loramerge.atomic import atomic_dir, read_json, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import Params, split_combination
@@ -29,9 +30,6 @@ from loramerge.metrics import normalized_accuracy
 from loramerge.model import ClassificationHead
 from loramerge.search import run_search, validate_points
 from loramerge.tracking import stage_run
-
-DENSE_FILE = "deltas.safetensors"
-MANIFEST = "manifest.json"
 
 
 def sha256(path: Path) -> str:
