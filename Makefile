@@ -20,8 +20,14 @@ setup: $(STAMP)
 run: setup
 	$(OFFLINE) dvc repro
 
+# The integration tests run the real pipeline on the real task data: without it `make test` stops here, naming the folder.
+DATA_DIR := $(or $(LORAMERGE_DATA_DIR),../shared/data)
+
 test: setup
+	@test -f "$(DATA_DIR)/emotion/train.csv" || { echo "make test: no task data at $(DATA_DIR) (expected <task>/train.csv, see its README.md); put ../shared/data beside the checkout or set LORAMERGE_DATA_DIR" >&2; exit 2; }
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "chromium not installed: the browser test will be skipped"
+	test -x /usr/sbin/sshd || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server) \
+		>/dev/null 2>&1 || echo "openssh-server not installed: the SSH remote test will fail"
 	$(OFFLINE) $(PY) -m pytest -ra
 
 # Benchmarks (benchmarks/*.py) into reports/benchmarks.md; needs the default pipeline's outputs (`make run`).

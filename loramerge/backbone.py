@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import huggingface_hub
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from loramerge.config import BackboneConfig
 
@@ -41,17 +42,34 @@ def resolve_backbone(name: str) -> str:
     return name
 
 
+def backbone_config(config: BackboneConfig) -> PretrainedConfig:
+    """The backbone's model config, read first by every loader: a name that cannot be found, and a
+    `max_length` beyond the model's position embeddings, fail here in one line instead of deep in a stage."""
+    location = resolve_backbone(config.name)
+    try:
+        model_config = AutoConfig.from_pretrained(location, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as error:
+        offline = "the Hub is switched off (HF_HUB_OFFLINE=1)" if huggingface_hub.constants.HF_HUB_OFFLINE else "the Hub did not answer"
+        raise BackboneError(
+            f"backbone.name {config.name!r} cannot be loaded: it is no local folder, not the bundled {BUNDLED_MODEL_ID}, and "
+            f"{offline} or has no such model ({type(error).__name__}); fix backbone.name in params.yaml"
+        ) from None
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit is not None and config.max_length > limit:
+        raise BackboneError(f"backbone.max_length {config.max_length} exceeds what {config.name!r} can read ({limit} positions); set it to at most {limit}")
+    return model_config
+
+
 def load_tokenizer(config: BackboneConfig) -> PreTrainedTokenizerBase:
+    backbone_config(config)
     return AutoTokenizer.from_pretrained(resolve_backbone(config.name), trust_remote_code=config.trust_remote_code)
 
 
 def load_encoder(config: BackboneConfig) -> PreTrainedModel:
     """The bare encoder (no task head), in float32, from safetensors only."""
-    location = resolve_backbone(config.name)
-    model_config = AutoConfig.from_pretrained(location, trust_remote_code=config.trust_remote_code)
     return AutoModel.from_pretrained(
-        location,
-        config=model_config,
+        resolve_backbone(config.name),
+        config=backbone_config(config),
         trust_remote_code=config.trust_remote_code,
         use_safetensors=True,
         dtype=torch.float32,

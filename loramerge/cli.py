@@ -10,7 +10,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from loramerge.config import TRAINING_MODES, ConfigError, load_params
+from loramerge.config import TRAINING_MODES, ConfigError, Params, load_params
+from loramerge.search import check_methods
 from loramerge.tracking import TrackingError
 
 STAGE_TIMES = Path("logs/stage_times.jsonl")
@@ -19,7 +20,7 @@ STAGE_TIMES = Path("logs/stage_times.jsonl")
 def _prepare(args: argparse.Namespace) -> None:
     from loramerge.stages.prepare import prepare_task
 
-    params = load_params(args.params)
+    params = checked_params(args)
     _require_task(params, args.task)
     print(prepare_task(params, args.task))
 
@@ -27,7 +28,7 @@ def _prepare(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from loramerge.stages.train import train_task
 
-    params = load_params(args.params)
+    params = checked_params(args)
     _require_task(params, args.task)
     print(train_task(params, args.task, args.mode))
 
@@ -35,13 +36,13 @@ def _train(args: argparse.Namespace) -> None:
 def _merge(args: argparse.Namespace) -> None:
     from loramerge.stages.merge import merge_combination
 
-    print(merge_combination(load_params(args.params), args.combo))
+    print(merge_combination(checked_params(args), args.combo))
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from loramerge.stages.evaluate import evaluate_baselines, evaluate_combination, evaluate_single
 
-    params = load_params(args.params)
+    params = checked_params(args)
     if args.task:
         _require_task(params, args.task)
         print(evaluate_baselines(params, args.task) if args.baselines else evaluate_single(params, args.task))
@@ -52,13 +53,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _similarity(args: argparse.Namespace) -> None:
     from loramerge.stages.similarity import write_similarity
 
-    print(write_similarity(load_params(args.params)))
+    print(write_similarity(checked_params(args)))
 
 
 def _report(args: argparse.Namespace) -> None:
     from loramerge.stages.report import write_report
 
-    print(write_report(load_params(args.params)))
+    print(write_report(checked_params(args)))
 
 
 def _combos(args: argparse.Namespace) -> None:
@@ -73,7 +74,7 @@ def _combos(args: argparse.Namespace) -> None:
         seq.fa.set_flow_style()
         return seq
 
-    caps = load_params(args.params).combos
+    caps = load_params(args.params, combinations=False).combos  # the lists may name tasks no longer configured
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -95,7 +96,7 @@ def _combos(args: argparse.Namespace) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     from loramerge import sweep
 
-    params = load_params(args.params)
+    params = checked_params(args)
     if args.action == "queue":
         print(f"queued {sweep.queue(params, Path('.'))} experiments; run them with `dvc queue start -j 1`")
     else:
@@ -107,6 +108,28 @@ def _mlflow_server(args: argparse.Namespace) -> None:
     from loramerge.server import serve
 
     serve(Path("."), args.port, args.backend_store_uri)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from loramerge.stages.export import export_combination
+
+    print(export_combination(checked_params(args), args.combo))
+
+
+def _predict(args: argparse.Namespace) -> None:
+    """Classify texts with an exported model; results go to --output (written whole) or stdout as JSON lines."""
+    from loramerge.predict import run_predict
+
+    tracking = load_params(args.params).tracking if Path(args.params).exists() else None  # for models:/ URIs
+    print(run_predict(args.model, args.text, args.input, args.text_column, args.output, args.batch_size, tracking))
+
+
+def checked_params(args: argparse.Namespace) -> Params:
+    """params.yaml validated whole, merge methods and every value their searches would try included, before
+    any stage starts: a typo in `merge:` fails `prepare` in seconds, not `merge` after all the training."""
+    params = load_params(args.params)
+    check_methods(params.merge.methods)
+    return params
 
 
 def _require_task(params, task: str) -> None:
@@ -142,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("action", choices=["queue", "collect"])
     sweep.set_defaults(handler=_sweep)
     commands.add_parser("combos", help="write every pair and triple of the configured tasks into params.yaml").set_defaults(handler=_combos)
+    export = commands.add_parser("export", help="ship one combination's best merge as a multi-task model")
+    export.add_argument("--combo", required=True, help="tasks joined by '+', e.g. emotion+agnews")
+    export.set_defaults(handler=_export)
+    predict = commands.add_parser("predict", help="classify texts for every task of an exported model")
+    predict.add_argument("--model", required=True, help="models/export/<combo>, or models:/loramerge-<combo>@champion")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    source.add_argument("--input", type=Path, help="a .csv or .jsonl file of texts")
+    predict.add_argument("--text-column", default="text", help="the --input column holding the texts (default: text)")
+    predict.add_argument("--output", type=Path, help="a .csv or .jsonl results file (default: JSON lines on stdout)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(handler=_predict)
     server = commands.add_parser("mlflow-server", help="serve the project's MLflow store on 127.0.0.1 for parallel and multi-machine runs")
     server.add_argument("--port", type=int, default=5000)
     server.add_argument("--backend-store-uri", default=None, help="SQL store URL (default: sqlite:///<project>/mlflow.db); e.g. postgresql://user@host/db")

@@ -110,11 +110,18 @@ class TrainConfig(Strict):
     val_check_interval: int = Field(default=50, gt=0)
     patience: int = Field(default=4, gt=0)
     head_dropout: float = Field(default=0.1, ge=0, lt=1)
-    accelerator: str = "auto"
-    devices: int | str = 1
-    strategy: str = "auto"
+    accelerator: str = "auto"  # Lightning's names (cpu, gpu, cuda, mps, auto); checked against the machine by `train`
+    devices: int | Literal["auto"] = 1  # processes (GPUs) per machine; -1 = all
+    strategy: str = "auto"  # Lightning's names (auto, ddp, ddp_spawn, fsdp, ...); checked by `train`
     num_nodes: int = Field(default=1, gt=0)  # Lightning's Trainer(num_nodes=…): machines in a multi-node DDP run
     num_threads: int | None = Field(default=None, gt=0)
+
+    @field_validator("devices")
+    @classmethod
+    def _some_devices(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and (value == 0 or value < -1):
+            raise ValueError("must be a positive number of processes, -1 (all) or 'auto'")
+        return value
 
     def for_task(self, overrides: TrainOverrides) -> TrainConfig:
         """This config with a task's own overrides applied."""
@@ -139,7 +146,8 @@ class BaselinesConfig(Strict):
 class MergeConfig(Strict):
     """Methods and their hyper-parameters: a scalar is fixed, a list is searched on validation."""
 
-    methods: dict[str, dict[str, Any]] = {"task_arithmetic": {"scaling": [0.5, 1.0]}}
+    methods: dict[str, dict[str, Any]] = Field(default={"task_arithmetic": {"scaling": [0.5, 1.0]}}, min_length=1)
+    """Method name -> its hyper-parameters; `loramerge.search.check_methods` validates names and every value."""
     search: Literal["greedy", "grid"] = "greedy"
     search_max_examples: int | None = Field(default=200, gt=0)
     batch_size: int = Field(default=64, gt=0)
@@ -148,7 +156,7 @@ class MergeConfig(Strict):
 class SweepConfig(Strict):
     """The emotion study's grid, run as DVC experiments by `loramerge sweep` (reduced here for a CPU)."""
 
-    task: str = "emotion"
+    task: str | None = None  # the task whose grid `loramerge sweep queue` runs; none: no sweep configured
     lora_ranks: list[int] = [2, 8, 32]
     lora_learning_rates: list[float] = [3e-4, 1e-3]
     lora_targets: list[str] = ["attention", "attention+linear"]
@@ -178,6 +186,17 @@ class CombosConfig(Strict):
     seed: int = 0
 
 
+class ExportConfig(Strict):
+    """Stage `export@<combo>`: which combinations ship as a multi-task model (null: every pair and triple), and
+    how much the fp32/int8/bf16 comparison measures (test texts per member task, batch-1 calls, batch-64 repeats)."""
+
+    combinations: list[str] | None = None
+    compression_examples: int = Field(default=200, gt=0)
+    latency_calls: int = Field(default=40, gt=1)
+    throughput_repeats: int = Field(default=3, gt=0)
+    registry: bool = True  # log each export as an MLflow pyfunc and register it as loramerge-<combo>
+
+
 class TrackingConfig(Strict):
     experiment: str = "loramerge"
     uri: str | None = None
@@ -201,6 +220,7 @@ class Params(Strict):
     sweep: SweepConfig = SweepConfig()
     similarity: SimilarityConfig = SimilarityConfig()
     tracking: TrackingConfig = TrackingConfig()
+    export: ExportConfig = ExportConfig()
 
     @field_validator("tasks")
     @classmethod
@@ -213,6 +233,15 @@ class Params(Strict):
                     f"task name {name!r} is not a safe path component: use letters, digits, '_', '-', '.'"
                 )
         return tasks
+
+    @model_validator(mode="after")
+    def _sweep_names_known_choices(self) -> Params:
+        if self.sweep.task is not None and self.sweep.task not in self.tasks:
+            raise ValueError(f"sweep.task {self.sweep.task!r} is not a configured task; choose one of {sorted(self.tasks)}")
+        unknown = [t for t in self.sweep.lora_targets if t not in TARGET_PRESETS]
+        if unknown:
+            raise ValueError(f"sweep.lora_targets {unknown} are not target presets; choose from {sorted(TARGET_PRESETS)}")
+        return self
 
     @model_validator(mode="after")
     def _combinations_name_known_tasks(self) -> Params:
@@ -231,6 +260,12 @@ class Params(Strict):
     @property
     def combinations(self) -> list[str]:
         return [*self.pairs, *self.triples]
+
+    def members(self, combo: str) -> list[str]:
+        """The tasks of a listed pair or triple; an error for a combination params.yaml does not list."""
+        if combo not in self.combinations:
+            raise ConfigError(f"combination {combo!r} is not listed in params.yaml (pairs/triples); add its tasks and run `loramerge combos`")
+        return split_combination(combo)
 
     def task_train(self, task: str, mode: str = "lora") -> TrainConfig:
         """The training settings of one task in one mode (lora, head_only or full)."""
@@ -268,20 +303,41 @@ def _unique_key_loader() -> type[yaml.SafeLoader]:
 def read_params_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the project root or pass --params")
-    with path.open(encoding="utf-8") as handle:
-        raw = yaml.load(handle, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    try:
+        with path.open(encoding="utf-8") as handle:
+            raw = yaml.load(handle, Loader=_unique_key_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError(f"{path} is not valid YAML at {where}: {error.problem or error.context}; fix the syntax there") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); re-save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections")
     return raw
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; errors name the offending key."""
+def describe(error: ValidationError, prefix: str = "") -> str:
+    """pydantic's errors as one line: each key path, what is wrong, and the value given (no URLs)."""
+    problems = []
+    for e in error.errors(include_url=False):
+        key = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+        message = e["msg"].removeprefix("Value error, ")
+        given = "" if isinstance(e["input"], dict) or e["type"] == "missing" else f" (got {e['input']!r})"
+        problems.append(f"{key}: {message}{given}" if key else message)  # a whole-file check names its keys itself
+    return "; ".join(problems)
+
+
+def load_params(path: str | Path = "params.yaml", combinations: bool = True) -> Params:
+    """Read and validate params.yaml; errors name the offending key.
+
+    `combinations=False` ignores `pairs:`/`triples:`, for `loramerge combos`, whose job is to rewrite lists
+    that may name tasks no longer configured."""
     path = Path(path)
+    raw = read_params_file(path)
+    if not combinations:
+        raw = {k: v for k, v in raw.items() if k not in ("pairs", "triples")}
     try:
-        return Params.model_validate(read_params_file(path))
+        return Params.model_validate(raw)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in error.errors()
-        )
-        raise ConfigError(f"invalid {path}: {problems}") from None
+        raise ConfigError(f"invalid {path}: {describe(error)}") from None

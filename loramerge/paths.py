@@ -28,9 +28,21 @@ def adapter_dir(task: str) -> Path:
     return ADAPTERS / task
 
 
+TRAINING_STAGES = {"lora": "train", "head_only": "baseline_head", "full": "baseline_full"}
+"""The dvc.yaml stage group that trains each mode."""
+
+
 def model_dir(task: str, mode: str) -> Path:
     """Where a trained model of one mode goes: the LoRA adapter, or a baseline's weights and head."""
     return adapter_dir(task) if mode == "lora" else BASELINES / mode / task
+
+
+def trained_model(task: str, mode: str) -> Path:
+    """A trained model's folder, or an error naming the stage to run when it has not been trained yet."""
+    folder = model_dir(task, mode)
+    if not (folder / "head.safetensors").exists():
+        raise FileNotFoundError(f"{folder} holds no trained model; run `dvc repro {TRAINING_STAGES[mode]}@{task}` first")
+    return folder
 
 
 def checkpoint_dir(task: str, mode: str) -> Path:

@@ -12,7 +12,10 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from loramerge.merging import MergeMethod
+from pydantic import ValidationError
+
+from loramerge.config import ConfigError, describe
+from loramerge.merging import MergeMethod, get_method
 
 Point = dict[str, Any]
 
@@ -67,3 +70,19 @@ def run_search(method: MergeMethod, spec: Mapping[str, Any], strategy: str, obje
         evaluate(best)
     return best, table
 
+
+
+def check_methods(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, MergeMethod]:
+    """Every configured method, with every value its search could try validated: the whole of `merge.methods` is
+    checked when any stage starts, so a typo fails in seconds, not after the training it would follow."""
+    resolved = {}
+    for name, spec in methods.items():
+        key = f"merge.methods.{name}"
+        try:
+            resolved[name] = get_method(name)
+            validate_points(resolved[name], spec)
+        except ValidationError as error:
+            raise ConfigError(f"invalid params.yaml: {describe(error, key)}") from None
+        except ValueError as error:
+            raise ConfigError(f"invalid params.yaml: {key}: {error}") from None
+    return resolved

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from loramerge.config import Params, SweepConfig
+from loramerge.config import ConfigError, Params, SweepConfig
 from loramerge.tracking import tracking_uri
 
 STUDY_TEST = pd.DataFrame([
@@ -29,6 +29,8 @@ STUDY_TEST = pd.DataFrame([
 def grid_points(sweep: SweepConfig) -> list[tuple[str, dict[str, object]]]:
     """(target stage, overrides) for every point of the configured grid."""
     task = sweep.task
+    if task is None:
+        raise ConfigError("sweep.task is not set: name the task whose grid to run in params.yaml (sweep: {task: …})")
     points = [
         (f"evaluate@{task}", {"sweep.family": "lora", "lora.rank": r, "train.learning_rate": lr, "lora.targets": t})
         for r, lr, t in itertools.product(sweep.lora_ranks, sweep.lora_learning_rates, sweep.lora_targets)

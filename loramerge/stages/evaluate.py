@@ -40,6 +40,7 @@ def merged_deltas(encoder, folder: Path) -> dict[str, torch.Tensor]:
 
 def evaluate_single(params: Params, task: str) -> Path:
     """The single-task adapter's test metrics, next to the majority-class baseline."""
+    paths.trained_model(task, "lora")
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     (update,) = load_updates(encoder, {task: paths.adapter_dir(task)})
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
@@ -59,6 +60,8 @@ def evaluate_single(params: Params, task: str) -> Path:
 
 def evaluate_baselines(params: Params, task: str) -> Path:
     """Head-only and full fine-tuning on the task's test split, scored exactly like the adapters."""
+    for mode in ("head_only", "full"):
+        paths.trained_model(task, mode)
     tokenizer = load_tokenizer(params.backbone)
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
     results = {}
@@ -73,9 +76,22 @@ def evaluate_baselines(params: Params, task: str) -> Path:
     return paths.baseline_metrics(task)
 
 
+def check_merged(params: Params, combo: str) -> list[str]:
+    """The combination's members, once its merge stage's outputs are known to exist (checked before any model loads)."""
+    members = params.members(combo)
+    stage = f"merge_{'pair' if len(members) == 2 else 'triple'}@{combo}"
+    needed = [paths.merged_dir(combo) / "heads" / t / "head.safetensors" for t in members]
+    needed += [paths.merged_dir(combo) / m / MANIFEST for m in params.merge.methods]
+    needed += [paths.single_metrics(t) for t in members]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} does not exist ({len(missing)} file(s) missing); run `dvc repro {stage}` and the members' evaluate stages first")
+    return members
+
+
 def evaluate_combination(params: Params, combo: str) -> Path:
     """Every merged model of one combination on each member's test split."""
-    members = split_combination(combo)
+    members = check_merged(params, combo)
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
     kind = "pair" if len(members) == 2 else "triple"

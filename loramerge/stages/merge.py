@@ -22,13 +22,13 @@ from loramerge import paths
 from loramerge.paths import DENSE_FILE, MANIFEST
 from loramerge.atomic import atomic_dir, read_json, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.config import Params, split_combination
+from loramerge.config import Params
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
-from loramerge.merging import MergeMethod, MergeResult, TaskUpdate, get_method
+from loramerge.merging import MergeMethod, MergeResult, TaskUpdate
 from loramerge.metrics import normalized_accuracy
 from loramerge.model import ClassificationHead
-from loramerge.search import run_search, validate_points
+from loramerge.search import check_methods, run_search
 from loramerge.tracking import stage_run
 
 
@@ -47,19 +47,6 @@ def check_members(params: Params, members: list[str]) -> None:
         if trained != prepared:
             raise AdapterError(f"the head of {adapter} predicts labels {trained} but data/prepared/{task} has {prepared}; retrain task {task!r}")
     check_same_base({t: paths.adapter_dir(t) for t in members}, params.backbone.name)
-
-
-def resolve_methods(params: Params) -> dict[str, MergeMethod]:
-    """Every configured method, with every value its search could try validated up front."""
-    methods = {}
-    for name, spec in params.merge.methods.items():
-        method = get_method(name)
-        try:
-            validate_points(method, spec)
-        except ValueError as error:
-            raise ValueError(f"merge.methods.{name}: {error}") from None
-        methods[name] = method
-    return methods
 
 
 class ValidationObjective:
@@ -103,11 +90,9 @@ def member_record(task: str) -> dict[str, str]:
 
 def merge_combination(params: Params, combo: str) -> Path:
     """Merge one combination with every configured method; write models/merged/<combo>/ atomically."""
-    members = split_combination(combo)
-    if combo not in params.combinations:
-        raise ValueError(f"combination {combo!r} is not listed in params.yaml (pairs/triples); run `loramerge combos`")
+    members = params.members(combo)
     check_members(params, members)
-    methods = resolve_methods(params)
+    methods = check_methods(params.merge.methods)
     tokenizer = load_tokenizer(params.backbone)
     encoder = load_encoder(params.backbone)
     updates = load_updates(encoder, {t: paths.adapter_dir(t) for t in members})

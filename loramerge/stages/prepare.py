@@ -16,7 +16,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from loramerge import paths
-from loramerge.atomic import atomic_dir, write_json
+from loramerge.atomic import atomic_dir, read_json, write_json
 from loramerge.config import HubSource, Params, TaskData
 
 DATA_DIR_ENV = "LORAMERGE_DATA_DIR"
@@ -45,6 +45,10 @@ def read_local_split(task: str, csv_path: Path) -> pd.DataFrame:
     missing = [c for c in ("text", "label") if c not in frame.columns]
     if missing:
         raise DataError(f"task {task!r}: {csv_path} lacks column(s) {missing}; found {list(frame.columns)}; the header must name 'text' and 'label'")
+    empty = frame["label"].str.strip() == ""
+    if empty.any():
+        first = int(empty.to_numpy().nonzero()[0][0]) + 1
+        raise DataError(f"task {task!r}: {csv_path} has {int(empty.sum())} row(s) with an empty label (the first is data row {first}); label them or remove them")
     return frame[["text", "label"]]
 
 
@@ -164,12 +168,18 @@ def report_problems(task: str, dropped: dict[str, int], duplicates: dict[str, in
         print(f"[prepare {task}] texts shared between splits (kept, counted in stats.json): {duplicates}")
 
 
+def prepared_file(task: str, name: str) -> Path:
+    """A file this stage writes, or an error naming the stage to run when the task is not prepared yet."""
+    path = paths.prepared_dir(task) / name
+    if not path.exists():
+        raise DataError(f"{path} does not exist: task {task!r} is not prepared; run `dvc repro prepare@{task}` first")
+    return path
+
+
 def load_split(task: str, split: str) -> pd.DataFrame:
     """A prepared split, as written by this stage."""
-    return pd.read_parquet(paths.prepared_dir(task) / f"{split}.parquet")
+    return pd.read_parquet(prepared_file(task, f"{split}.parquet"))
 
 
 def load_labels(task: str) -> list[str]:
-    from loramerge.atomic import read_json
-
-    return read_json(paths.prepared_dir(task) / "labels.json")["labels"]
+    return read_json(prepared_file(task, "labels.json"))["labels"]

@@ -18,6 +18,7 @@ split evenly over the processes, so adding processes changes the speed, not the 
 from __future__ import annotations
 
 import json
+import logging
 import resource
 import shutil
 import time
@@ -27,6 +28,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from transformers import get_linear_schedule_with_warmup
 
@@ -34,14 +36,13 @@ from loramerge import paths
 from loramerge.atomic import atomic_dir, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
-from loramerge.config import Params, TrainConfig
+from loramerge.config import ConfigError, Params, TrainConfig
 from loramerge.lora import add_lora
 from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, Classifier
 from loramerge.stages.prepare import file_digest, load_labels, load_split
 from loramerge.tracking import lightning_logger, stage_run, untracked
 
-STAGE_NAMES = {"lora": "train", "head_only": "baseline_head", "full": "baseline_full"}
 CHECKPOINT_FILES = ("last.ckpt", "best.ckpt")
 
 
@@ -250,6 +251,23 @@ def per_process_batch(batch_size: int, processes: int) -> int:
     return batch_size // processes
 
 
+def check_hardware(config: TrainConfig) -> None:
+    """Lightning's own checks of `train.accelerator/devices/strategy/num_nodes`, on throw-away Trainers built
+    before any data or model loads, one key at a time so the error names the key at fault (`accelerator: gpu`
+    on a machine without one fails in a second, not after the encoder is built)."""
+    probe: dict = {}
+    for key in ("accelerator", "devices", "strategy", "num_nodes"):
+        probe[key] = getattr(config, key)
+        logging.disable(logging.INFO)  # each probe would print Lightning's "GPU available" banner
+        try:
+            L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **probe)
+        except (MisconfigurationException, ValueError, RuntimeError) as error:
+            reason = str(error).strip().splitlines()[0]
+            raise ConfigError(f"train.{key}: Lightning refuses {probe[key]!r} on this machine ({reason}); fix train.{key} in params.yaml") from None
+        finally:
+            logging.disable(logging.NOTSET)
+
+
 def build_trainer(config: TrainConfig, folder: Path, val_every: int) -> tuple[L.Trainer, ModelCheckpoint]:
     """Two checkpoints: `best.ckpt` (highest val_acc, what gets saved) and `last.ckpt`, written only
     at epoch ends so that resuming never starts mid-epoch. The logger is attached once the stage's
@@ -288,10 +306,11 @@ def build_encoder(params: Params, mode: str):
 def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     """Train one task's model in one mode and write its folder atomically."""
     config = params.task_train(task, mode)
+    check_hardware(config)
+    labels = load_labels(task)  # before the model: a task not yet prepared fails here, naming the stage to run
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     L.seed_everything(config.seed, workers=True)
-    labels = load_labels(task)
     tokenizer = load_tokenizer(params.backbone)
     encoder = build_encoder(params, mode)
     head = ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout)
@@ -306,7 +325,7 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     folder = paths.checkpoint_dir(task, mode)
     trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch))
     per_process_batch(config.batch_size, trainer.world_size)
-    lead, stage = trainer.is_global_zero, f"{STAGE_NAMES[mode]}@{task}"
+    lead, stage = trainer.is_global_zero, f"{paths.TRAINING_STAGES[mode]}@{task}"
     fingerprint = {**settings, "data": params.tasks[task].data.model_dump(), "prepared_sha256": data_fingerprint(task)}
     resume_from = resume_point(folder, fingerprint, lead, stage, config.max_epochs)
     with stage_run(params.tracking, stage, settings) if lead else untracked(params.tracking, stage) as run:

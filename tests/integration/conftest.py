@@ -14,7 +14,7 @@ from tests.sandbox import make_sandbox, run, shared_data_dir
 def repro(tmp_path_factory) -> Path:
     """A sandbox in which `dvc repro` has run once, successfully."""
     if not (shared_data_dir() / "emotion" / "train.csv").exists():
-        pytest.skip(f"the task data is not at {shared_data_dir()} (set LORAMERGE_DATA_DIR)")
+        pytest.fail(f"the task data is not at {shared_data_dir()}: the integration tests need ../shared/data (or set LORAMERGE_DATA_DIR)")
     folder = make_sandbox(tmp_path_factory.mktemp("pipeline") / "repo")
     completed = run(["dvc", "repro"], folder, check=False)
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]

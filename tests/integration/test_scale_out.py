@@ -1,5 +1,5 @@
-"""Scaling out for real: a shared MLflow server, a DVC remote and a fresh clone, experiments run two at
-a time from DVC's queue, and DDP training in two processes.
+"""Scaling out for real: a shared MLflow server, a DVC remote (a folder, and a real OpenSSH server) and a
+fresh clone, experiments run two at a time from DVC's queue, and DDP training in two processes.
 
 One sandbox (2 tasks of the tiny configuration, real MiniLM and data) runs `dvc repro` once with
 its runs sent to `loramerge mlflow-server`; the remote, clone and queue tests reuse that run.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -64,12 +66,17 @@ def mlflow_server(project: Path, log: Path) -> Iterator[tuple[str, int]]:
                 time.sleep(1)
         yield uri, port
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop(server)
+
+
+def stop(server: subprocess.Popen) -> None:
+    """End a server started in a session of its own, with every process it forked (SIGKILL after 30 s)."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +91,16 @@ def served(tmp_path_factory) -> Iterator[tuple[Path, str, int]]:
 
 
 @pytest.fixture(scope="module")
-def committed(served, tmp_path_factory) -> Path:
-    """The run committed (dvc.lock and the uncached metrics/reports in git) and pushed with its run cache."""
+def committed(served) -> Path:
+    """The run committed: dvc.lock and the uncached metrics/reports in git, models and data in DVC's cache."""
     sandbox = served[0]
-    remote = tmp_path_factory.mktemp("dvc-remote")
-    run(["dvc", "remote", "add", "-d", "store", str(remote)], sandbox)
     run(["git", "add", "-A"], sandbox)
-    run(["git", "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost", "commit", "-qm", "tiny pipeline run"], sandbox)
-    run(["dvc", "push", "--run-cache"], sandbox)
+    commit(sandbox, "tiny pipeline run")
     return sandbox
+
+
+def commit(checkout: Path, message: str) -> None:
+    run(["git", "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost", "commit", "-qm", message], checkout)
 
 
 def files_under(folder: Path) -> dict[str, bytes]:
@@ -144,9 +152,107 @@ def test_another_sandbox_with_the_same_params_and_seed_reproduces_every_shared_n
 # ---------------------------------------------------------------- DVC remote
 
 
-def test_a_fresh_clone_pulls_every_output_from_the_dvc_remote_and_reruns_nothing(committed, tmp_path):
+class Remote(NamedTuple):
+    """A DVC remote: `url` for `dvc remote add`, `storage` the folder its objects land in (as this machine
+    sees it), `credentials` the options every checkout sets for itself with `dvc remote modify --local`."""
+
+    url: str
+    storage: Path
+    credentials: dict[str, str]
+
+
+SSHD = Path("/usr/sbin/sshd")
+SSHD_CONFIG = """\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {folder}/host_key
+AuthorizedKeysFile {folder}/client_key.pub
+PidFile {folder}/sshd.pid
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+"""
+"""Keys only (root too, as in CI), no PAM; StrictModes off because pytest's tmp folders are not sshd's idea of
+private; DVC talks SFTP, served by sshd itself (internal-sftp)."""
+
+
+@contextmanager
+def ssh_server(folder: Path) -> Iterator[tuple[int, Path]]:
+    """Debian's sshd on a free loopback port with a host key and one client key made here, accepting
+    connections before yielding (port, client key), stopped after."""
+    if not SSHD.exists():
+        pytest.fail(f"{SSHD} is missing: install Debian's openssh-server (`make test` does)", pytrace=False)
+    folder.mkdir()
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / key)], check=True)
+    port = free_port()
+    (folder / "sshd_config").write_text(SSHD_CONFIG.format(port=port, folder=folder))
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation; systemd makes it for the service
+    log = folder / "sshd.log"
+    with log.open("w") as output:
+        command = [str(SSHD), "-D", "-e", "-f", str(folder / "sshd_config")]
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, "sshd exited:\n" + log.read_text()[-3000:]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "sshd did not come up:\n" + log.read_text()[-3000:]
+                time.sleep(0.2)
+        yield port, folder / "client_key"
+    finally:
+        stop(server)
+
+
+@pytest.fixture
+def folder_remote(tmp_path) -> Remote:
+    """A plain folder, as a mounted share would be: no credentials."""
+    return Remote(str(tmp_path / "folder-remote"), tmp_path / "folder-remote", {})
+
+
+@pytest.fixture
+def ssh_remote(tmp_path) -> Iterator[Remote]:
+    """`storage` served over SFTP by a real sshd to this user, who logs in with a key (dvc-ssh does not check
+    the server's host key: sshfs connects with known_hosts=None, so no known_hosts file is needed)."""
+    storage = tmp_path / "ssh-remote"
+    storage.mkdir()
+    user = pwd.getpwuid(os.getuid()).pw_name
+    with ssh_server(tmp_path / "sshd") as (port, key):
+        yield Remote(f"ssh://{user}@127.0.0.1:{port}{storage}", storage, {"keyfile": str(key)})
+
+
+@pytest.fixture(params=["folder", "ssh"])
+def remote(request) -> Remote:
+    """Every remote kind that can run here without network (S3 and GCS would need a cloud account)."""
+    return request.getfixturevalue(f"{request.param}_remote")
+
+
+def set_credentials(checkout: Path, remote: Remote) -> None:
+    """What each machine does for itself: credentials go to the git-ignored .dvc/config.local."""
+    for option, value in remote.credentials.items():
+        run(["dvc", "remote", "modify", "--local", "store", option, value], checkout)
+
+
+def test_a_fresh_clone_pulls_every_output_from_the_dvc_remote_and_reruns_nothing(committed, remote, tmp_path):
+    """The README's recipe: the remote's URL committed, credentials local, `dvc push --run-cache`; then a
+    `git clone` elsewhere (an empty DVC cache) gets every output from the remote alone."""
+    run(["dvc", "remote", "add", "--force", "-d", "store", remote.url], committed)
+    set_credentials(committed, remote)
+    run(["git", "add", "-A"], committed)
+    commit(committed, f"DVC remote {remote.url}")
+    run(["dvc", "push", "--run-cache"], committed)
+    assert files_under(remote.storage / "files"), f"nothing arrived in {remote.storage}"
+
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(committed), str(clone)], check=True)
+    assert not (clone / ".dvc/config.local").exists(), "credentials stayed out of git"
+    set_credentials(clone, remote)
     run(["dvc", "pull"], clone)
     again = run(["dvc", "repro"], clone)
     assert "Running stage" not in again.stdout, again.stdout[-3000:]

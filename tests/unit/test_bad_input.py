@@ -20,7 +20,7 @@ import yaml
 
 from loramerge.backbone import load_encoder
 from loramerge.cli import main
-from loramerge.config import BackboneConfig, load_params
+from loramerge.config import BackboneConfig, all_combinations, load_params
 from loramerge.lora import AdapterError, load_updates
 from loramerge.stages import merge as merge_stage
 from loramerge.stages import train as train_stage
@@ -231,3 +231,103 @@ def test_lightnings_own_resume_loads_plain_weights_only_even_if_torch_is_told_ot
     with pytest.raises(pickle.UnpicklingError):
         train_task(load_params(trained / "params.yaml"), "topics")
     assert not poisoned_checkpoint.exists()
+
+
+# ---------------------------------------------------------------- one line, exit 2, before compute: every bad input named
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, f"not one line: {err}"
+    return err
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda raw: raw["merge"].update(methods={"tie": {"scaling": 1.0}}), "merge.methods.tie: unknown merge method 'tie'"),
+        (lambda raw: raw["merge"].update(methods={"ties": {"density": 2}}), "merge.methods.ties.density: Input should be less than or equal to 1 (got 2)"),
+        (lambda raw: raw["merge"].update(methods={"ties": {"scaling": [1.0], "density": [0.5, 2]}}), "merge.methods.ties.density"),
+        (lambda raw: raw["merge"].update(methods={"ties": {"scaling": []}}), "merge.methods.ties: hyper-parameter 'scaling' has an empty list"),
+        (lambda raw: raw["merge"].update(methods={}), "merge.methods: Dictionary should have at least 1 item"),
+        (lambda raw: raw["train"].update(devices=0), "train.devices"),
+        (lambda raw: raw.update(sweep={"task": "nope"}), "sweep.task 'nope' is not a configured task"),
+        (lambda raw: raw.update(sweep={"task": "topics", "lora_targets": ["everything"]}), "sweep.lora_targets ['everything']"),
+    ],
+    ids=["unknown method", "density 2", "a searched density 2", "empty search list", "no methods", "devices 0", "sweep task", "sweep targets"],
+)
+def test_bad_settings_anywhere_in_params_stop_the_first_stage_in_one_line(project, change, named, capsys):
+    write_params(project, "params.yaml", change)
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert named in one_line_error(capsys)
+    assert not (project / "data").exists()
+
+
+def test_a_yaml_syntax_error_names_the_file_line_and_column(project, capsys):
+    text = (project / "params.yaml").read_text().splitlines()
+    text.insert(3, "broken: [unclosed")
+    (project / "params.yaml").write_text("\n".join(text))
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert "params.yaml is not valid YAML at line" in one_line_error(capsys)
+
+
+def test_training_a_task_that_is_not_prepared_names_the_stage_to_run(project, capsys):
+    assert main(["train", "--task", "topics"]) == 2
+    assert "run `dvc repro prepare@topics` first" in one_line_error(capsys)
+
+
+def test_an_empty_label_in_a_csv_is_refused_with_its_count_and_file(project, params_dict, capsys):
+    data = project / "data-with-empty-labels"
+    shutil.copytree(params_dict["data"]["local_dir"], data)
+    train = data / "topics" / "train.csv"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([lines[0], *(line.rsplit(",", 1)[0] + "," for line in lines[1:4]), *lines[4:]]) + "\n")
+    write_params(project, "params.yaml", lambda raw: raw["data"].update(local_dir=str(data)))
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert f"{train} has 3 row(s) with an empty label" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda raw: raw["backbone"].update(name="no-such-org/no-such-model"), "backbone.name 'no-such-org/no-such-model' cannot be loaded"),
+        (lambda raw: raw["backbone"].update(max_length=100000), "backbone.max_length 100000 exceeds"),
+        (lambda raw: raw["train"].update(strategy="dpp"), "train.strategy: Lightning refuses 'dpp'"),
+        pytest.param(
+            lambda raw: raw["train"].update(accelerator="gpu"), "train.accelerator: Lightning refuses 'gpu'",
+            marks=pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU"),
+        ),
+    ],
+    ids=["unknown backbone", "max_length beyond the model", "unknown strategy", "gpu on a CPU machine"],
+)
+def test_a_backbone_or_hardware_setting_that_cannot_work_stops_training_in_one_line_and_keeps_the_adapter(trained, change, named, capsys):
+    bad = write_params(trained, "bad-train.yaml", change)
+    before = snapshot(trained)
+    assert main(["--params", str(bad), "train", "--task", "topics"]) == 2
+    assert named in one_line_error(capsys)
+    assert snapshot(trained) == before
+
+
+def test_evaluating_an_unlisted_combination_is_refused_before_any_model_loads(trained, monkeypatch, capsys):
+    from loramerge.stages import evaluate as evaluate_stage
+
+    monkeypatch.setattr(evaluate_stage, "load_encoder", lambda *a, **k: pytest.fail("the encoder was loaded first"))
+    assert main(["evaluate", "--combo", "moods+topics"]) == 2
+    assert "'moods+topics' is not listed in params.yaml" in one_line_error(capsys)
+
+
+def test_evaluating_a_combination_before_its_merge_names_the_merge_stage_to_run(trained, monkeypatch, capsys):
+    from loramerge.stages import evaluate as evaluate_stage
+
+    monkeypatch.setattr(evaluate_stage, "load_encoder", lambda *a, **k: pytest.fail("the encoder was loaded first"))
+    assert main(["evaluate", "--combo", "topics+moods"]) == 2
+    assert "run `dvc repro merge_pair@topics+moods`" in one_line_error(capsys)
+
+
+def test_combos_rewrites_lists_that_name_tasks_no_longer_configured(project, capsys):
+    write_params(project, "params.yaml", lambda raw: raw.update(pairs={"topics+gone": ["topics", "gone"]}, triples={"topics+moods+gone": ["topics", "moods", "gone"]}))
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert "(regenerate the lists with `loramerge combos`)" in one_line_error(capsys)
+    assert main(["combos"]) == 0
+    params = load_params(project / "params.yaml")
+    assert list(params.pairs) == all_combinations(list(params.tasks), (2,)) and params.triples == {}
