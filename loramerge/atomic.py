@@ -43,18 +43,27 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+@contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final` (same suffix, for writers that pick the format from the name:
+    savefig, to_csv, to_parquet); on success it replaces `final`, on failure it is deleted."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(final)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
+    os.close(fd)
+    staging = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        yield staging
+        staging.chmod(0o644)
+        os.replace(staging, final)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        staging.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as staging:
+        staging.write_text(text, encoding="utf-8")
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from loramerge import paths
 from loramerge.config import ConfigError, Params, SweepConfig
 from loramerge.tracking import tracking_uri
 
@@ -71,22 +73,28 @@ def collect(params: Params, root: Path) -> pd.DataFrame:
     for baseline in json.loads(shown.stdout):
         for experiment in baseline.get("experiments") or []:
             for revision in experiment.get("revs", []):
-                row = experiment_row(revision.get("name") or revision["rev"], revision.get("data") or {}, params.sweep.task)
+                metrics = lambda path, rev=revision["rev"]: committed_json(root, rev, path)  # noqa: E731
+                row = experiment_row(revision.get("name") or revision["rev"], revision.get("data") or {}, metrics, params.sweep.task)
                 if row is not None:
                     rows.append(row)
     return pd.DataFrame(rows)
 
 
-def experiment_row(name: str, data: dict, task: str) -> dict | None:
-    """A sweep experiment's row, or None for experiments the sweep did not queue."""
+def committed_json(root: Path, rev: str, path: str) -> dict | None:
+    """A JSON file as an experiment's commit holds it (its metrics files are git-tracked outputs), or None."""
+    shown = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True)
+    return json.loads(shown.stdout) if shown.returncode == 0 else None
+
+
+def experiment_row(name: str, data: dict, metrics: Callable[[str], dict | None], task: str) -> dict | None:
+    """A sweep experiment's row, or None for experiments the sweep did not queue (or that did not finish)."""
     settings = data.get("params", {}).get("params.yaml", {}).get("data", {})
     family = settings.get("sweep", {}).get("family")
-    metrics = {path: entry.get("data", {}) for path, entry in data.get("metrics", {}).items()}
     if family == "lora":
-        train, test = metrics.get(f"metrics/train/lora/{task}.json"), metrics.get(f"metrics/single/{task}.json")
+        train, test = metrics(str(paths.train_metrics(task, "lora"))), metrics(str(paths.single_metrics(task)))
         setting = {"family": f"LoRA {settings['lora']['targets']}", "rank": settings["lora"]["rank"], "learning_rate": settings["train"]["learning_rate"], "weight_decay": settings["train"]["weight_decay"]}
     elif family == "full":
-        train, test = metrics.get(f"metrics/train/full/{task}.json"), metrics.get(f"metrics/baselines/{task}.json", {}).get("full")
+        train, test = metrics(str(paths.train_metrics(task, "full"))), (metrics(str(paths.baseline_metrics(task))) or {}).get("full")
         full = settings["baselines"]["full"]
         setting = {"family": "full fine-tuning", "rank": None, "learning_rate": full["learning_rate"], "weight_decay": full.get("weight_decay", settings["train"]["weight_decay"])}
     else:

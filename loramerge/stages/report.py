@@ -3,8 +3,8 @@
 Reads only what earlier stages wrote (metrics/, data/prepared/*/stats.json) and writes:
 reports/report.md and a self-contained reports/report.html (figures inlined, so the file
 can be mailed or archived alone), the older reports/summary.md, reports/tables/*.csv,
-reports/figures/*.png (every figure of the report), and reports/metrics.json (the headline
-numbers, for `dvc metrics show/diff`). Everything is logged to one MLflow run tagged
+reports/figures/*.png (every figure of the report), reports/metrics.json (every mean score, nested)
+and reports/headline/*.json (one small flat file per method, what `dvc metrics show/diff` prints). Everything is logged to one MLflow run tagged
 `loramerge.summary=true`.
 """
 
@@ -30,7 +30,7 @@ import yaml
 from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
 from loramerge import paths
-from loramerge.atomic import read_json, write_json, write_text
+from loramerge.atomic import atomic_dir, atomic_file, read_json, write_json, write_text
 from loramerge.config import Params, split_combination
 from loramerge.metrics import gain_retention
 from loramerge.similarity import MEASURES
@@ -277,8 +277,8 @@ def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
 
 def save_figure(figure: plt.Figure, path: Path) -> Path:
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_file(path) as staging:
+        figure.savefig(staging, dpi=100)
     plt.close(figure)
     return path
 
@@ -497,12 +497,11 @@ def write_tables(results: Results, params: Params) -> None:
     tables = {"single": results.single, "merged": results.merged, "methods": results.summary, "combinations": results.combos,
               "similarity": results.similarity, "correlations": results.correlations,
               "retention": retention_table(results.single, results.merged, best), "triples_ranked": triples_ranked(results.combos)}
-    TABLES.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
-        frame.to_csv(TABLES / f"{name}.csv", index=False)
-    BY_METHOD.mkdir(parents=True, exist_ok=True)
+        write_text(TABLES / f"{name}.csv", frame.to_csv(index=False))
+    BY_METHOD.mkdir(parents=True, exist_ok=True)  # dvc.yaml's plots name it, even with no combination
     for method, frame in results.combos.groupby("method"):
-        frame.drop(columns="method").to_csv(BY_METHOD / f"{method}.csv", index=False)
+        write_text(BY_METHOD / f"{method}.csv", frame.drop(columns="method").to_csv(index=False))
 
 
 def write_figures(results: Results, params: Params) -> dict[str, list[Figure]]:
@@ -643,6 +642,25 @@ def headline_metrics(results: Results) -> dict:
             "spearman_rho_median": {kind: {measure: number(v) for (k, measure), v in rho.items() if k == kind} for kind in KINDS}}
 
 
+HEADLINE_KEYS = {("pair", "normalized_accuracy"): "pair_acc", ("triple", "normalized_accuracy"): "triple_acc",
+                 ("pair", "gain_retention"): "pair_gain", ("triple", "gain_retention"): "triple_gain"}
+"""Short flat keys of reports/headline/<method>.json: `dvc metrics show` prints one row per file, one column per key."""
+
+
+def headline_files(results: Results) -> dict[str, dict[str, float]]:
+    """reports/headline/: one small flat file per method (mean normalized accuracy and gain retention, pairs and
+    triples) and `pipeline.json` (mean single-adapter test accuracy, training seconds, every mode and task), so that `dvc metrics show`
+    is a table of methods that fits a terminal; the detailed files stay stage outputs."""
+    files = {}
+    for method, group in results.combos.groupby("method"):
+        means = group.groupby("kind")[RETENTION].mean()
+        files[method] = {key: round(float(means.loc[kind, m]), 4) for (kind, m), key in HEADLINE_KEYS.items()
+                         if kind in means.index and not pd.isna(means.loc[kind, m])}
+    training_s = results.single[["lora_train_s", "head_only_train_s", "full_ft_train_s"]].to_numpy().sum()
+    files["pipeline"] = {"single_acc": round(float(results.single["lora_accuracy"].mean()), 4), "train_s": round(float(training_s), 1)}
+    return files
+
+
 def tracked_metrics(results: Results) -> dict[str, float]:
     """MLflow metric names that sort by measure, kind, method, combination (a method's mean is its prefix)."""
     metrics = {}
@@ -678,6 +696,9 @@ def write_outputs(params: Params) -> Results:
     write_text(paths.REPORTS / "report.html", render_html(title, sections))
     write_text(paths.REPORTS / "summary.md", summary_markdown(params, results))
     write_json(paths.REPORTS / "metrics.json", headline_metrics(results))
+    with atomic_dir(paths.REPORTS / "headline") as folder:  # whole: no file of a method since removed lingers
+        for name, numbers in headline_files(results).items():
+            write_json(folder / f"{name}.json", numbers)
     return results
 
 

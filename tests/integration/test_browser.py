@@ -49,12 +49,14 @@ def test_the_report_opens_in_chromium_with_every_figure_loaded_and_the_headline_
     page.close()
 
 
-def test_dvc_metrics_show_has_the_report_headline_and_the_similarity_of_every_pair(repro):
+def test_dvc_metrics_show_has_each_methods_headline_numbers_and_the_pipelines(repro):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repro).stdout)
     files = next(iter(shown.values()))["data"]
-    best = files["reports/metrics.json"]["data"]["best"]
-    assert 0 < best["normalized_accuracy_pairs"] <= 2 and best["triples"] == 1
-    assert set(files["metrics/similarity.json"]["data"]["pairs"]) == set(tiny_params()["pairs"])
+    for method in tiny_params()["merge"]["methods"]:
+        numbers = files[f"reports/headline/{method}.json"]["data"]
+        assert set(numbers) == {"pair_acc", "triple_acc", "pair_gain", "triple_gain"} and 0 < numbers["pair_acc"] <= 2
+    assert 0 < files["reports/headline/pipeline.json"]["data"]["single_acc"] <= 1
+    assert not any(path.startswith("metrics/") for path in files), "detailed files are outputs, not DVC metrics"
 
 
 def test_dvc_plots_show_renders_the_merge_bars_every_figure_and_a_confusion_matrix_per_task(repro):

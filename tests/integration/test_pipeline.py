@@ -43,9 +43,12 @@ def test_the_report_summarises_every_method(repro):
         assert (repro / "reports" / "figures" / f"heatmap_{method}.png").stat().st_size > 1000
 
 
-def test_dvc_metrics_show_reads_the_metrics(repro):
-    shown = run(["dvc", "metrics", "show", "--json"], repro)
-    assert "mean_normalized_accuracy" in shown.stdout
+def test_dvc_metrics_show_is_one_row_per_merge_method_that_fits_a_terminal(repro):
+    shown = run(["dvc", "metrics", "show"], repro, COLUMNS="200").stdout.splitlines()
+    assert max(len(line) for line in shown) <= 120, "\n".join(shown)
+    assert shown[0].split() == ["Path", "pair_acc", "pair_gain", "single_acc", "train_s", "triple_acc", "triple_gain"]
+    rows = {line.split()[0] for line in shown[1:]}
+    assert rows == {f"reports/headline/{m}.json" for m in [*tiny_params()["merge"]["methods"], "pipeline"]}
 
 
 def test_mlflow_holds_one_finished_run_per_stage_with_params_metrics_and_artifacts(repro):

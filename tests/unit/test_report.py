@@ -113,6 +113,22 @@ def test_tables_metrics_and_per_method_plot_data(reported, project):
     assert (project / "reports/summary.md").read_text().startswith("# loramerge summary")
 
 
+def test_the_headline_is_one_small_flat_file_per_method_holding_its_mean_scores(reported, project):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    files = {p.stem: json.loads(p.read_text()) for p in (project / "reports/headline").glob("*.json")}
+    assert set(files) == {*reported.merge.methods, "pipeline"}
+    for method in reported.merge.methods:
+        means = metrics["methods"][method]
+        assert files[method] == {  # an undefined mean (gain retention when no adapter beat its head) is left out
+            f"{kind}_{short}": round(means[kind][long], 4)
+            for kind in ("pair", "triple") for short, long in (("acc", "normalized_accuracy"), ("gain", "gain_retention"))
+            if means[kind][long] is not None
+        }
+        assert {"pair_acc", "triple_acc"} <= set(files[method])
+    single = [json.loads((project / f"metrics/single/{t}.json").read_text())["accuracy"] for t in reported.tasks]
+    assert files["pipeline"]["single_acc"] == round(sum(single) / len(single), 4) and files["pipeline"]["train_s"] > 0
+
+
 def test_the_summary_run_is_tagged_and_holds_the_report_and_sortable_metrics(reported, project):
     from mlflow.tracking import MlflowClient
 
