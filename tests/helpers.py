@@ -86,3 +86,13 @@ def train_every_task(params) -> None:
             train_task(params, task, mode)
         evaluate_single(params, task)
         evaluate_baselines(params, task)
+
+
+def require_task_data() -> None:
+    """Fail (never skip) without ../shared/data: CI always has it, and a silent skip would hide the pipeline tests."""
+    import pytest
+
+    from tests.sandbox import shared_data_dir
+
+    if not (shared_data_dir() / "emotion" / "train.csv").exists():
+        pytest.fail(f"the task data is not at {shared_data_dir()}: the integration tests need ../shared/data (or set LORAMERGE_DATA_DIR)")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox import make_sandbox, run, shared_data_dir
+from tests.helpers import require_task_data
+from tests.sandbox import make_sandbox, run
 
 
 @pytest.fixture(scope="session")
 def repro(tmp_path_factory) -> Path:
     """A sandbox in which `dvc repro` has run once, successfully."""
-    if not (shared_data_dir() / "emotion" / "train.csv").exists():
-        pytest.fail(f"the task data is not at {shared_data_dir()}: the integration tests need ../shared/data (or set LORAMERGE_DATA_DIR)")
+    require_task_data()
     folder = make_sandbox(tmp_path_factory.mktemp("pipeline") / "repo")
     completed = run(["dvc", "repro"], folder, check=False)
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]

@@ -1,14 +1,18 @@
-"""Faults a long pipeline meets: a stage killed with SIGKILL, a second run of the same configuration,
-a tracking server that cannot be reached.
+"""Faults a long pipeline meets: a stage killed with SIGKILL, `dvc repro` killed or interrupted
+(Ctrl-C) during a training, a second run of the same configuration, a tracking server that cannot
+be reached.
 
 The stages run as the `loramerge` command in their own processes, on the tiny BERT of
 tests/conftest.py; a kill is a real SIGKILL the process sends itself at a chosen point (a
 training step, or the rename that publishes an output), so the point is exact every time.
+The `dvc repro` kills run the README's path on the tiny configuration of the real pipeline.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,8 +24,8 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import comparable_metrics, free_port, tiny_params_dict
-from tests.sandbox import run
+from tests.helpers import comparable_metrics, free_port, require_task_data, tiny_params_dict
+from tests.sandbox import make_sandbox, run, sandbox_env, tiny_params
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +33,11 @@ COMBO = "topics+moods"
 STAGES = [
     ["prepare", "--task", "topics"], ["prepare", "--task", "moods"],
     ["train", "--task", "topics"], ["train", "--task", "moods"],
+    ["train", "--task", "topics", "--mode", "head_only"], ["train", "--task", "moods", "--mode", "head_only"],
+    ["train", "--task", "topics", "--mode", "full"], ["train", "--task", "moods", "--mode", "full"],
     ["evaluate", "--task", "topics"], ["evaluate", "--task", "moods"],
-    ["merge", "--combo", COMBO], ["evaluate", "--combo", COMBO],
+    ["evaluate", "--task", "topics", "--baselines"], ["evaluate", "--task", "moods", "--baselines"],
+    ["merge", "--combo", COMBO], ["evaluate", "--combo", COMBO], ["similarity"], ["report"],
 ]
 RUN_STAGES = "import json, sys\nfrom loramerge.cli import main\nfor argv in json.loads(sys.argv[1]):\n    assert main(argv) == 0, argv\n"
 
@@ -109,7 +116,7 @@ def remove(project: Path, *relative: str) -> None:
 def test_the_same_params_and_seed_twice_give_identical_metrics_models_and_predictions(finished):
     first, second = finished
     one, two = metrics_files(first), metrics_files(second)
-    assert set(one) == set(two) and len(one) == 5  # train and single per task, and the pair
+    assert set(one) == set(two) and len(one) == 12  # train (3 modes), single, baselines per task; the pair; similarity
     for name in one:
         assert comparable_metrics(one[name]) == comparable_metrics(two[name]), name
     assert {"runtime_s", "peak_rss_mb"} <= set(one["metrics/train/lora/topics.json"])  # excluded, not missing
@@ -162,17 +169,129 @@ def test_a_merge_killed_midway_leaves_no_partial_output_and_the_rerun_completes(
             assert (output / path.relative_to(reference / "models/merged" / COMBO)).read_bytes() == path.read_bytes(), path
 
 
-def test_an_evaluation_killed_before_publishing_leaves_no_metrics_file_and_the_rerun_completes(finished, copy_of_first):
-    project, reference = copy_of_first, finished[0]
-    scores = Path("metrics/merged") / f"{COMBO}.json"
-    remove(project, str(scores))
-    killed(project, KILL_AT_RENAME, str(project / scores), "evaluate", "--combo", COMBO)
-    assert not (project / scores).exists()
+PUBLISHED_BY = {
+    "prepare": (["prepare", "--task", "topics"], ["data/prepared/topics"]),
+    "evaluate --task": (["evaluate", "--task", "topics"],
+                        ["metrics/predictions/topics.csv", "metrics/single/topics.json"]),
+    "evaluate --task --baselines": (["evaluate", "--task", "topics", "--baselines"],
+                                    ["metrics/baselines/topics.json"]),
+    "evaluate --combo": (["evaluate", "--combo", COMBO], [f"metrics/merged/{COMBO}.json"]),
+    "similarity": (["similarity"], ["metrics/similarity.json"]),
+    "report": (["report"], ["reports"]),
+}
+"""Per stage: its command and its outputs (what dvc.yaml declares), the first of them written first."""
 
-    rerun = run(["loramerge", "evaluate", "--combo", COMBO], project, check=False)
+DATED = {"reports/report.md", "reports/report.html"}
+"""Outputs that state when they were built and list this repro's MLflow runs: compared for presence only."""
+
+
+def output_files(project: Path, outputs: list[str]) -> dict[str, Path]:
+    """The files of `outputs` under their published names (staging copies beside them start with a dot)."""
+    files = {}
+    for name in outputs:
+        path = project / name
+        for file in ([path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []):
+            relative = file.relative_to(project)
+            if file.is_file() and not any(part.startswith(".") for part in relative.parts):
+                files[str(relative)] = file
+    return files
+
+
+def staging_leftovers(project: Path, outputs: list[str]) -> list[str]:
+    """Dot-named staging copies beside or inside `outputs`, as a killed write leaves them."""
+    found = []
+    for name in outputs:
+        path = project / name
+        found += [p.name for p in path.parent.glob(f".{path.name}.*")]
+        found += [str(p.relative_to(project)) for p in path.rglob(".*")] if path.is_dir() else []
+    return found
+
+
+@pytest.mark.parametrize("stage", list(PUBLISHED_BY))
+def test_a_stage_killed_at_its_first_publishing_rename_leaves_no_partial_output_and_the_rerun_gives_the_same_outputs(
+        finished, copy_of_first, stage):
+    project, reference = copy_of_first, finished[0]
+    argv, outputs = PUBLISHED_BY[stage]
+    remove(project, *outputs)  # as DVC does before it runs a stage
+    killed(project, KILL_AT_RENAME, str(project / outputs[0]), *argv)
+    assert output_files(project, outputs) == {}, "DVC would cache a half-written output"
+    assert staging_leftovers(project, outputs), "killed after writing everything, at the rename that publishes it"
+
+    rerun = run(["loramerge", *argv], project, check=False)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert comparable_metrics(json.loads((project / scores).read_text())) == comparable_metrics(json.loads((reference / scores).read_text()))
-    assert [p.name for p in (project / scores).parent.iterdir()] == [scores.name]
+    assert staging_leftovers(project, outputs) == [], "the killed run's staging copies are cleared"
+    ours, theirs = output_files(project, outputs), output_files(reference, outputs)
+    assert sorted(ours) == sorted(theirs) and ours
+    for name in sorted(set(ours) - DATED):
+        if name.endswith(".json"):
+            ours_now, reference_now = (json.loads(files[name].read_text()) for files in (ours, theirs))
+            assert comparable_metrics(ours_now) == comparable_metrics(reference_now), name
+        else:
+            assert ours[name].read_bytes() == theirs[name].read_bytes(), name
+
+
+# ---------------------------------------------------------------- `dvc repro` killed during a training
+
+
+@pytest.fixture(scope="module")
+def long_training(tmp_path_factory) -> Path:
+    """A sandbox of the tiny pipeline whose trainings run 3 whole epochs (no early stop), its data prepared:
+    a kill at the first epoch's checkpoint lands mid-training."""
+    require_task_data()
+    params = tiny_params()
+    params["train"].update(max_epochs=3, patience=100)
+    folder = make_sandbox(tmp_path_factory.mktemp("dvc-kill") / "repo", params)
+    run(["dvc", "repro", "prepare@emotion", "prepare@agnews"], folder)
+    return folder
+
+
+def dvc_repro_stopped_at_first_checkpoint(project: Path, stage: str, checkpoint: Path, signum: int) -> str:
+    """`dvc repro <stage>` in its own process group, sent `signum` (as Ctrl-C or `kill -9` of the whole job
+    would) once the training has written `checkpoint`; returns its output."""
+    log = project.parent / f"killed-{stage}.log"  # outside the workspace DVC and git look at
+    with log.open("w") as output:
+        job = subprocess.Popen(["dvc", "repro", stage], cwd=project, env=sandbox_env(), stdout=output,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(job.pid, signum if job.poll() is None and checkpoint.exists() else signal.SIGKILL)
+        assert job.wait(timeout=120) != 0 and checkpoint.exists(), f"no checkpoint: {log.read_text()[-3000:]}"
+    return log.read_text()
+
+
+@pytest.mark.parametrize(("stage", "signum"), [
+    ("train@emotion", signal.SIGKILL), ("train@agnews", signal.SIGINT), ("baseline_head@emotion", signal.SIGKILL),
+], ids=["train-SIGKILL", "train-SIGINT", "baseline_head-SIGKILL"])
+def test_dvc_repro_killed_in_training_resumes_on_the_next_dvc_repro_and_ends_byte_identical_to_an_uninterrupted_run(
+        long_training, stage, signum):
+    project = long_training
+    name, task = stage.split("@")
+    mode = {"train": "lora", "baseline_head": "head_only"}[name]
+    model = project / ("models/adapters" if mode == "lora" else f"models/baselines/{mode}") / task
+    checkpoints = project / "models/checkpoints" / mode / task
+    stopped = dvc_repro_stopped_at_first_checkpoint(project, stage, checkpoints / "last.ckpt", signum)
+    assert (checkpoints / "last.ckpt").exists() and not model.exists()
+    if signum == signal.SIGINT:  # DVC ignores Ctrl-C while its command runs; the training stops itself
+        assert "Detected KeyboardInterrupt, attempting graceful shutdown" in stopped, stopped[-3000:]
+
+    resumed = run(["dvc", "repro", stage], project, check=False)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    last = checkpoints.relative_to(project) / "last.ckpt"
+    announced = re.escape(f"[{stage}] resuming from {last}: ") + "[12] of 3 epoch"
+    assert re.search(announced, resumed.stdout), resumed.stdout[-3000:]  # resumed mid-training, not retrained
+    assert not (checkpoints / "last.ckpt").exists() and (checkpoints / "fingerprint.json").exists()
+    after_resume = {p.name: p.read_bytes() for p in model.iterdir()}
+
+    fresh = run(["dvc", "repro", "--force", "--single-item", stage], project, check=False)  # uninterrupted, anew
+    assert fresh.returncode == 0 and "resuming" not in fresh.stdout, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    uninterrupted = {p.name: p.read_bytes() for p in model.iterdir()}
+    assert sorted(after_resume) == sorted(uninterrupted) and "head.safetensors" in uninterrupted
+    for file, data in uninterrupted.items():
+        if file.endswith(".json"):
+            assert comparable_metrics(json.loads(after_resume[file])) == comparable_metrics(json.loads(data)), file
+        else:
+            assert after_resume[file] == data, file
 
 
 # ---------------------------------------------------------------- an unreachable tracking server
