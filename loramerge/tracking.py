@@ -33,6 +33,10 @@ SQLITE_BUSY_SIGNS = ("database is locked",)
 """What SQLite says while another process holds the write lock."""
 
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""MLflow 3 shows an experiment without this kind as a GenAI one (traces overview); this marks it model training."""
+
+
 class TrackingError(RuntimeError):
     """MLflow failed and tracking.strict is set."""
 
@@ -170,6 +174,11 @@ class StageRun:
                 return None
         return None
 
+    def guarded(self, action: str, call: Callable, *args, **kwargs) -> Any:
+        """Any further MLflow work of the stage (e.g. registering a model) under the run's policy: nothing when
+        the run is not tracked, retried on a busy SQLite store, else one warning (or TrackingError if strict)."""
+        return self._guard(action, call, *args, **kwargs)
+
     def _give_up(self, action: str, error: Exception) -> None:
         if self.config.strict:
             raise TrackingError(f"[{self.stage}] MLflow {action} failed at {self.uri}: {type(error).__name__}: {error}") from error
@@ -198,7 +207,9 @@ class StageRun:
             experiment = client.get_experiment_by_name(self.config.experiment)
             if experiment is None:
                 location = (project_root(root) / "mlartifacts").as_uri() if self.uri.startswith("sqlite") else None
-                experiment_id = client.create_experiment(self.config.experiment, artifact_location=location)
+                experiment_id = client.create_experiment(
+                    self.config.experiment, artifact_location=location, tags=EXPERIMENT_TAGS
+                )
             else:
                 experiment_id = experiment.experiment_id
             run = client.create_run(experiment_id, run_name=self.stage, tags=dict(tags))
