@@ -31,7 +31,8 @@ from loramerge.cli import STAGE_TIMES
 from loramerge.config import load_params, split_combination
 from loramerge.lora import patched
 from loramerge.model import ClassificationHead
-from loramerge.stages.evaluate import merged_deltas, score_merges
+from loramerge.evaluation import merged_deltas
+from loramerge.stages.evaluate import score_merges
 from loramerge.stages.prepare import load_split
 
 

@@ -41,6 +41,8 @@ def expected_reruns(params, task: str) -> set[str]:
     combos = [c for c in params.combinations if task in c.split("+")]
     kinds = {2: "pair", 3: "triple"}
     downstream = {f"merge_{kinds[len(c.split('+'))]}@{c}" for c in combos} | {f"evaluate_{kinds[len(c.split('+'))]}@{c}" for c in combos}
+    exported = params.combinations if params.export.combinations is None else params.export.combinations
+    downstream |= {f"export@{c}" for c in combos if c in exported}
     return {f"train@{task}", f"evaluate@{task}", "similarity", "report"} | downstream
 
 

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "merge": "benchmarks.bench_merge",
     "pipeline": "benchmarks.bench_pipeline",
     "scaling": "benchmarks.bench_scaling",
+    "export": "benchmarks.bench_export",
 }
 
 

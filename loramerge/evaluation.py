@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from loramerge import paths
+from loramerge.lora import deltas_of, load_updates
+from loramerge.paths import DENSE_FILE
 from loramerge.batching import TokenizedTexts
 from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, predict
@@ -38,3 +42,11 @@ def score(encoder, head: ClassificationHead, data: TaskSplit, batch_size: int, p
     """Metrics and predicted label ids of one head on one task's split."""
     predicted = predict(encoder, {data.task: head}, data.texts.sorted_batches(batch_size), pooling)[data.task]
     return classification_metrics(data.labels, predicted), predicted
+
+
+def merged_deltas(encoder, folder: Path) -> dict[str, torch.Tensor]:
+    """A merged model's updates, read back from what the merge stage saved (PEFT adapter or dense)."""
+    if (folder / DENSE_FILE).exists():
+        return load_file(str(folder / DENSE_FILE))
+    (update,) = load_updates(encoder, {folder.name: folder})
+    return deltas_of(update)

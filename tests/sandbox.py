@@ -38,6 +38,8 @@ def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
     params["merge"]["methods"] = {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}, "ties": {"scaling": 1.0, "density": [0.5, 1.0]}}
     params["pairs"] = {c: c.split("+") for c in all_combinations(list(tasks), (2,))}
     params["triples"] = {c: c.split("+") for c in all_combinations(list(tasks), (3,))}
+    exported = [next(iter(params["pairs"])), *params["triples"]]  # one pair and the triple: export time stays small
+    params["export"].update(combinations=exported, latency_calls=5, throughput_repeats=1)
     return params
 
 

@@ -13,29 +13,19 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
-from safetensors.torch import load_file
 
 from loramerge import paths
-from loramerge.paths import DENSE_FILE, MANIFEST
+from loramerge.paths import MANIFEST
 from loramerge.atomic import read_json, write_json, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import Params, split_combination
-from loramerge.evaluation import load_head, load_task_split, score
+from loramerge.evaluation import load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import normalized_accuracy
 from loramerge.batching import TokenizedTexts
 from loramerge.model import ClassificationHead, predict
 from loramerge.stages.prepare import load_split
 from loramerge.tracking import stage_run
-
-
-def merged_deltas(encoder, folder: Path) -> dict[str, torch.Tensor]:
-    """A merged model's updates, read back from what the merge stage saved (PEFT adapter or dense)."""
-    if (folder / DENSE_FILE).exists():
-        return load_file(str(folder / DENSE_FILE))
-    (update,) = load_updates(encoder, {folder.name: folder})
-    return deltas_of(update)
 
 
 def evaluate_single(params: Params, task: str) -> Path:

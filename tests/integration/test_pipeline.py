@@ -84,4 +84,5 @@ def test_changing_one_tasks_training_reruns_only_that_task_and_the_combinations_
     expected = {"train@agnews", "evaluate@agnews", "similarity", "report"}
     expected |= {f"merge_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
     expected |= {f"evaluate_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
+    expected |= {f"export@{c}" for c in with_agnews if c in params["export"]["combinations"]}
     assert rerun == expected

@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from loramerge.config import load_params
-from loramerge.stages.evaluate import evaluate_combination, merged_deltas
+from loramerge.evaluation import merged_deltas
+from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import write_report
 from tests.helpers import train_every_task, tiny_params_dict

@@ -1,0 +1,116 @@
+"""`loramerge predict`: classify texts with an exported multi-task model (a folder or an MLflow model URI).
+
+Everything a user can get wrong is checked before any compute, and the output file is written
+whole or not at all (loramerge/atomic.py), so a bad input never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from loramerge.atomic import write_text
+from loramerge.config import TrackingConfig
+from loramerge.multitask import MultiTaskModel
+
+INPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+URI_SCHEMES = ("models:/", "runs:/", "file:/", "s3:/", "gs:/", "http://", "https://", "mlflow-artifacts:/")
+
+
+def file_format(path: Path, formats: dict[str, str], role: str) -> str:
+    if path.suffix.lower() not in formats:
+        raise ValueError(f"{role} {path} must end in {' or '.join(formats)}")
+    return formats[path.suffix.lower()]
+
+
+def read_texts(path: Path, column: str) -> list[str]:
+    """The `column` of a CSV or JSON-lines file, as strings; every way it can be unusable is a one-line error."""
+    kind = file_format(path, INPUT_FORMATS, "--input")
+    if not path.is_file():
+        raise FileNotFoundError(f"--input file {path} not found")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--input {path} is not UTF-8 (byte {error.start}): re-save it as UTF-8") from None
+    if not text.strip():
+        raise ValueError(
+            f"--input {path} is empty: it needs a header and at least one row"
+            if kind == "csv"
+            else f"--input {path} is empty"
+        )
+    try:
+        frame = pd.read_csv(io.StringIO(text)) if kind == "csv" else pd.read_json(io.StringIO(text), lines=True)
+    except ValueError as error:
+        raise ValueError(f"--input {path} cannot be read as {kind}: {str(error).splitlines()[0]}") from None
+    if column not in frame.columns:
+        raise ValueError(
+            f"--input {path} has no column {column!r} (columns: {list(frame.columns)}); pass --text-column NAME"
+        )
+    if frame.empty:
+        raise ValueError(f"--input {path} has no rows")
+    return frame[column].fillna("").astype(str).tolist()
+
+
+def is_mlflow_uri(model: str) -> bool:
+    return model.startswith(URI_SCHEMES)
+
+
+def load_model(model: str, tracking: TrackingConfig | None = None) -> MultiTaskModel:
+    """An export folder, or the multi-task model inside a registered/logged MLflow pyfunc, looked up in the
+    project's tracking store (as the stages write it: $MLFLOW_TRACKING_URI, params `tracking.uri`, mlflow.db)."""
+    if not is_mlflow_uri(model):
+        return MultiTaskModel.load(Path(model))
+    import mlflow
+
+    from loramerge.registry import fluent_uri
+    from loramerge.tracking import tracking_uri
+
+    try:
+        with fluent_uri(tracking_uri(tracking or TrackingConfig(), Path("."))):
+            loaded = mlflow.pyfunc.load_model(model)
+    except Exception as error:  # MLflow raises its own types for an unknown name, version or alias
+        raise ValueError(
+            f"--model {model}: MLflow cannot load it ({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from None
+    return loaded.unwrap_python_model().model
+
+
+def predictions(model: MultiTaskModel, texts: Sequence[str], batch_size: int, show_progress: bool) -> pd.DataFrame:
+    """Each text with its label and probability per task, in input order; a tqdm bar when asked."""
+    if not show_progress:
+        return pd.concat([pd.DataFrame({"text": list(texts)}), model.predict_frame(texts, batch_size)], axis=1)
+    from tqdm import tqdm
+
+    with tqdm(total=len(texts), unit="text", desc="predict") as bar:
+        frame = model.predict_frame(texts, batch_size, bar.update)
+    return pd.concat([pd.DataFrame({"text": list(texts)}), frame], axis=1)
+
+
+def render(frame: pd.DataFrame, kind: str) -> str:
+    return (
+        frame.to_csv(index=False) if kind == "csv" else frame.to_json(orient="records", lines=True, force_ascii=False)
+    )
+
+
+def run_predict(
+    model: str,
+    texts: Sequence[str] | None,
+    input_path: Path | None,
+    column: str,
+    output: Path | None,
+    batch_size: int,
+    tracking: TrackingConfig | None = None,
+) -> str:
+    """Validate, predict, then write `output` atomically (or return JSON lines for stdout when there is none)."""
+    out_kind = file_format(output, OUTPUT_FORMATS, "--output") if output else "jsonl"
+    batch = list(texts) if texts else read_texts(input_path, column)
+    loaded = load_model(model, tracking)
+    text = render(predictions(loaded, batch, batch_size, show_progress=input_path is not None), out_kind)
+    if output is None:
+        return text
+    write_text(output, text)
+    return f"{output}: {len(batch)} rows, tasks {', '.join(loaded.tasks)}"

@@ -1,0 +1,107 @@
+"""The exported multi-task model in MLflow: a pyfunc, registered as `loramerge-<combo>`, alias `champion`.
+
+`mlflow models serve -m "models:/loramerge-<combo>@champion"` then answers POST /invocations
+with one label and one probability column per member task. A version is registered only
+when the exported weights changed (the export's content hash is a version tag), so
+re-running the pipeline on the same models adds nothing. `champion` always points at the
+version with the best validation score; ties go to the newest version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from loramerge.multitask import MultiTaskModel
+
+TEXT_COLUMN = "text"
+ARTIFACT_KEY = "model"
+CHAMPION = "champion"
+SCORE_TAG = "validation_score"
+HASH_TAG = "content_sha256"
+
+
+def registered_name(combo: str) -> str:
+    return f"loramerge-{combo}"
+
+
+class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow's view of an export folder: a DataFrame with a `text` column in, labels and probabilities out."""
+
+    def load_context(self, context) -> None:
+        self.model = MultiTaskModel.load(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's signature
+        if TEXT_COLUMN not in model_input.columns:
+            raise ValueError(f"input has no {TEXT_COLUMN!r} column (columns: {list(model_input.columns)})")
+        return self.model.predict_frame(model_input[TEXT_COLUMN].astype(str).tolist())
+
+
+@contextmanager
+def fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (log_model, register_model) pointed at `uri` for the block only."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def version_with_hash(client: MlflowClient, name: str, content_hash: str):
+    """The registered version of `name` built from exactly these weights, if any."""
+    versions = client.search_model_versions(f"name='{name}'")
+    return next((v for v in versions if v.tags.get(HASH_TAG) == content_hash), None)
+
+
+def crown_champion(client: MlflowClient, name: str) -> str:
+    """Point `champion` at the version with the best validation score (ties: the newest); returns its number."""
+    versions = client.search_model_versions(f"name='{name}'")
+    scored = [v for v in versions if SCORE_TAG in v.tags]
+    best = max(scored, key=lambda v: (float(v.tags[SCORE_TAG]), int(v.version)))
+    client.set_registered_model_alias(name, CHAMPION, best.version)
+    return str(best.version)
+
+
+def register_export(folder: Path, uri: str, run_id: str) -> dict:
+    """Log the export folder as a pyfunc in run `run_id` and register it, unless these weights are registered."""
+    model = MultiTaskModel.load(folder)
+    manifest = model.manifest
+    name = registered_name(manifest["combination"])
+    client = MlflowClient(tracking_uri=uri)
+    existing = version_with_hash(client, name, manifest[HASH_TAG])
+    registered = existing is None
+    if registered:
+        example = pd.DataFrame({TEXT_COLUMN: ["an example sentence to classify", "another one"]})
+        signature = mlflow.models.infer_signature(example, model.predict_frame(example[TEXT_COLUMN].tolist()))
+        tags = {
+            "combination": manifest["combination"],
+            "method": manifest["method"],
+            "members": ",".join(manifest["members"]),
+            SCORE_TAG: str(manifest["validation"]["mean_normalized_accuracy"]),
+            "git_commit": manifest["git_commit"],
+            HASH_TAG: manifest[HASH_TAG],
+        }
+        with fluent_uri(uri), mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=MultiTaskPyfunc(),
+                artifacts={ARTIFACT_KEY: str(folder)},
+                signature=signature,
+                input_example=example,
+            )
+            existing = mlflow.register_model(info.model_uri, name, tags=tags)
+        client.update_registered_model(
+            name, f"Multi-task text classifier for {', '.join(manifest['members'])} (loramerge export)"
+        )
+    return {
+        "name": name,
+        "version": str(existing.version),
+        "new_version": registered,
+        "champion": crown_champion(client, name),
+    }

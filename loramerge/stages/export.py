@@ -1,0 +1,166 @@
+"""Stage `export@<combo>`: the combination's best merge, shipped as one multi-task model.
+
+The method is the one with the best mean normalized VALIDATION accuracy in the merge
+stage's manifests (test scores never choose; ties go to the method listed first in
+`merge.methods`). models/export/<combo>/ gets the base encoder with that merged update
+folded into its weights, the tokenizer, each member's head and label map, export.json,
+the PEFT adapter when the merge is exactly low-rank, and a model card; metrics/export/<combo>.json
+gets the fp32/int8/bf16 comparison. The export is then logged to MLflow as a pyfunc and
+registered as `loramerge-<combo>` (see loramerge/registry.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from loramerge import paths
+from loramerge.atomic import atomic_dir, read_json, write_json, write_text
+from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.compression import compare_precisions
+from loramerge.config import Params, split_combination
+from loramerge.modelcard import model_card
+from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, MultiTaskModel, fold
+from loramerge.evaluation import merged_deltas
+from loramerge.paths import MANIFEST
+from loramerge.stages.prepare import load_split, stratified_subsample
+from loramerge.tracking import git_commit, stage_run
+
+EXPORT = Path("models/export")
+CARD = "README.md"
+UNHASHED = {CARD, EXPORT_MANIFEST}
+"""Files left out of the content hash: they record when and how, not what the model computes."""
+
+
+def export_dir(combo: str) -> Path:
+    return EXPORT / combo
+
+
+def export_metrics(combo: str) -> Path:
+    return paths.METRICS / "export" / f"{combo}.json"
+
+
+def export_combinations(params: Params) -> list[str]:
+    """`export.combinations`, or every configured pair and triple when it is null; unknown names are refused."""
+    chosen = params.combinations if params.export.combinations is None else params.export.combinations
+    unknown = [c for c in chosen if c not in params.combinations]
+    if unknown:
+        raise ValueError(
+            f"export.combinations names {unknown}, which are not in pairs/triples; list only merged combinations"
+        )
+    return chosen
+
+
+def choose_method(params: Params, combo: str) -> tuple[str, dict[str, float]]:
+    """The method with the best mean normalized validation accuracy (ties: first in merge.methods), and every
+    method's score."""
+    scores = {
+        m: read_json(paths.merged_dir(combo) / m / MANIFEST)["validation"]["mean_normalized_accuracy"]
+        for m in params.merge.methods
+    }
+    best = max(scores.values())
+    return next(m for m, s in scores.items() if s == best), scores
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over every file that defines the model's outputs (names and bytes), in a fixed order."""
+    digest = hashlib.sha256()
+    for path in sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in UNHASHED
+    ):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def write_model_files(out: Path, params: Params, combo: str, method: str) -> None:
+    """Encoder with the merged update folded in, tokenizer, heads with label maps, and the PEFT adapter if low-rank."""
+    merged = paths.merged_dir(combo)
+    encoder = load_encoder(params.backbone)
+    fold(encoder, merged_deltas(encoder, merged / method))
+    encoder.save_pretrained(out, safe_serialization=True)
+    load_tokenizer(params.backbone).save_pretrained(out)
+    for task in split_combination(combo):
+        shutil.copytree(merged / "heads" / task, out / HEADS / task)
+    if read_json(merged / method / MANIFEST)["format"] == "peft_adapter":
+        (out / ADAPTER).mkdir()
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(merged / method / name, out / ADAPTER / name)
+
+
+def export_manifest(params: Params, combo: str, method: str, scores: dict[str, float], out: Path) -> dict:
+    """export.json: what the model is (members, method, hyper-parameters, hashes) and where it came from."""
+    merge = read_json(paths.merged_dir(combo) / method / MANIFEST)
+    members = split_combination(combo)
+    return {
+        "combination": combo,
+        "members": members,
+        "method": method,
+        "params": merge["params"],
+        "format": merge["format"],
+        "base_model": params.backbone.name,
+        "pooling": params.backbone.pooling,
+        "max_length": params.backbone.max_length,
+        "labels": {t: read_json(out / HEADS / t / LABELS_FILE)["labels"] for t in members},
+        "validation": merge["validation"],
+        "candidates": scores,
+        "selection": "best mean normalized validation accuracy; ties: first in merge.methods",
+        "member_hashes": merge["members"],
+        "git_commit": git_commit(Path(".")),
+        "content_sha256": content_hash(out),
+    }
+
+
+def member_test_texts(params: Params, members: list[str]) -> dict:
+    """Up to export.compression_examples test texts per member (stratified, seeded) with their label ids."""
+    tests = {}
+    for task in members:
+        frame = stratified_subsample(
+            load_split(task, "test"), params.export.compression_examples, params.data.subsample_seed
+        )
+        tests[task] = (frame["text"].tolist(), frame["label_id"].to_numpy())
+    return tests
+
+
+def export_combination(params: Params, combo: str) -> Path:
+    """Write models/export/<combo>/ atomically, its compression metrics, and register it in MLflow."""
+    if combo not in export_combinations(params):
+        raise ValueError(f"combination {combo!r} is not in export.combinations of params.yaml; add it there")
+    members = split_combination(combo)
+    missing = [p for p in (paths.merged_dir(combo) / "heads", paths.merged_metrics(combo)) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro export@{combo}`)"
+        )
+    method, scores = choose_method(params, combo)
+    merged_metrics = read_json(paths.merged_metrics(combo))
+    singles = {t: read_json(paths.single_metrics(t)) for t in members}
+    baselines = {t: read_json(paths.baseline_metrics(t)) for t in members}
+    run_params = {"combination": combo, "members": members, "method": method, "export": params.export.model_dump()}
+    with stage_run(params.tracking, f"export@{combo}", run_params) as run:
+        with atomic_dir(export_dir(combo)) as out:
+            write_model_files(out, params, combo, method)
+            manifest = export_manifest(params, combo, method, scores, out)
+            write_json(out / EXPORT_MANIFEST, manifest)
+            model = MultiTaskModel.load(out)
+            compression = compare_precisions(
+                model,
+                member_test_texts(params, members),
+                params.export.latency_calls,
+                params.export.throughput_repeats,
+            )
+            card = model_card(manifest, merged_metrics, singles, baselines, compression, str(export_dir(combo)))
+            write_text(out / CARD, card)
+        result = {
+            "combination": combo,
+            "method": method,
+            "validation_mean_normalized_accuracy": scores[method],
+            "compression": compression,
+        }
+        run.log_metrics({f"export/{combo}/{name}": m for name, m in compression["precisions"].items()})
+        if params.export.registry:
+            from loramerge.registry import register_export
+
+            result["registry"] = run.guarded("register model", register_export, export_dir(combo), run.uri, run.run_id)
+        write_json(export_metrics(combo), result)
+    return export_dir(combo)

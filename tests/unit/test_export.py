@@ -1,0 +1,394 @@
+"""The shipped multi-task model on the tiny BERT: export folder, predict, MLflow registry and serving."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from loramerge.atomic import read_json, write_json
+from loramerge.cli import main
+from loramerge.config import load_params
+from loramerge.multitask import EXPORT_MANIFEST, MultiTaskModel
+from tests.helpers import free_port, tiny_params_dict, train_every_task
+
+LOW_RANK_METHODS = {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}}
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_backbone, tiny_data):
+    """One tiny project trained, merged, evaluated and exported once for the module.
+
+    Exported among the low-rank methods only, so the export always carries a PEFT adapter
+    (the dense path folds the same `merged_deltas`)."""
+    from loramerge.stages.evaluate import evaluate_combination
+    from loramerge.stages.export import export_combination
+    from loramerge.stages.merge import merge_combination
+
+    folder = tmp_path_factory.mktemp("export-project")
+    raw = tiny_params_dict(tiny_backbone, tiny_data)
+    raw["merge"]["methods"] = LOW_RANK_METHODS
+    raw["export"] = {"latency_calls": 3, "throughput_repeats": 1}
+    raw.setdefault("sweep", {})["task"] = next(iter(raw["tasks"]))
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        params = load_params(folder / "params.yaml")
+        train_every_task(params)
+        combo = params.combinations[0]
+        merge_combination(params, combo)
+        evaluate_combination(params, combo)
+        yield params, combo, export_combination(params, combo)
+
+
+def reference_probabilities(params, combo: str, method: str, task: str, texts: list[str]) -> np.ndarray:
+    """What the evaluate stage's path computes: base encoder patched with the saved merge, the task's head."""
+    from loramerge.backbone import load_encoder, load_tokenizer
+    from loramerge.batching import TokenizedTexts
+    from loramerge.lora import patched
+    from loramerge.model import ClassificationHead, Classifier
+    from loramerge.evaluation import merged_deltas
+
+    encoder = load_encoder(params.backbone).eval()
+    inputs = TokenizedTexts(load_tokenizer(params.backbone), texts, None, params.backbone.max_length)
+    batch = inputs.collate([inputs[i] for i in range(len(inputs))])
+    head = ClassificationHead.load(Path("models/merged") / combo / "heads" / task)
+    with patched(encoder, merged_deltas(encoder, Path("models/merged") / combo / method)), torch.inference_mode():
+        logits = Classifier(encoder, head, params.backbone.pooling)(batch["input_ids"], batch["attention_mask"])
+    return torch.softmax(logits, -1).numpy()
+
+
+def test_the_exported_model_predicts_what_the_evaluate_stage_scored_on_every_member_test_split(exported):
+    from loramerge.stages.prepare import load_split
+
+    params, combo, folder = exported
+    model = MultiTaskModel.load(folder)
+    method = model.manifest["method"]
+    scored = read_json(Path("metrics/merged") / f"{combo}.json")["methods"][method]["tasks"]
+    for task in model.tasks:
+        test = load_split(task, "test")
+        probabilities = model.probabilities(test["text"].tolist())[task]
+        np.testing.assert_allclose(
+            probabilities, reference_probabilities(params, combo, method, task, test["text"].tolist()), atol=1e-5
+        )
+        assert float((probabilities.argmax(-1) == test["label_id"].to_numpy()).mean()) == pytest.approx(
+            scored[task]["accuracy"]
+        )
+
+
+def test_the_export_folder_holds_encoder_tokenizer_heads_labels_manifest_adapter_and_model_card(exported):
+    params, combo, folder = exported
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "README.md",
+        EXPORT_MANIFEST,
+        "adapter/adapter_config.json",
+    ):
+        assert (folder / name).is_file(), name
+    manifest = read_json(folder / EXPORT_MANIFEST)
+    merge = read_json(Path("models/merged") / combo / manifest["method"] / "manifest.json")
+    assert manifest["members"] == combo.split("+") and manifest["member_hashes"] == merge["members"]
+    assert manifest["params"] == merge["params"] and len(manifest["git_commit"]) > 0
+    for task in manifest["members"]:
+        assert manifest["labels"][task] == read_json(Path("data/prepared") / task / "labels.json")["labels"]
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nbase_model:") and "## Compressed variants" in card and "int8" in card
+    assert "head only" in card and "speed-up" in card and manifest["method"] in card
+
+
+def test_peft_loads_the_exported_low_rank_adapter_and_with_the_heads_reproduces_the_predictions(exported):
+    from peft import PeftModel
+
+    from loramerge.backbone import load_encoder
+    from loramerge.multitask import predict_probabilities
+    from loramerge.batching import TokenizedTexts
+    from loramerge.stages.prepare import load_split
+
+    params, combo, folder = exported
+    model = MultiTaskModel.load(folder)
+    peft_model = PeftModel.from_pretrained(load_encoder(params.backbone), str(folder / "adapter")).eval()
+    texts = [t for task in model.tasks for t in load_split(task, "test")["text"].tolist()]
+    batches = TokenizedTexts(model.tokenizer, texts, None, model.max_length).sorted_batches(16)
+    through_peft = predict_probabilities(peft_model, model.heads, batches, model.pooling)
+    folded = model.probabilities(texts, 16)
+    for task in model.tasks:
+        np.testing.assert_allclose(through_peft[task], folded[task], atol=1e-5)
+
+
+def test_the_method_with_the_best_validation_score_is_chosen_and_ties_go_to_the_first_in_merge_methods(
+    exported, tmp_path, monkeypatch
+):
+    from loramerge.stages.export import choose_method
+
+    params, combo, _ = exported
+    monkeypatch.chdir(tmp_path)
+    methods = {"ties": {}, "linear": {}, "task_arithmetic": {}}
+    for method, score in zip(methods, (0.8, 0.9, 0.9)):
+        write_json(
+            Path("models/merged") / combo / method / "manifest.json",
+            {"validation": {"mean_normalized_accuracy": score}},
+        )
+    ordered = params.model_copy(update={"merge": params.merge.model_copy(update={"methods": methods})})
+    assert choose_method(ordered, combo) == ("linear", {"ties": 0.8, "linear": 0.9, "task_arithmetic": 0.9})
+
+
+def test_exporting_a_combination_not_merged_yet_names_the_missing_folder_and_writes_nothing(
+    exported, tmp_path, monkeypatch
+):
+    from loramerge.stages.export import export_combination
+
+    params, combo, _ = exported
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=re.escape(f"models/merged/{combo}/heads not found")):
+        export_combination(params, combo)
+    assert not (tmp_path / "models").exists()
+
+
+def test_the_compression_table_has_fp32_and_int8_and_bf16_exactly_when_the_cpu_has_bf16_units(exported):
+    from loramerge.compression import cpu_has_bf16
+
+    _, combo, _ = exported
+    table = read_json(Path("metrics/export") / f"{combo}.json")["compression"]["precisions"]
+    assert set(table) == {"fp32", "int8"} | ({"bf16"} if cpu_has_bf16() else set())
+    assert table["int8"]["size_bytes"] < table["fp32"]["size_bytes"]
+    for row in table.values():
+        assert (
+            set(row["accuracy"]) == set(combo.split("+")) and row["latency_b1_p95_ms"] >= row["latency_b1_p50_ms"] > 0
+        )
+
+
+def test_bf16_support_is_read_from_the_cpu_flags(tmp_path):
+    from loramerge.compression import cpu_has_bf16
+
+    (tmp_path / "with").write_text("flags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    (tmp_path / "without").write_text("flags\t\t: fpu avx2 avx512f\n")
+    assert cpu_has_bf16(tmp_path / "with") and not cpu_has_bf16(tmp_path / "without")
+
+
+def registry_client():
+    from mlflow.tracking import MlflowClient
+
+    from loramerge.tracking import tracking_uri
+
+    return MlflowClient(tracking_uri=tracking_uri(load_params().tracking, Path(".")))
+
+
+def test_the_registry_holds_the_export_with_its_tags_and_champion_and_an_unchanged_export_adds_no_version(exported):
+    from loramerge.registry import register_export
+    from loramerge.tracking import stage_run
+
+    params, combo, folder = exported
+    client = registry_client()
+    name = f"loramerge-{combo}"
+    (version,) = client.search_model_versions(f"name='{name}'")
+    manifest = read_json(folder / EXPORT_MANIFEST)
+    assert version.tags["method"] == manifest["method"] and version.tags["members"] == ",".join(manifest["members"])
+    assert float(version.tags["validation_score"]) == manifest["validation"]["mean_normalized_accuracy"]
+    assert version.tags["git_commit"] == manifest["git_commit"]
+    assert client.get_model_version_by_alias(name, "champion").version == version.version
+    assert (
+        client.get_experiment_by_name(params.tracking.experiment).tags["mlflow.experimentKind"]
+        == "custom_model_development"
+    )
+    with stage_run(params.tracking, "again", {}) as run:
+        assert register_export(folder, run.uri, run.run_id)["new_version"] is False
+    assert len(client.search_model_versions(f"name='{name}'")) == 1
+
+
+def changed_copy(folder: Path, destination: Path, combination: str, score: float) -> Path:
+    """The export with other head weights (so other content), registered under `combination`, with this score."""
+    from loramerge.model import ClassificationHead
+    from loramerge.stages.export import content_hash
+
+    shutil.copytree(folder, destination)
+    manifest = read_json(destination / EXPORT_MANIFEST)
+    head_dir = destination / "heads" / manifest["members"][0]
+    head = ClassificationHead.load(head_dir)
+    with torch.no_grad():
+        head.linear.bias.add_(score)
+    head.save(head_dir)
+    manifest["validation"]["mean_normalized_accuracy"], manifest["combination"] = score, combination
+    manifest["content_sha256"] = content_hash(destination)
+    write_json(destination / EXPORT_MANIFEST, manifest)
+    return destination
+
+
+def test_champion_moves_to_a_better_registered_version_and_stays_when_a_worse_one_comes(exported, tmp_path):
+    from loramerge.registry import register_export
+    from loramerge.tracking import stage_run
+
+    params, combo, folder = exported
+    name = f"{combo}-champion-test"  # its own registered model: the export's own champion stays what serving tests use
+    with stage_run(params.tracking, "registry-test", {}) as run:
+        first = register_export(changed_copy(folder, tmp_path / "first", name, 0.5), run.uri, run.run_id)
+        better = register_export(changed_copy(folder, tmp_path / "better", name, 0.9), run.uri, run.run_id)
+        worse = register_export(changed_copy(folder, tmp_path / "worse", name, 0.7), run.uri, run.run_id)
+    assert [first["version"], better["version"], worse["version"]] == ["1", "2", "3"]
+    assert (first["champion"], better["champion"], worse["champion"]) == ("1", "2", "2")
+    assert str(registry_client().get_model_version_by_alias(f"loramerge-{name}", "champion").version) == "2"
+
+
+def test_an_unreachable_tracking_server_costs_one_warning_not_the_export(exported, monkeypatch):
+    from loramerge.stages.export import export_combination
+    from loramerge.tracking import TrackingWarning
+
+    params, combo, folder = exported
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    with pytest.warns(TrackingWarning, match="not tracked"):
+        assert export_combination(params, combo) == folder
+    assert (folder / "model.safetensors").is_file() and MultiTaskModel.load(folder).tasks == combo.split("+")
+    assert read_json(Path("metrics/export") / f"{combo}.json")["registry"] is None
+
+
+def wait_until_serving(process: subprocess.Popen, port: int, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"mlflow models serve exited {process.returncode}: {process.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                return
+        except OSError:
+            time.sleep(1)
+    raise AssertionError(f"mlflow models serve did not answer on port {port} within {seconds} s")
+
+
+def serve_and_post(model_uri: str, tracking: str, texts: list[str], cwd: Path) -> list[dict]:
+    """Start a real `mlflow models serve`, POST the texts to /invocations, stop the server; the predictions."""
+    import os
+
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking,
+        "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }  # uvicorn, as in an active venv
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until_serving(process, port)
+        body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return json.loads(answer.read())["predictions"]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_mlflow_models_serve_of_the_champion_answers_invocations_with_the_exported_models_labels(exported):
+    from loramerge.stages.prepare import load_split
+    from loramerge.tracking import tracking_uri
+
+    params, combo, folder = exported
+    model = MultiTaskModel.load(folder)
+    texts = load_split(model.tasks[0], "test")["text"].tolist()[:8]
+    served = serve_and_post(
+        f"models:/loramerge-{combo}@champion", tracking_uri(params.tracking, Path(".")), texts, Path.cwd()
+    )
+    expected = model.predict_frame(texts)
+    for task in model.tasks:
+        assert [row[task] for row in served] == expected[task].tolist()
+        np.testing.assert_allclose(
+            [row[f"{task}_probability"] for row in served], expected[f"{task}_probability"], atol=1e-5
+        )
+
+
+def test_predict_writes_one_row_per_input_with_each_tasks_label_and_probability(exported, tmp_path, capsys):
+    _, _, folder = exported
+    texts = ["goal match today", "bank stock really", "joy smile so"]
+    (tmp_path / "in.csv").write_text("id,body\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)))
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(folder),
+                "--input",
+                str(tmp_path / "in.csv"),
+                "--text-column",
+                "body",
+                "--output",
+                str(tmp_path / "out.jsonl"),
+            ]
+        )
+        == 0
+    )
+    assert "out.jsonl: 3 rows" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    expected = MultiTaskModel.load(folder).predict_frame(texts)
+    assert [r["text"] for r in rows] == texts
+    for task in expected.columns:
+        assert (
+            [r[task] for r in rows] == pytest.approx(expected[task].tolist())
+            if task.endswith("_probability")
+            else expected[task].tolist()
+        )
+    assert main(["predict", "--model", str(folder), "--text", texts[0], "--text", texts[1]]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["text"] for r in printed] == texts[:2]
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing_model", "model folder"),
+        ("missing_column", "has no column 'text'"),
+        ("empty_file", "is empty"),
+        ("not_utf8", "is not UTF-8"),
+        ("missing_input", "not found"),
+    ],
+)
+def test_predict_on_bad_input_exits_2_with_a_one_line_message_and_writes_no_output(
+    exported, tmp_path, capsys, case, message
+):
+    _, _, folder = exported
+    model, source = str(folder), tmp_path / "in.csv"
+    if case == "missing_model":
+        model = str(tmp_path / "no-such-export")
+        source.write_text("text\nhello\n")
+    elif case == "missing_column":
+        source.write_text("body\nhello\n")
+    elif case == "empty_file":
+        source.write_text("")
+    elif case == "not_utf8":
+        source.write_bytes("text\ncaf\u00e9\n".encode("latin-1"))
+    output = tmp_path / "out.csv"
+    assert main(["predict", "--model", model, "--input", str(source), "--output", str(output)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+    assert not output.exists() and not list(tmp_path.glob(".out.csv*"))
