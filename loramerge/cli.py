@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -10,6 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from loramerge.atomic import write_text
 from loramerge.config import TRAINING_MODES, ConfigError, Params, load_params
 from loramerge.search import check_methods
 from loramerge.tracking import TrackingError
@@ -78,19 +80,34 @@ def _combos(args: argparse.Namespace) -> None:
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
+    yaml.indent(mapping=2, sequence=4, offset=2)  # params.yaml's own style
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     path = Path(args.params)
     document = yaml.load(path.read_text(encoding="utf-8"))
     tasks = list(document["tasks"])
+    listed = [*(document.get("pairs") or {}), *(document.get("triples") or {})]
     for key, size, cap in (("pairs", 2, caps.max_pairs), ("triples", 3, caps.max_triples)):
         chosen = choose_combinations(tasks, size, cap, caps.seed)
         document[key] = {c: members(c) for c in chosen}
         covered = coverage(tasks, chosen, size)
         print(f"{key}: {covered['chosen']} of {covered['total']} ({covered['share']:.0%}); each task in "
               f"{covered['min_per_task']}-{covered['max_per_task']}" + (f"; task pairs met in a triple: {covered['task_pairs_met']:.0%}" if size == 3 else ""))
-    with path.open("w", encoding="utf-8") as handle:
-        yaml.dump(document, handle)
+    if (document.get("export") or {}).get("combinations") is not None:
+        document["export"]["combinations"] = exported(document["export"]["combinations"], listed, [*document["pairs"], *document["triples"]])
+        print(f"export.combinations: {len(document['export']['combinations'])} of them")
+    text = io.StringIO()
+    yaml.dump(document, text)
+    write_text(path, text.getvalue())
     load_params(path)
     print(f"{path}: {len(document['pairs'])} pairs, {len(document['triples'])} triples of {len(tasks)} tasks")
+
+
+def exported(current: list[str], listed: list[str], combinations: list[str]) -> list[str]:
+    """What `export.combinations` becomes when the lists are rewritten: every combination again if it named
+    every listed one (the default), else the user's choice less the combinations no longer listed."""
+    if set(current) == set(listed):
+        return list(combinations)
+    return [c for c in current if c in combinations]
 
 
 def _sweep(args: argparse.Namespace) -> None:

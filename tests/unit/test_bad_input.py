@@ -324,10 +324,14 @@ def test_evaluating_a_combination_before_its_merge_names_the_merge_stage_to_run(
     assert "run `dvc repro merge_pair@topics+moods`" in one_line_error(capsys)
 
 
-def test_combos_rewrites_lists_that_name_tasks_no_longer_configured(project, capsys):
-    write_params(project, "params.yaml", lambda raw: raw.update(pairs={"topics+gone": ["topics", "gone"]}, triples={"topics+moods+gone": ["topics", "moods", "gone"]}))
+@pytest.mark.parametrize(("exported", "expected"), [(["topics+gone", "topics+moods+gone"], None), (["topics+gone"], [])],
+                         ids=["every combination exported", "a chosen few"])
+def test_combos_rewrites_lists_that_name_tasks_no_longer_configured(project, capsys, exported, expected):
+    stale = {"pairs": {"topics+gone": ["topics", "gone"]}, "triples": {"topics+moods+gone": ["topics", "moods", "gone"]}}
+    write_params(project, "params.yaml", lambda raw: raw.update(**stale, export={"combinations": exported}))
     assert main(["prepare", "--task", "topics"]) == 2
     assert "(regenerate the lists with `loramerge combos`)" in one_line_error(capsys)
     assert main(["combos"]) == 0
     params = load_params(project / "params.yaml")
     assert list(params.pairs) == all_combinations(list(params.tasks), (2,)) and params.triples == {}
+    assert params.export.combinations == (params.combinations if expected is None else expected)
