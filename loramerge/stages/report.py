@@ -572,6 +572,57 @@ def sweep_section() -> Section:
     ])
 
 
+PRECISIONS = ["fp32", "int8", "bf16"]
+"""The exported model's variants, in the order the report shows them."""
+
+
+def export_tables(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The shipped models (stage `export`, metrics/export/<combo>.json): per precision the size, mean member
+    accuracy and latency, and per member task the accuracy of each precision; empty before any export ran."""
+    combos = params.combinations if params.export.combinations is None else params.export.combinations
+    models, tasks = [], []
+    for combo in combos:
+        path = paths.METRICS / "export" / f"{combo}.json"  # the export stage's metrics file
+        if not path.exists():
+            continue
+        export = read_json(path)
+        speedup = read_json(paths.merged_metrics(combo))["inference"]["speedup"]
+        precisions = export["compression"]["precisions"]
+        for precision in sorted(precisions, key=PRECISIONS.index):
+            row = precisions[precision]
+            models.append({
+                "combination": combo, "method": export["method"], "precision": precision,
+                "size_mib": row["size_bytes"] / 2**20, "mean_accuracy": float(np.mean(list(row["accuracy"].values()))),
+                "latency_b1_p50_ms": row["latency_b1_p50_ms"], "latency_b1_p95_ms": row["latency_b1_p95_ms"],
+                "throughput_b64_per_s": row["throughput_b64_per_s"], "one_pass_vs_k_passes": speedup,
+            })
+            tasks += [{"combination": combo, "task": t, "precision": precision, "accuracy": a} for t, a in row["accuracy"].items()]
+    by_task = pd.DataFrame(tasks)
+    if len(by_task):
+        by_task = by_task.pivot(index=["combination", "task"], columns="precision", values="accuracy")
+        by_task = by_task[[p for p in PRECISIONS if p in by_task.columns]].reset_index()
+        by_task.columns.name = None
+    return pd.DataFrame(models), by_task
+
+
+def export_section(params: Params) -> Section:
+    models, by_task = export_tables(params)
+    title = "The shipped multi-task models: fp32, int8, bf16"
+    if models.empty:
+        return Section("export", title, ["Not exported yet: `dvc repro export` (models/export/<combo>)."])
+    return Section("export", title, [
+        "Each combination's merge with the best validation score, exported as one encoder (update folded in) feeding "
+        "every member's head (models/export/<combo>, registered in MLflow as loramerge-<combo>). Per precision: size of "
+        "the weights, mean test accuracy over the members (at most export.compression_examples texts per task), "
+        "latency of one text and throughput of batches of 64 on the machine that ran the stage (Provenance); "
+        "one_pass_vs_k_passes is the evaluate stage's measured speed-up of one merged pass over k adapter passes. "
+        "int8 is dynamic quantization of the linear layers; bf16 is measured only on CPUs with native bf16.",
+        Table(models, "export-table"),
+        "Per member task, test accuracy of each precision:",
+        Table(by_task, "export-tasks"),
+    ])
+
+
 def provenance_section(params: Params, single: pd.DataFrame) -> Section:
     runtimes = stage_runtimes(params)
     shown = params.model_dump(exclude={"pairs", "triples"})
@@ -608,6 +659,7 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
         Section("retention", "Per-task retention: single vs merged vs head-only", [*figures["retention"], Table(results.single, "single-table")]),
         similarity_section(results, figures["similarity"], params),
         sweep_section(),
+        export_section(params),
         provenance_section(params, results.single),
     ]
 

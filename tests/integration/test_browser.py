@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
-SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "provenance"]
+SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "export", "provenance"]
 
 
 @pytest.fixture(scope="session")

@@ -18,12 +18,13 @@ import yaml
 from loramerge.config import all_combinations, load_params
 from loramerge.similarity import MEASURES
 from loramerge.stages.evaluate import evaluate_combination
+from loramerge.stages.export import export_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import combination_table, correlations, spearman, verdict, write_report
 from loramerge.stages.similarity import SIMILARITY, write_similarity
 from tests.helpers import train_every_task, synthetic_rows, tiny_params_dict, write_csv
 
-SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "provenance"]
+SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "export", "provenance"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,7 @@ def reported(tmp_path_factory, tiny_backbone, tiny_data):
     raw["tasks"]["mixed"] = {"data": {"hub": {"id": "example/mixed"}}, "train": {}}
     raw["pairs"] = {c: c.split("+") for c in all_combinations(list(raw["tasks"]), (2,))}
     raw["triples"] = {c: c.split("+") for c in all_combinations(list(raw["tasks"]), (3,))}
+    raw["export"] = {"combinations": [next(iter(raw["pairs"]))], "compression_examples": 8, "latency_calls": 2, "throughput_repeats": 1, "registry": False}
     folder = tmp_path_factory.mktemp("report-project")
     (folder / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.MonkeyPatch.context() as patch:
@@ -46,6 +48,7 @@ def reported(tmp_path_factory, tiny_backbone, tiny_data):
         for combo in params.combinations:
             merge_combination(params, combo)
             evaluate_combination(params, combo)
+        export_combination(params, params.export.combinations[0])
         write_similarity(params)
         write_report(params)
         yield params
@@ -71,7 +74,8 @@ def test_similarity_scores_every_pair_with_every_measure_in_range(reported, proj
 def test_report_md_has_every_section_in_order_and_names_the_best_method(reported, project):
     text = (project / "reports/report.md").read_text()
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
-    starts = ["Headline", "Methods", "Pairwise heat-maps", "Triples ranked", "Per-task retention", "Does task similarity", "The emotion study's sweep", "Provenance"]
+    starts = ["Headline", "Methods", "Pairwise heat-maps", "Triples ranked", "Per-task retention", "Does task similarity", "The emotion study's sweep",
+              "The shipped multi-task models", "Provenance"]
     assert len(headings) == len(starts) and all(h.startswith(s) for h, s in zip(headings, starts))
     best = pd.read_csv(project / "reports/tables/methods.csv")  # the methods table exists and ranks every method
     assert set(best["method"]) == set(reported.merge.methods)
@@ -111,6 +115,18 @@ def test_tables_metrics_and_per_method_plot_data(reported, project):
     correlations_csv = pd.read_csv(project / "reports/tables/correlations.csv")
     assert len(correlations_csv) == len(reported.merge.methods) * 2 * len(MEASURES)
     assert (project / "reports/summary.md").read_text().startswith("# loramerge summary")
+
+
+def test_the_export_section_shows_each_precision_of_each_shipped_model_and_its_tasks_accuracies(reported, project):
+    text = (project / "reports/report.md").read_text()
+    section = text[text.index("## The shipped multi-task models"):text.index("## Provenance")]
+    combo = reported.export.combinations[0]
+    export = json.loads((project / f"metrics/export/{combo}.json").read_text())
+    precisions = list(export["compression"]["precisions"])
+    rows = re.findall(rf"^\|\s*{re.escape(combo)}\s*\|\s*{export['method']}\s*\|\s*(\w+)\s*\|", section, flags=re.M)
+    assert {"fp32", "int8"} <= set(precisions) and rows == [p for p in ("fp32", "int8", "bf16") if p in precisions]
+    for task, accuracy in export["compression"]["precisions"]["fp32"]["accuracy"].items():
+        assert re.search(rf"\|\s*{re.escape(combo)}\s*\|\s*{task}\s*\|\s*{accuracy:.3f}", section)
 
 
 def test_the_headline_is_one_small_flat_file_per_method_holding_its_mean_scores(reported, project):
