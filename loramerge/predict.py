@@ -11,17 +11,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 from loramerge.atomic import write_text
 from loramerge.config import TrackingConfig
 from loramerge.multitask import MultiTaskModel
 
-INPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
-OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+"""File suffix -> format, for --input and --output alike."""
 URI_SCHEMES = ("models:/", "runs:/", "file:/", "s3:/", "gs:/", "http://", "https://", "mlflow-artifacts:/")
 
 
 def file_format(path: Path, formats: dict[str, str], role: str) -> str:
+    """The format a file's suffix names, or a one-line error naming the option and the suffixes allowed."""
     if path.suffix.lower() not in formats:
         raise ValueError(f"{role} {path} must end in {' or '.join(formats)}")
     return formats[path.suffix.lower()]
@@ -29,7 +31,7 @@ def file_format(path: Path, formats: dict[str, str], role: str) -> str:
 
 def read_texts(path: Path, column: str) -> list[str]:
     """The `column` of a CSV or JSON-lines file, as strings; every way it can be unusable is a one-line error."""
-    kind = file_format(path, INPUT_FORMATS, "--input")
+    kind = file_format(path, FORMATS, "--input")
     if not path.is_file():
         raise FileNotFoundError(f"--input file {path} not found")
     try:
@@ -81,12 +83,11 @@ def load_model(model: str, tracking: TrackingConfig | None = None) -> MultiTaskM
 
 def predictions(model: MultiTaskModel, texts: Sequence[str], batch_size: int, show_progress: bool) -> pd.DataFrame:
     """Each text with its label and probability per task, in input order; a tqdm bar when asked."""
-    if not show_progress:
-        return pd.concat([pd.DataFrame({"text": list(texts)}), model.predict_frame(texts, batch_size)], axis=1)
-    from tqdm import tqdm
-
-    with tqdm(total=len(texts), unit="text", desc="predict") as bar:
-        frame = model.predict_frame(texts, batch_size, bar.update)
+    if show_progress:
+        with tqdm(total=len(texts), unit="text", desc="predict") as bar:
+            frame = model.predict_frame(texts, batch_size, bar.update)
+    else:
+        frame = model.predict_frame(texts, batch_size)
     return pd.concat([pd.DataFrame({"text": list(texts)}), frame], axis=1)
 
 
@@ -106,7 +107,7 @@ def run_predict(
     tracking: TrackingConfig | None = None,
 ) -> str:
     """Validate, predict, then write `output` atomically (or return JSON lines for stdout when there is none)."""
-    out_kind = file_format(output, OUTPUT_FORMATS, "--output") if output else "jsonl"
+    out_kind = file_format(output, FORMATS, "--output") if output else "jsonl"
     batch = list(texts) if texts else read_texts(input_path, column)
     loaded = load_model(model, tracking)
     text = render(predictions(loaded, batch, batch_size, show_progress=input_path is not None), out_kind)
