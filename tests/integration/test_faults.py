@@ -248,13 +248,19 @@ def long_training(tmp_path_factory) -> Path:
     return folder
 
 
+def with_default_sigint() -> None:
+    """Ctrl-C's default action in the job, as a terminal gives it: launchers that start commands in the background
+    (`nohup … &`, some CI runners) pass SIGINT on ignored, and an ignored signal stays ignored in every child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def dvc_repro_stopped_at_first_checkpoint(project: Path, stage: str, checkpoint: Path, signum: int) -> str:
     """`dvc repro <stage>` in its own process group, sent `signum` (as Ctrl-C or `kill -9` of the whole job
     would) once the training has written `checkpoint`; returns its output."""
     log = project.parent / f"killed-{stage}.log"  # outside the workspace DVC and git look at
     with log.open("w") as output:
         job = subprocess.Popen(["dvc", "repro", stage], cwd=project, env=sandbox_env(), stdout=output,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=with_default_sigint)
         deadline = time.monotonic() + 300
         while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
