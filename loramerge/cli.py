@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loramerge.atomic import write_text
-from loramerge.config import TRAINING_MODES, ConfigError, Params, load_params
+from loramerge.config import TRAINING_MODES, ConfigError, Params, load_params, split_combination
 from loramerge.search import check_methods
 from loramerge.tracking import TrackingError
 
@@ -72,7 +72,7 @@ def _combos(args: argparse.Namespace) -> None:
     from loramerge.combinations import choose_combinations, coverage
 
     def members(combo: str) -> CommentedSeq:
-        seq = CommentedSeq(combo.split("+"))
+        seq = CommentedSeq(split_combination(combo))
         seq.fa.set_flow_style()
         return seq
 
