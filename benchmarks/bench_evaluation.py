@@ -29,17 +29,23 @@ from loramerge import paths
 from loramerge.backbone import load_encoder, load_tokenizer, pool
 from loramerge.cli import STAGE_TIMES
 from loramerge.config import load_params, split_combination
+from loramerge.data import load_split
+from loramerge.evaluation import merged_deltas
 from loramerge.lora import patched
 from loramerge.model import ClassificationHead
-from loramerge.evaluation import merged_deltas
 from loramerge.stages.evaluate import score_merges
-from loramerge.stages.prepare import load_split
 
 
 @torch.inference_mode()
 def plain_forward(encoder, tokenizer, head, texts: list[str], batch_size: int, max_length: int, pooling: str) -> None:
     for start in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        batch = tokenizer(
+            texts[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
         head(pool(encoder(**batch).last_hidden_state, batch["attention_mask"], pooling)).argmax(-1)
 
 
@@ -57,7 +63,9 @@ def last_stage_seconds(prefixes: tuple[str, ...]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--all", action="store_true", help="time every combination, not just the first pair and triple")
+    parser.add_argument(
+        "--all", action="store_true", help="time every combination, not just the first pair and triple"
+    )
     args = parser.parse_args()
     params = load_params("params.yaml")
     combos = params.combinations if args.all else [*list(params.pairs)[:1], *list(params.triples)[:1]]
@@ -78,7 +86,15 @@ def main() -> None:
             started = time.perf_counter()
             for task in members:
                 head = ClassificationHead.load(paths.merged_dir(combo) / "heads" / task)
-                plain_forward(encoder, tokenizer, head, texts[task], params.evaluate.batch_size, params.backbone.max_length, params.backbone.pooling)
+                plain_forward(
+                    encoder,
+                    tokenizer,
+                    head,
+                    texts[task],
+                    params.evaluate.batch_size,
+                    params.backbone.max_length,
+                    params.backbone.pooling,
+                )
             plain_s = time.perf_counter() - started
         plain_examples = sum(len(v) for v in texts.values())
         rows.append((combo, examples, stage_s, examples / stage_s, plain_examples / plain_s))
@@ -87,20 +103,26 @@ def main() -> None:
     plain_rate = sum(r[1] for r in rows) / sum(r[1] / r[4] for r in rows)
     print("## Evaluating the merge sweep: stage throughput vs a plain forward pass\n")
     sizes = ", ".join(f"{t}: {len(load_split(t, 'test'))}" for t in params.tasks)
-    print(f"{len(rows)} of {len(params.combinations)} combinations × {len(params.merge.methods)} methods, every member's test split "
-          f"({sizes} examples), `{params.backbone.name}`, batch {params.evaluate.batch_size}. Goal: ≥ 80% of plain.\n")
+    print(
+        f"{len(rows)} of {len(params.combinations)} combinations × {len(params.merge.methods)} methods, every member's test split "
+        f"({sizes} examples), `{params.backbone.name}`, batch {params.evaluate.batch_size}. Goal: ≥ 80% of plain.\n"
+    )
     print("| combination | examples | stage s | stage examples/s | plain examples/s | stage / plain |")
     print("|---|---:|---:|---:|---:|---:|")
     for combo, examples, stage_s, stage_rate, plain in rows:
         print(f"| {combo} | {examples} | {stage_s:.1f} | {stage_rate:.0f} | {plain:.0f} | {stage_rate / plain:.0%} |")
-    print(f"| **all** | {total_examples} | {total_s:.1f} | {total_examples / total_s:.0f} | {plain_rate:.0f} | **{total_examples / total_s / plain_rate:.0%}** |")
+    print(
+        f"| **all** | {total_examples} | {total_s:.1f} | {total_examples / total_s:.0f} | {plain_rate:.0f} | **{total_examples / total_s / plain_rate:.0%}** |"
+    )
     print(f"\nScoring these {len(rows)} combinations took {total_s / 60:.1f} min in this process.")
     merges = last_stage_seconds(("merge_pair@", "merge_triple@"))
     evaluations = last_stage_seconds(("evaluate_pair@", "evaluate_triple@"))
     if merges:
-        print(f"Last `dvc repro` (logs/stage_times.jsonl): {len(merges)} merge stages took {sum(merges.values()) / 60:.1f} min "
-              f"(validation search included), {len(evaluations)} evaluation stages {sum(evaluations.values()) / 60:.1f} min "
-              "(process start, model loading and the inference timing included).")
+        print(
+            f"Last `dvc repro` (logs/stage_times.jsonl): {len(merges)} merge stages took {sum(merges.values()) / 60:.1f} min "
+            f"(validation search included), {len(evaluations)} evaluation stages {sum(evaluations.values()) / 60:.1f} min "
+            "(process start, model loading and the inference timing included)."
+        )
 
 
 if __name__ == "__main__":

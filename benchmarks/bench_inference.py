@@ -45,7 +45,9 @@ def best_time(run, repeats: int) -> float:
 def peft_model_with_adapters(params, k: int):
     """A PEFT model holding k random adapters of the configured rank and targets."""
     settings = params.lora
-    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, target_modules=settings.target_modules, init_lora_weights=False)
+    config = LoraConfig(
+        r=settings.rank, lora_alpha=settings.alpha, target_modules=settings.target_modules, init_lora_weights=False
+    )
     model = get_peft_model(load_encoder(params.backbone), config, adapter_name="task0")
     for i in range(1, k):
         model.add_adapter(f"task{i}", config)
@@ -58,7 +60,10 @@ def updates_of(model, k: int) -> list[TaskUpdate]:
         if isinstance(module, LoraLayer):
             for adapter in factors:
                 b = module.lora_B[adapter].weight.detach() * module.scaling[adapter]
-                factors[adapter][name.removeprefix(PEFT_PREFIX)] = (b.clone(), module.lora_A[adapter].weight.detach().clone())
+                factors[adapter][name.removeprefix(PEFT_PREFIX)] = (
+                    b.clone(),
+                    module.lora_A[adapter].weight.detach().clone(),
+                )
     return [TaskUpdate(name, f) for name, f in factors.items()]
 
 
@@ -66,7 +71,9 @@ def measure(params, k: int, examples: int, repeats: int) -> dict:
     tasks = list(params.tasks)[:k]
     tokenizer = load_tokenizer(params.backbone)
     texts = [t for task in tasks for t in task_texts(params, task, "test", examples)]
-    batches = list(TokenizedTexts(tokenizer, texts, None, params.backbone.max_length).sorted_batches(params.evaluate.batch_size))
+    batches = list(
+        TokenizedTexts(tokenizer, texts, None, params.backbone.max_length).sorted_batches(params.evaluate.batch_size)
+    )
     hidden = load_encoder(params.backbone).config.hidden_size
     heads = {f"task{i}": ClassificationHead(hidden, 6, 0.0).eval() for i in range(k)}
     peft_model = peft_model_with_adapters(params, k)
@@ -80,11 +87,16 @@ def measure(params, k: int, examples: int, repeats: int) -> dict:
         patched_s = 0.0
         for update in updates:
             with patched(encoder, deltas_of(update)):
-                patched_s += best_time(lambda: predict(encoder, {update.name: heads[update.name]}, batches, pooling), repeats)
+                patched_s += best_time(
+                    lambda update=update: predict(encoder, {update.name: heads[update.name]}, batches, pooling),
+                    repeats,
+                )
         peft_s = 0.0
         for update in updates:
             peft_model.set_adapter(update.name)
-            peft_s += best_time(lambda: predict(peft_model, {update.name: heads[update.name]}, batches, pooling), repeats)
+            peft_s += best_time(
+                lambda update=update: predict(peft_model, {update.name: heads[update.name]}, batches, pooling), repeats
+            )
     return {"k": k, "inputs": len(texts), "merged_s": merged_s, "patched_s": patched_s, "peft_s": peft_s}
 
 
@@ -96,15 +108,21 @@ def main() -> None:
     params = load_params("params.yaml")
     rows = [measure(params, k, args.examples, args.repeats) for k in (2, 3)]
     print("## Multi-task inference: merged (one pass, k heads) vs k adapter passes\n")
-    print(f"`{params.backbone.name}`, LoRA r={params.lora.rank} on `{params.lora.targets}`, {args.examples} real test texts per task, "
-          f"every input classified for all k tasks, batch {params.evaluate.batch_size}, best of {args.repeats}. Goal: ≥ 0.9·k.\n")
-    print("| k | inputs | merged s | k pre-applied passes s | speed-up | PEFT `set_adapter` passes s | speed-up | goal | met |")
+    print(
+        f"`{params.backbone.name}`, LoRA r={params.lora.rank} on `{params.lora.targets}`, {args.examples} real test texts per task, "
+        f"every input classified for all k tasks, batch {params.evaluate.batch_size}, best of {args.repeats}. Goal: ≥ 0.9·k.\n"
+    )
+    print(
+        "| k | inputs | merged s | k pre-applied passes s | speed-up | PEFT `set_adapter` passes s | speed-up | goal | met |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         goal = 0.9 * row["k"]
         met = "yes" if row["patched_s"] / row["merged_s"] >= goal else "no"
-        print(f"| {row['k']} | {row['inputs']} | {row['merged_s']:.2f} | {row['patched_s']:.2f} | {ratio(row['patched_s'], row['merged_s'])} | "
-              f"{row['peft_s']:.2f} | {ratio(row['peft_s'], row['merged_s'])} | {goal:.1f}× | {met} |")
+        print(
+            f"| {row['k']} | {row['inputs']} | {row['merged_s']:.2f} | {row['patched_s']:.2f} | {ratio(row['patched_s'], row['merged_s'])} | "
+            f"{row['peft_s']:.2f} | {ratio(row['peft_s'], row['merged_s'])} | {goal:.1f}× | {met} |"
+        )
     print("\nThe goal is judged against the pre-applied passes, the faster unmerged setup.")
 
 

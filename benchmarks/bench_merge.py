@@ -65,7 +65,9 @@ class Row:
 
 def cases() -> list[Case]:
     svd_args = lambda n, r: {"svd_rank": n * r, "svd_full_matrices": False}  # noqa: E731
-    pruned = lambda base: lambda n, r: {"base": base, "rank": n * r, "base_params": {"density": 0.2, "prune_scope": "layer"}}  # noqa: E731
+    pruned = lambda base: (  # noqa: E731
+        lambda n, r: {"base": base, "rank": n * r, "base_params": {"density": 0.2, "prune_scope": "layer"}}
+    )
     pruned_peft = lambda n, r: {**svd_args(n, r), "density": 0.2}  # noqa: E731
     heavy = {(3, 8)}  # PEFT's dense SVD variants cost ~20 s each on 2 cores: one configuration
     return [
@@ -78,7 +80,14 @@ def cases() -> list[Case]:
         Case("ties (layer)", "ties", lambda n, r: {"prune_scope": "layer"}),
         Case("svd(ties, layer)", "svd", pruned("ties"), peft="ties_svd", peft_args=pruned_peft, only=heavy),
         Case("magnitude_prune", "magnitude_prune"),
-        Case("svd(magnitude_prune, layer)", "svd", pruned("magnitude_prune"), peft="magnitude_prune_svd", peft_args=pruned_peft, only=heavy),
+        Case(
+            "svd(magnitude_prune, layer)",
+            "svd",
+            pruned("magnitude_prune"),
+            peft="magnitude_prune_svd",
+            peft_args=pruned_peft,
+            only=heavy,
+        ),
         Case("dare_task_arithmetic", "dare_task_arithmetic"),
         Case("dare_ties", "dare_ties"),
         Case("knots_task_arithmetic", "knots_task_arithmetic"),
@@ -94,7 +103,13 @@ def layer_shapes(layers: int) -> dict[str, tuple[int, int]]:
 def random_updates(n: int, rank: int, shapes: dict[str, tuple[int, int]]) -> list[TaskUpdate]:
     g = torch.Generator().manual_seed(rank * 10 + n)
     return [
-        TaskUpdate(f"task{i}", {layer: (torch.randn(o, rank, generator=g) * 0.02, torch.randn(rank, inp, generator=g) * 0.02) for layer, (o, inp) in shapes.items()})
+        TaskUpdate(
+            f"task{i}",
+            {
+                layer: (torch.randn(o, rank, generator=g) * 0.02, torch.randn(rank, inp, generator=g) * 0.02)
+                for layer, (o, inp) in shapes.items()
+            },
+        )
         for i in range(n)
     ]
 
@@ -122,11 +137,18 @@ class PeftBench:
 
         torch.manual_seed(0)
         config = LoraConfig(r=ranks[0], lora_alpha=16, target_modules=PEFT_TARGETS, lora_dropout=0.0, task_type=None)
-        self.model = get_peft_model(BertModel(BertConfig(num_hidden_layers=layers)), config, adapter_name=self.adapter(ranks[0], 0))
+        self.model = get_peft_model(
+            BertModel(BertConfig(num_hidden_layers=layers)), config, adapter_name=self.adapter(ranks[0], 0)
+        )
         for rank in ranks:
             for i in range(max_n):
                 if self.adapter(rank, i) not in self.model.peft_config:
-                    self.model.add_adapter(self.adapter(rank, i), LoraConfig(r=rank, lora_alpha=16, target_modules=PEFT_TARGETS, lora_dropout=0.0, task_type=None))
+                    self.model.add_adapter(
+                        self.adapter(rank, i),
+                        LoraConfig(
+                            r=rank, lora_alpha=16, target_modules=PEFT_TARGETS, lora_dropout=0.0, task_type=None
+                        ),
+                    )
         with torch.no_grad():
             for module in self.model.modules():
                 if isinstance(module, LoraLayer):
@@ -146,7 +168,9 @@ class PeftBench:
 
         def run() -> None:
             self.count += 1
-            self.model.add_weighted_adapter(names, weights, f"merged{self.count}", combination_type=combination, **args)
+            self.model.add_weighted_adapter(
+                names, weights, f"merged{self.count}", combination_type=combination, **args
+            )
 
         return timed(run, lambda: self.model.delete_adapter(f"merged{self.count}"))
 
@@ -171,11 +195,20 @@ def run(quick: bool, with_peft: bool) -> list[Row]:
                 continue
             method = get_method(case.method)
             params = method.Params(**case.params(n, rank))
-            row = Row(case.label, n, rank, timed(lambda: method.merge(updates, params)))
+            row = Row(
+                case.label,
+                n,
+                rank,
+                timed(lambda method=method, params=params, updates=updates: method.merge(updates, params)),
+            )
             if peft is not None and case.peft is not None:
                 row.peft_name, row.peft = case.peft, peft.time(case.peft, n, rank, case.peft_args(n, rank))
             rows.append(row)
-            print(f"  {case.label:<28} n={n} r={rank:<3} ours {row.ours:7.3f}s" + (f"  peft {row.peft:7.3f}s" if row.peft is not None else ""), flush=True)
+            print(
+                f"  {case.label:<28} n={n} r={rank:<3} ours {row.ours:7.3f}s"
+                + (f"  peft {row.peft:7.3f}s" if row.peft is not None else ""),
+                flush=True,
+            )
     return rows
 
 
@@ -200,7 +233,9 @@ def main() -> None:
     warm_up(0.5 if args.quick else 3.0)
     rows = run(args.quick, not args.no_peft)
     print("## Merging: each method vs PEFT's `add_weighted_adapter` where PEFT computes the same thing\n")
-    print(f"{'bert-base, 2 encoder layers' if args.quick else 'bert-base (12 layers, 72 linear layers)'}, random adapters, torch {torch.__version__}, {THREADS} threads\n")
+    print(
+        f"{'bert-base, 2 encoder layers' if args.quick else 'bert-base (12 layers, 72 linear layers)'}, random adapters, torch {torch.__version__}, {THREADS} threads\n"
+    )
     print(table(rows))
     knots = [r for r in rows if r.label == "knots_ties" and r.n == 3 and r.rank == 8]
     if knots:

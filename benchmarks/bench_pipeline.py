@@ -40,7 +40,9 @@ def expected_reruns(params, task: str) -> set[str]:
     """The task's training stage and everything downstream of it, by the DAG's own definition."""
     combos = [c for c in params.combinations if task in c.split("+")]
     kinds = {2: "pair", 3: "triple"}
-    downstream = {f"merge_{kinds[len(c.split('+'))]}@{c}" for c in combos} | {f"evaluate_{kinds[len(c.split('+'))]}@{c}" for c in combos}
+    downstream = {f"merge_{kinds[len(c.split('+'))]}@{c}" for c in combos} | {
+        f"evaluate_{kinds[len(c.split('+'))]}@{c}" for c in combos
+    }
     exported = params.combinations if params.export.combinations is None else params.export.combinations
     downstream |= {f"export@{c}" for c in combos if c in exported}
     return {f"train@{task}", f"evaluate@{task}", "similarity", "report"} | downstream
@@ -77,9 +79,13 @@ def main() -> None:
     print(f"Default pipeline, {stage_count} stages.\n")
     print("| measure | result | goal | met |")
     print("|---|---:|---:|---|")
-    print(f"| no-op `dvc repro` (best of 3; all {', '.join(f'{s:.1f}' for s in no_op)} s) | {min(no_op):.1f} s | < 5 s | {'yes' if min(no_op) < 5 else 'no'} |")
+    print(
+        f"| no-op `dvc repro` (best of 3; all {', '.join(f'{s:.1f}' for s in no_op)} s) | {min(no_op):.1f} s | < 5 s | {'yes' if min(no_op) < 5 else 'no'} |"
+    )
     exact = would_run == expected
-    print(f"| stages rerun after `tasks.{task}.train.learning_rate` ×2 | {len(would_run)} of {stage_count} | {len(expected)} (train@{task} and downstream) | {'yes' if exact else 'no'} |")
+    print(
+        f"| stages rerun after `tasks.{task}.train.learning_rate` ×2 | {len(would_run)} of {stage_count} | {len(expected)} (train@{task} and downstream) | {'yes' if exact else 'no'} |"
+    )
     if not exact:
         print(f"\nUnexpected: {sorted(would_run - expected)}; missing: {sorted(expected - would_run)}")
     print(f"\nStages that would rerun: {', '.join(sorted(would_run))}.")

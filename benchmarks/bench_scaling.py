@@ -32,19 +32,21 @@ from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.combinations import choose_combinations, coverage
 from loramerge.config import load_params
+from loramerge.data import local_data_dir
 from loramerge.evaluation import TaskSplit, score
 from loramerge.lora import patched
 from loramerge.merging import get_method
 from loramerge.model import ClassificationHead
 from loramerge.stages.merge import ValidationObjective, search_method
-from loramerge.stages.prepare import local_data_dir
 
 METHODS = ("task_arithmetic", "ties", "knots_ties")
 
 
 def split_of(params, tokenizer, task: str, split: str, limit: int) -> TaskSplit:
     texts = task_texts(params, task, split, limit)
-    return TaskSplit(task, TokenizedTexts(tokenizer, texts, None, params.backbone.max_length), np.zeros(len(texts), dtype=int))
+    return TaskSplit(
+        task, TokenizedTexts(tokenizer, texts, None, params.backbone.max_length), np.zeros(len(texts), dtype=int)
+    )
 
 
 def merge_and_evaluate(params, encoder, members, updates, heads, val, test) -> None:
@@ -54,7 +56,9 @@ def merge_and_evaluate(params, encoder, members, updates, heads, val, test) -> N
     objective = ValidationObjective(encoder, {t: heads[t] for t in members}, {t: val[t] for t in members}, params)
     objective.measure_singles(chosen)
     for name in METHODS:
-        _, _, merged = search_method(get_method(name), params.merge.methods.get(name, {}), params.merge.search, chosen, objective)
+        _, _, merged = search_method(
+            get_method(name), params.merge.methods.get(name, {}), params.merge.search, chosen, objective
+        )
         with patched(encoder, merged.deltas):
             for task in members:
                 score(encoder, heads[task], test[task], params.evaluate.batch_size, params.backbone.pooling)
@@ -68,7 +72,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params("params.yaml")
     folder = local_data_dir(params)
-    available = [*params.tasks, *sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in params.tasks)][: args.max_tasks]
+    available = [
+        *params.tasks,
+        *sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in params.tasks),
+    ][: args.max_tasks]
     tokenizer = load_tokenizer(params.backbone)
     encoder = load_encoder(params.backbone).eval()
     peft_model = peft_model_with_adapters(params, len(available))
@@ -96,14 +103,18 @@ def report(params, rows, args) -> None:
     r2 = 1 - ((seconds - fitted) ** 2).sum() / ((seconds - seconds.mean()) ** 2).sum()
     slope = np.polyfit(np.log(n[1:]), np.log(seconds[1:]), 1)[0] if len(n) > 2 else float("nan")
     print("## Scaling with the number of tasks\n")
-    print(f"Every pair and triple of the first n tasks merged (validation search: {', '.join(METHODS)}, {args.val} validation texts "
-          f"per task) and evaluated ({args.test} test texts per task), `{params.backbone.name}`, random rank-{params.lora.rank} adapters.\n")
+    print(
+        f"Every pair and triple of the first n tasks merged (validation search: {', '.join(METHODS)}, {args.val} validation texts "
+        f"per task) and evaluated ({args.test} test texts per task), `{params.backbone.name}`, random rank-{params.lora.rank} adapters.\n"
+    )
     print("| n | pairs | triples | seconds | fit a·pairs + b·triples |")
     print("|---:|---:|---:|---:|---:|")
     for row, fit in zip(rows, fitted):
         print(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]:.1f} | {fit:.1f} |")
-    print(f"\nFit: a = {a:.2f} s per pair, b = {b:.2f} s per triple (R² = {r2:.3f}); log-log slope over n = 3…{int(n[-1])}: "
-          f"{slope:.2f} (it tends to 3 as triples take over). This workload at n = 20: {(a * comb(20, 2) + b * comb(20, 3)) / 3600:.1f} h.")
+    print(
+        f"\nFit: a = {a:.2f} s per pair, b = {b:.2f} s per triple (R² = {r2:.3f}); log-log slope over n = 3…{int(n[-1])}: "
+        f"{slope:.2f} (it tends to 3 as triples take over). This workload at n = 20: {(a * comb(20, 2) + b * comb(20, 3)) / 3600:.1f} h."
+    )
     merges = last_stage_seconds(("merge_pair@", "merge_triple@", "evaluate_pair@", "evaluate_triple@"))
     per_pair = [v for k, v in merges.items() if k.split("@")[0].endswith("pair")]
     per_triple = [v for k, v in merges.items() if k.split("@")[0].endswith("triple")]
@@ -111,15 +122,19 @@ def report(params, rows, args) -> None:
         pair_s = sum(per_pair) / (len(per_pair) / 2)
         triple_s = sum(per_triple) / (len(per_triple) / 2)
         tasks20 = [f"t{i}" for i in range(20)]
-        print(f"\n**The default configuration at n = 20**, from the last `dvc repro`'s stage times (merge + evaluation: "
-              f"{pair_s / 60:.1f} min per pair, {triple_s / 60:.1f} min per triple, one process):\n")
+        print(
+            f"\n**The default configuration at n = 20**, from the last `dvc repro`'s stage times (merge + evaluation: "
+            f"{pair_s / 60:.1f} min per pair, {triple_s / 60:.1f} min per triple, one process):\n"
+        )
         print("| `combos:` setting | pairs | triples | merge + evaluation | task pairs met in a triple |")
         print("|---|---:|---:|---:|---:|")
         for max_triples in (None, 200, 50):
             chosen = choose_combinations(tasks20, 3, max_triples, seed=0)
             covered = coverage(tasks20, chosen, 3)
             hours = (comb(20, 2) * pair_s + len(chosen) * triple_s) / 3600
-            print(f"| max_triples: {max_triples or 'null'} | 190 | {len(chosen)} | {hours:.1f} h | {covered['task_pairs_met']:.0%} |")
+            print(
+                f"| max_triples: {max_triples or 'null'} | 190 | {len(chosen)} | {hours:.1f} h | {covered['task_pairs_met']:.0%} |"
+            )
 
 
 if __name__ == "__main__":

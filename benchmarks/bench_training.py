@@ -29,9 +29,9 @@ from benchmarks.common import matmul_peak_gflops, ratio
 from loramerge import paths
 from loramerge.backbone import load_tokenizer, resolve_backbone
 from loramerge.config import load_params
-from loramerge.stages.prepare import load_split
-from loramerge.stages.train import ClassifierModule, TaskDataModule, build_encoder
+from loramerge.data import load_split
 from loramerge.model import ClassificationHead, Classifier
+from loramerge.stages.train import ClassifierModule, TaskDataModule, build_encoder
 
 
 def encoder_layer_params(model: torch.nn.Module) -> int:
@@ -44,15 +44,28 @@ def ours(params, task: str, examples: int, epochs: int) -> dict:
     tokenizer = load_tokenizer(params.backbone)
     encoder = build_encoder(params, "lora")
     labels = sorted(load_split(task, "train")["label"].unique())
-    classifier = Classifier(encoder, ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout), params.backbone.pooling).train()
+    classifier = Classifier(
+        encoder,
+        ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout),
+        params.backbone.pooling,
+    ).train()
     data = TaskDataModule(task, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
     data.setup()
     data.splits["train"].input_ids = data.splits["train"].input_ids[:examples]
     data.splits["train"].labels = data.splits["train"].labels[:examples]
     steps = -(-examples // config.batch_size) * epochs
     module = ClassifierModule(classifier, config, total_steps=steps)
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, deterministic=True)  # as the stage trains
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        deterministic=True,
+    )  # as the stage trains
     started = time.perf_counter()
     trainer.fit(module, train_dataloaders=data.train_dataloader())
     seconds = time.perf_counter() - started
@@ -60,11 +73,19 @@ def ours(params, task: str, examples: int, epochs: int) -> dict:
     correct = total = 0
     with torch.inference_mode():
         for batch in data.splits["validation"].sorted_batches(64):
-            correct += int((classifier(batch["input_ids"], batch["attention_mask"]).argmax(-1) == batch["labels"]).sum())
+            correct += int(
+                (classifier(batch["input_ids"], batch["attention_mask"]).argmax(-1) == batch["labels"]).sum()
+            )
             total += len(batch["labels"])
     tokens = sum(len(ids) for ids in data.splits["train"].input_ids) * epochs
-    return {"side": "loramerge (Lightning)", "seconds": seconds, "samples_per_s": examples * epochs / seconds,
-            "tokens_per_s": tokens / seconds, "val_accuracy": correct / total, "layer_params": encoder_layer_params(encoder)}
+    return {
+        "side": "loramerge (Lightning)",
+        "seconds": seconds,
+        "samples_per_s": examples * epochs / seconds,
+        "tokens_per_s": tokens / seconds,
+        "val_accuracy": correct / total,
+        "layer_params": encoder_layer_params(encoder),
+    }
 
 
 def huggingface(params, task: str, examples: int, epochs: int) -> dict:
@@ -81,22 +102,51 @@ def huggingface(params, task: str, examples: int, epochs: int) -> dict:
         encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=params.backbone.max_length)
         return Dataset.from_dict({**encoded, "labels": frame["label_id"].tolist()})
 
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_backbone(params.backbone.name), num_labels=len(labels), use_safetensors=True)
-    model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=params.lora.rank, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout, target_modules=["query", "value"]))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_backbone(params.backbone.name), num_labels=len(labels), use_safetensors=True
+    )
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            task_type="SEQ_CLS",
+            r=params.lora.rank,
+            lora_alpha=params.lora.alpha,
+            lora_dropout=params.lora.dropout,
+            target_modules=["query", "value"],
+        ),
+    )
     with tempfile.TemporaryDirectory() as out:
-        arguments = TrainingArguments(output_dir=out, per_device_train_batch_size=config.batch_size, num_train_epochs=epochs,
-                                      learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-                                      warmup_steps=int(config.warmup_ratio * -(-examples // config.batch_size) * epochs),
-                                      seed=config.seed, report_to=[], save_strategy="no", eval_strategy="no", logging_strategy="no",
-                                      use_cpu=True, disable_tqdm=True)
-        trainer = Trainer(model=model, args=arguments, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tokenizer))
+        arguments = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=config.batch_size,
+            num_train_epochs=epochs,
+            learning_rate=config.learning_rate,
+            weight_decay=config.weight_decay,
+            warmup_steps=int(config.warmup_ratio * -(-examples // config.batch_size) * epochs),
+            seed=config.seed,
+            report_to=[],
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            use_cpu=True,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model, args=arguments, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tokenizer)
+        )
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
         predictions = trainer.predict(encode(validation)).predictions.argmax(-1)
     tokens = sum(len(ids) for ids in encode(train)["input_ids"]) * epochs
-    return {"side": "HF Trainer + peft", "seconds": seconds, "samples_per_s": examples * epochs / seconds, "tokens_per_s": tokens / seconds,
-            "val_accuracy": float(np.mean(predictions == validation["label_id"].to_numpy())), "layer_params": encoder_layer_params(model)}
+    return {
+        "side": "HF Trainer + peft",
+        "seconds": seconds,
+        "samples_per_s": examples * epochs / seconds,
+        "tokens_per_s": tokens / seconds,
+        "val_accuracy": float(np.mean(predictions == validation["label_id"].to_numpy())),
+        "layer_params": encoder_layer_params(model),
+    }
 
 
 def main() -> None:
@@ -108,28 +158,37 @@ def main() -> None:
     params = load_params("params.yaml")
     if params.train.num_threads:
         torch.set_num_threads(params.train.num_threads)
-    rows = [ours(params, args.task, args.examples, args.epochs), huggingface(params, args.task, args.examples, args.epochs)]
+    rows = [
+        ours(params, args.task, args.examples, args.epochs),
+        huggingface(params, args.task, args.examples, args.epochs),
+    ]
     peak = matmul_peak_gflops()
     for row in rows:
         row["gflops"] = 6 * row["layer_params"] * row["tokens_per_s"] / 1e9
         row["share_of_matmul_peak"] = row["gflops"] / peak
     table = pd.DataFrame(rows).drop(columns=["layer_params"])
     print("## LoRA training throughput: loramerge vs Hugging Face Trainer + peft\n")
-    print(f"`{params.backbone.name}`, LoRA r={params.lora.rank} on query/value, task `{args.task}`: {args.examples} training examples × "
-          f"{args.epochs} epoch(s), batch {params.task_train(args.task).batch_size}, max length {params.backbone.max_length}, seed "
-          f"{params.train.seed}; validation accuracy on the prepared validation split. Matmul peak of this CPU: {peak:.1f} GFLOP/s "
-          "(float32, 1024², best of 3). GFLOP/s = 6 × encoder-layer parameters × real (unpadded) tokens per second. "
-          "Goal: ≥ 1.5× with equal accuracy within noise.\n")
+    print(
+        f"`{params.backbone.name}`, LoRA r={params.lora.rank} on query/value, task `{args.task}`: {args.examples} training examples × "
+        f"{args.epochs} epoch(s), batch {params.task_train(args.task).batch_size}, max length {params.backbone.max_length}, seed "
+        f"{params.train.seed}; validation accuracy on the prepared validation split. Matmul peak of this CPU: {peak:.1f} GFLOP/s "
+        "(float32, 1024², best of 3). GFLOP/s = 6 × encoder-layer parameters × real (unpadded) tokens per second. "
+        "Goal: ≥ 1.5× with equal accuracy within noise.\n"
+    )
     print(table.to_markdown(index=False, floatfmt=".3f"))
-    print(f"\nThroughput ratio (loramerge / HF): **{ratio(rows[0]['samples_per_s'], rows[1]['samples_per_s'])}**; "
-          f"validation accuracy {rows[0]['val_accuracy']:.3f} vs {rows[1]['val_accuracy']:.3f} "
-          f"({len(load_split(args.task, 'validation'))} examples).")
+    print(
+        f"\nThroughput ratio (loramerge / HF): **{ratio(rows[0]['samples_per_s'], rows[1]['samples_per_s'])}**; "
+        f"validation accuracy {rows[0]['val_accuracy']:.3f} vs {rows[1]['val_accuracy']:.3f} "
+        f"({len(load_split(args.task, 'validation'))} examples)."
+    )
     recorded = paths.train_metrics(args.task, "lora")
     if recorded.exists():
         stage = json.loads(recorded.read_text())
-        print(f"\nFor comparison, the `train@{args.task}` stage itself (all {stage['global_steps']} steps, plus validation every "
-              f"{params.task_train(args.task).val_check_interval} steps, checkpoints and per-step MLflow logging) recorded "
-              f"{stage['train_samples_per_s']:.1f} samples/s in its last run ({recorded}).")
+        print(
+            f"\nFor comparison, the `train@{args.task}` stage itself (all {stage['global_steps']} steps, plus validation every "
+            f"{params.task_train(args.task).val_check_interval} steps, checkpoints and per-step MLflow logging) recorded "
+            f"{stage['train_samples_per_s']:.1f} samples/s in its last run ({recorded})."
+        )
 
 
 if __name__ == "__main__":

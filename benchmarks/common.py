@@ -32,10 +32,14 @@ def cpu_name() -> str:
 
 
 def machine_description() -> str:
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else float("nan")
+    memory = (
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else float("nan")
+    )
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu_name()}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    return (
+        f"{cpu_name()}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {gpu}; Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
 
 
 def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
@@ -53,7 +57,7 @@ def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
 
 def task_texts(params: Params, task: str, split: str, limit: int) -> list[str]:
     """The first `limit` texts of a task's raw CSV split (no prepare stage needed)."""
-    from loramerge.stages.prepare import local_data_dir
+    from loramerge.data import local_data_dir
 
     folder = local_data_dir(params)
     if folder is None or not (folder / task).is_dir():

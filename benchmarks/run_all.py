@@ -58,8 +58,10 @@ def main() -> int:
         text, seconds, passed = run_one(BENCHMARKS[name])
         ok &= passed
         sections.append(f"{text}\n_{name}: {seconds / 60:.1f} min of wall clock._\n")
-    header = (f"# Benchmarks\n\nWritten by `make bench` ({', '.join(args.only)}) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.\n"
-              f"Machine: {machine_description()}.\nBoth sides of every comparison ran in the same process on this machine, one after the other.\n")
+    header = (
+        f"# Benchmarks\n\nWritten by `make bench` ({', '.join(args.only)}) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.\n"
+        f"Machine: {machine_description()}.\nBoth sides of every comparison ran in the same process on this machine, one after the other.\n"
+    )
     path = REPORTS / "benchmarks.md"
     write_text(path, "\n".join([header, *sections]))
     print(f"wrote {path}")

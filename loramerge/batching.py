@@ -16,7 +16,9 @@ from transformers import PreTrainedTokenizerBase
 class TokenizedTexts(torch.utils.data.Dataset):
     """Token ids of each text (no padding), and its label id when known."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: Sequence[int] | None, max_length: int) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: Sequence[int] | None, max_length: int
+    ) -> None:
         encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
         self.input_ids: list[list[int]] = encoded["input_ids"]
         self.labels = list(labels) if labels is not None else None

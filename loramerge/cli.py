@@ -1,4 +1,8 @@
-"""The `loramerge` command: one subcommand per DVC stage, plus `combos` to write the merge lists."""
+"""The `loramerge` command: one subcommand per DVC stage, plus `combos` to write the merge lists.
+
+Each subcommand imports its stage inside its handler (import cost: torch, transformers and
+MLflow take seconds to import, and `loramerge --help` or `combos` should not wait for them).
+"""
 
 from __future__ import annotations
 
@@ -90,10 +94,15 @@ def _combos(args: argparse.Namespace) -> None:
         chosen = choose_combinations(tasks, size, cap, caps.seed)
         document[key] = {c: members(c) for c in chosen}
         covered = coverage(tasks, chosen, size)
-        print(f"{key}: {covered['chosen']} of {covered['total']} ({covered['share']:.0%}); each task in "
-              f"{covered['min_per_task']}-{covered['max_per_task']}" + (f"; task pairs met in a triple: {covered['task_pairs_met']:.0%}" if size == 3 else ""))
+        print(
+            f"{key}: {covered['chosen']} of {covered['total']} ({covered['share']:.0%}); each task in "
+            f"{covered['min_per_task']}-{covered['max_per_task']}"
+            + (f"; task pairs met in a triple: {covered['task_pairs_met']:.0%}" if size == 3 else "")
+        )
     if (document.get("export") or {}).get("combinations") is not None:
-        document["export"]["combinations"] = exported(document["export"]["combinations"], listed, [*document["pairs"], *document["triples"]])
+        document["export"]["combinations"] = exported(
+            document["export"]["combinations"], listed, [*document["pairs"], *document["triples"]]
+        )
         print(f"export.combinations: {len(document['export']['combinations'])} of them")
     text = io.StringIO()
     yaml.dump(document, text)
@@ -155,7 +164,9 @@ def _require_task(params, task: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loramerge", description="Train LoRA adapters per task, merge them, and measure what merging costs.")
+    parser = argparse.ArgumentParser(
+        prog="loramerge", description="Train LoRA adapters per task, merge them, and measure what merging costs."
+    )
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, handler, help_text in (
@@ -166,22 +177,37 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--task", required=True)
         sub.set_defaults(handler=handler)
         if name == "train":
-            sub.add_argument("--mode", choices=TRAINING_MODES, default="lora", help="lora (merged later), or a baseline: head_only, full")
+            sub.add_argument(
+                "--mode",
+                choices=TRAINING_MODES,
+                default="lora",
+                help="lora (merged later), or a baseline: head_only, full",
+            )
     merge = commands.add_parser("merge", help="merge one combination with every configured method")
     merge.add_argument("--combo", required=True, help="tasks joined by '+', e.g. emotion+agnews")
     merge.set_defaults(handler=_merge)
-    evaluate = commands.add_parser("evaluate", help="score a single adapter (--task) or a combination's merges (--combo) on test")
+    evaluate = commands.add_parser(
+        "evaluate", help="score a single adapter (--task) or a combination's merges (--combo) on test"
+    )
     target = evaluate.add_mutually_exclusive_group(required=True)
     target.add_argument("--task")
     target.add_argument("--combo")
-    evaluate.add_argument("--baselines", action="store_true", help="with --task: score the head-only and full fine-tuning baselines")
+    evaluate.add_argument(
+        "--baselines", action="store_true", help="with --task: score the head-only and full fine-tuning baselines"
+    )
     evaluate.set_defaults(handler=_evaluate)
-    commands.add_parser("similarity", help="score every pair of tasks for data, label/vocabulary and adapter similarity").set_defaults(handler=_similarity)
+    commands.add_parser(
+        "similarity", help="score every pair of tasks for data, label/vocabulary and adapter similarity"
+    ).set_defaults(handler=_similarity)
     commands.add_parser("report", help="write reports/summary.md, tables and heat-maps").set_defaults(handler=_report)
-    sweep = commands.add_parser("sweep", help="queue the emotion study's grid as DVC experiments, or collect their table")
+    sweep = commands.add_parser(
+        "sweep", help="queue the emotion study's grid as DVC experiments, or collect their table"
+    )
     sweep.add_argument("action", choices=["queue", "collect"])
     sweep.set_defaults(handler=_sweep)
-    commands.add_parser("combos", help="write every pair and triple of the configured tasks into params.yaml").set_defaults(handler=_combos)
+    commands.add_parser(
+        "combos", help="write every pair and triple of the configured tasks into params.yaml"
+    ).set_defaults(handler=_combos)
     export = commands.add_parser("export", help="ship one combination's best merge as a multi-task model")
     export.add_argument("--combo", required=True, help="tasks joined by '+', e.g. emotion+agnews")
     export.set_defaults(handler=_export)
@@ -194,9 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, help="a .csv or .jsonl results file (default: JSON lines on stdout)")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(handler=_predict)
-    server = commands.add_parser("mlflow-server", help="serve the project's MLflow store on 127.0.0.1 for parallel and multi-machine runs")
+    server = commands.add_parser(
+        "mlflow-server", help="serve the project's MLflow store on 127.0.0.1 for parallel and multi-machine runs"
+    )
     server.add_argument("--port", type=int, default=5000)
-    server.add_argument("--backend-store-uri", default=None, help="SQL store URL (default: sqlite:///<project>/mlflow.db); e.g. postgresql://user@host/db")
+    server.add_argument(
+        "--backend-store-uri",
+        default=None,
+        help="SQL store URL (default: sqlite:///<project>/mlflow.db); e.g. postgresql://user@host/db",
+    )
     server.set_defaults(handler=_mlflow_server)
     return parser
 
@@ -206,7 +238,11 @@ def record_stage_time(seconds: float) -> None:
     (git-ignored): DVC keeps no durations, and the benchmarks read them from here."""
     stage = os.environ.get("DVC_STAGE")
     if stage:
-        line = {"stage": stage, "seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        line = {
+            "stage": stage,
+            "seconds": round(seconds, 3),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         STAGE_TIMES.parent.mkdir(exist_ok=True)
         with STAGE_TIMES.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(line) + "\n")

@@ -13,7 +13,7 @@ import random
 from collections import Counter
 from itertools import combinations as iter_combinations
 
-from loramerge.config import COMBO_SEPARATOR
+from loramerge.config import COMBO_SEPARATOR, Params, split_combination
 
 
 def choose_combinations(tasks: list[str], size: int, cap: int | None, seed: int) -> list[str]:
@@ -34,7 +34,11 @@ def choose_combinations(tasks: list[str], size: int, cap: int | None, seed: int)
     for _ in range(cap):
         best = min(
             (c for c in order if c not in chosen),
-            key=lambda c: (max(task_use[t] for t in c), sum(task_use[t] for t in c), sum(pair_use[p] for p in iter_combinations(c, 2))),
+            key=lambda c: (
+                max(task_use[t] for t in c),
+                sum(task_use[t] for t in c),
+                sum(pair_use[p] for p in iter_combinations(c, 2)),
+            ),
         )
         chosen.add(best)
         task_use.update(best)
@@ -46,7 +50,7 @@ def coverage(tasks: list[str], chosen: list[str], size: int) -> dict[str, float 
     """What a sample covers: its share of all combinations, how often each task appears, and
     (for triples) the share of task pairs that meet in at least one chosen triple."""
     total = sum(1 for _ in iter_combinations(tasks, size))
-    members = [c.split(COMBO_SEPARATOR) for c in chosen]
+    members = [split_combination(c) for c in chosen]
     use = Counter(t for m in members for t in m)
     met = {p for m in members for p in iter_combinations(sorted(m), 2)}
     pairs_total = len(tasks) * (len(tasks) - 1) // 2
@@ -58,3 +62,13 @@ def coverage(tasks: list[str], chosen: list[str], size: int) -> dict[str, float 
         "max_per_task": max((use[t] for t in tasks), default=0),
         "task_pairs_met": len(met) / pairs_total if pairs_total else 1.0,
     }
+
+
+def member_pairs(combo: str) -> list[str]:
+    """The pairs inside a combination, as 'a+b' in the combination's order (a pair is its own only one)."""
+    return [COMBO_SEPARATOR.join(p) for p in iter_combinations(split_combination(combo), 2)]
+
+
+def scored_pairs(params: Params) -> list[str]:
+    """Every configured pair, and every pair inside a configured triple, once each, as 'a+b'."""
+    return list(dict.fromkeys(pair for combo in params.combinations for pair in member_pairs(combo)))

@@ -237,10 +237,14 @@ class Params(Strict):
     @model_validator(mode="after")
     def _sweep_names_known_choices(self) -> Params:
         if self.sweep.task is not None and self.sweep.task not in self.tasks:
-            raise ValueError(f"sweep.task {self.sweep.task!r} is not a configured task; choose one of {sorted(self.tasks)}")
+            raise ValueError(
+                f"sweep.task {self.sweep.task!r} is not a configured task; choose one of {sorted(self.tasks)}"
+            )
         unknown = [t for t in self.sweep.lora_targets if t not in TARGET_PRESETS]
         if unknown:
-            raise ValueError(f"sweep.lora_targets {unknown} are not target presets; choose from {sorted(TARGET_PRESETS)}")
+            raise ValueError(
+                f"sweep.lora_targets {unknown} are not target presets; choose from {sorted(TARGET_PRESETS)}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -254,7 +258,9 @@ class Params(Strict):
                         " (regenerate the lists with `loramerge combos`)"
                     )
                 if len(set(members)) != size or combo != COMBO_SEPARATOR.join(members):
-                    raise ValueError(f"{section}.{combo} must be {size} different tasks named '{COMBO_SEPARATOR.join(members)}'")
+                    raise ValueError(
+                        f"{section}.{combo} must be {size} different tasks named '{COMBO_SEPARATOR.join(members)}'"
+                    )
         return self
 
     @property
@@ -264,7 +270,9 @@ class Params(Strict):
     def members(self, combo: str) -> list[str]:
         """The tasks of a listed pair or triple; an error for a combination params.yaml does not list."""
         if combo not in self.combinations:
-            raise ConfigError(f"combination {combo!r} is not listed in params.yaml (pairs/triples); add its tasks and run `loramerge combos`")
+            raise ConfigError(
+                f"combination {combo!r} is not listed in params.yaml (pairs/triples); add its tasks and run `loramerge combos`"
+            )
         return split_combination(combo)
 
     def task_train(self, task: str, mode: str = "lora") -> TrainConfig:
@@ -309,7 +317,9 @@ def read_params_file(path: Path) -> dict[str, Any]:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"{path} is not valid YAML at {where}: {error.problem or error.context}; fix the syntax there") from None
+        raise ConfigError(
+            f"{path} is not valid YAML at {where}: {error.problem or error.context}; fix the syntax there"
+        ) from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); re-save it as UTF-8") from None
     if not isinstance(raw, dict):

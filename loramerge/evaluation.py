@@ -11,12 +11,12 @@ from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from loramerge import paths
-from loramerge.lora import deltas_of, load_updates
-from loramerge.paths import DENSE_FILE
 from loramerge.batching import TokenizedTexts
+from loramerge.data import load_split, stratified_subsample
+from loramerge.lora import deltas_of, load_updates
 from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, predict
-from loramerge.stages.prepare import load_split, stratified_subsample
+from loramerge.paths import DENSE_FILE
 
 
 @dataclass
@@ -28,7 +28,9 @@ class TaskSplit:
     labels: np.ndarray
 
 
-def load_task_split(task: str, split: str, tokenizer: PreTrainedTokenizerBase, max_length: int, limit: int | None = None, seed: int = 0) -> TaskSplit:
+def load_task_split(
+    task: str, split: str, tokenizer: PreTrainedTokenizerBase, max_length: int, limit: int | None = None, seed: int = 0
+) -> TaskSplit:
     frame = stratified_subsample(load_split(task, split), limit, seed)
     texts = TokenizedTexts(tokenizer, frame["text"].tolist(), None, max_length)
     return TaskSplit(task, texts, frame["label_id"].to_numpy())
@@ -38,7 +40,9 @@ def load_head(task: str, adapters_root: Path = paths.ADAPTERS) -> Classification
     return ClassificationHead.load(adapters_root / task)
 
 
-def score(encoder, head: ClassificationHead, data: TaskSplit, batch_size: int, pooling: str) -> tuple[dict[str, float], np.ndarray]:
+def score(
+    encoder, head: ClassificationHead, data: TaskSplit, batch_size: int, pooling: str
+) -> tuple[dict[str, float], np.ndarray]:
     """Metrics and predicted label ids of one head on one task's split."""
     predicted = predict(encoder, {data.task: head}, data.texts.sorted_batches(batch_size), pooling)[data.task]
     return classification_metrics(data.labels, predicted), predicted

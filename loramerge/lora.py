@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
+from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
 from loramerge.config import LoraSettings
@@ -50,7 +51,9 @@ def check_same_base(adapter_dirs: Mapping[str, Path], expected: str) -> None:
     recorded = {task: adapter_base_model(d) for task, d in adapter_dirs.items()}
     wrong = {task: base for task, base in recorded.items() if base != expected}
     if wrong:
-        raise AdapterError(f"adapters {wrong} were trained on another base model than backbone.name={expected!r}; retrain them or change backbone.name")
+        raise AdapterError(
+            f"adapters {wrong} were trained on another base model than backbone.name={expected!r}; retrain them or change backbone.name"
+        )
 
 
 def load_updates(encoder: PreTrainedModel, adapter_dirs: Mapping[str, Path]) -> list[TaskUpdate]:
@@ -62,7 +65,9 @@ def load_updates(encoder: PreTrainedModel, adapter_dirs: Mapping[str, Path]) -> 
     names = list(adapter_dirs)
     unsafe = [str(d) for d in adapter_dirs.values() if not (Path(d) / "adapter_model.safetensors").exists()]
     if unsafe:
-        raise AdapterError(f"no adapter_model.safetensors in {unsafe}: adapters load only from safetensors (a pickled .bin is never read)")
+        raise AdapterError(
+            f"no adapter_model.safetensors in {unsafe}: adapters load only from safetensors (a pickled .bin is never read)"
+        )
     model = PeftModel.from_pretrained(encoder, str(adapter_dirs[names[0]]), adapter_name=names[0])
     for name in names[1:]:
         model.load_adapter(str(adapter_dirs[name]), adapter_name=name)
@@ -103,14 +108,14 @@ def deltas_of(update: TaskUpdate) -> dict[str, torch.Tensor]:
     return {layer: update.delta(layer) for layer in update.layers}
 
 
-def save_low_rank_adapter(out_dir: Path, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], template_dir: Path) -> None:
+def save_low_rank_adapter(
+    out_dir: Path, factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]], template_dir: Path
+) -> None:
     """Write merged low-rank factors as a PEFT adapter that `PeftModel.from_pretrained` loads.
 
     Ranks may differ per layer, so they go into `rank_pattern`; alpha equals each rank so
     the scaling is 1 and B @ A is the merged update itself.
     """
-    from safetensors.torch import save_file
-
     template = json.loads((Path(template_dir) / "adapter_config.json").read_text())
     ranks = {layer: int(a.shape[0]) for layer, (_, a) in factors.items()}
     base_rank = max(ranks.values())
@@ -131,4 +136,3 @@ def save_low_rank_adapter(out_dir: Path, factors: Mapping[str, tuple[torch.Tenso
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "adapter_config.json").write_text(json.dumps(template, indent=2))
     save_file(tensors, str(out_dir / "adapter_model.safetensors"))
-

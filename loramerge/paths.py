@@ -11,6 +11,7 @@ CHECKPOINTS = Path("models/checkpoints")
 MERGED = Path("models/merged")
 METRICS = Path("metrics")
 REPORTS = Path("reports")
+SIMILARITY = METRICS / "similarity.json"
 
 SPLITS = ("train", "validation", "test")
 
@@ -41,7 +42,9 @@ def trained_model(task: str, mode: str) -> Path:
     """A trained model's folder, or an error naming the stage to run when it has not been trained yet."""
     folder = model_dir(task, mode)
     if not (folder / "head.safetensors").exists():
-        raise FileNotFoundError(f"{folder} holds no trained model; run `dvc repro {TRAINING_STAGES[mode]}@{task}` first")
+        raise FileNotFoundError(
+            f"{folder} holds no trained model; run `dvc repro {TRAINING_STAGES[mode]}@{task}` first"
+        )
     return folder
 
 

@@ -66,7 +66,7 @@ def load_model(model: str, tracking: TrackingConfig | None = None) -> MultiTaskM
     project's tracking store (as the stages write it: $MLFLOW_TRACKING_URI, params `tracking.uri`, mlflow.db)."""
     if not is_mlflow_uri(model):
         return MultiTaskModel.load(Path(model))
-    import mlflow
+    import mlflow  # import cost: seconds, and only needed for an MLflow model URI
 
     from loramerge.registry import fluent_uri
     from loramerge.tracking import tracking_uri

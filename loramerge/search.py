@@ -44,7 +44,9 @@ def validate_points(method: MergeMethod, spec: Mapping[str, Any]) -> None:
     method.Params(**{**fixed, **{k: v[0] for k, v in searched.items()}})
 
 
-def run_search(method: MergeMethod, spec: Mapping[str, Any], strategy: str, objective: Callable[[Point], float]) -> tuple[Point, list[dict]]:
+def run_search(
+    method: MergeMethod, spec: Mapping[str, Any], strategy: str, objective: Callable[[Point], float]
+) -> tuple[Point, list[dict]]:
     """The best point and the table of every point tried with its score."""
     fixed, searched = split_space(spec)
     table: list[dict] = []
@@ -69,7 +71,6 @@ def run_search(method: MergeMethod, spec: Mapping[str, Any], strategy: str, obje
     if not table:
         evaluate(best)
     return best, table
-
 
 
 def check_methods(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, MergeMethod]:

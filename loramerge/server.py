@@ -32,11 +32,18 @@ def server_command(root: Path, port: int, backend_store_uri: str | None = None) 
     """
     store = backend_store_uri or default_backend_store(root)
     command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--host", HOST,
-        "--port", str(port),
-        "--backend-store-uri", store,
-        "--artifacts-destination", str((root / "mlartifacts").resolve()),
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        store,
+        "--artifacts-destination",
+        str((root / "mlartifacts").resolve()),
     ]
     if store.startswith("sqlite"):
         command += ["--workers", "1"]
@@ -46,6 +53,9 @@ def server_command(root: Path, port: int, backend_store_uri: str | None = None) 
 def serve(root: Path, port: int, backend_store_uri: str | None = None) -> None:
     """Become the MLflow server (exec, so signals and the exit status are the server's own)."""
     command = server_command(root, port, backend_store_uri)
-    print(f"MLflow tracking server on http://{HOST}:{port} (store {command[command.index('--backend-store-uri') + 1]});"
-          f" point stages at it with MLFLOW_TRACKING_URI=http://{HOST}:{port}", flush=True)
+    print(
+        f"MLflow tracking server on http://{HOST}:{port} (store {command[command.index('--backend-store-uri') + 1]});"
+        f" point stages at it with MLFLOW_TRACKING_URI=http://{HOST}:{port}",
+        flush=True,
+    )
     os.execv(command[0], command)

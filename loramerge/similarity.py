@@ -33,12 +33,23 @@ All but `data_mmd` grow with similarity; `data_mmd` is a distance."""
 
 
 @torch.inference_mode()
-def embed_texts(encoder: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, batch_size: int, pooling: str) -> np.ndarray:
+def embed_texts(
+    encoder: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int,
+    pooling: str,
+) -> np.ndarray:
     """One pooled base-encoder vector per text (rows in no particular order: only the set matters)."""
     encoder.eval()
     batches = TokenizedTexts(tokenizer, texts, None, max_length).sorted_batches(batch_size)
     pooled = [
-        pool(encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state, b["attention_mask"], pooling)
+        pool(
+            encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state,
+            b["attention_mask"],
+            pooling,
+        )
         for b in batches
     ]
     return torch.cat(pooled).numpy()

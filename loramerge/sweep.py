@@ -17,14 +17,36 @@ from pathlib import Path
 import pandas as pd
 
 from loramerge import paths
+from loramerge.atomic import write_text
 from loramerge.config import ConfigError, Params, SweepConfig
+from loramerge.data import local_data_dir
 from loramerge.tracking import tracking_uri
 
-STUDY_TEST = pd.DataFrame([
-    {"family": "full fine-tuning", "setting": "lr 2e-5..5e-5", "accuracy": 0.9300, "f1": 0.9290, "trainable_params": "108M (99%)"},
-    {"family": "LoRA attention", "setting": "r 8, lr 3e-4", "accuracy": 0.9225, "f1": 0.9227, "trainable_params": "304K"},
-    {"family": "LoRA attention+linear", "setting": "r 8, lr 3e-4", "accuracy": 0.9270, "f1": 0.9268, "trainable_params": "1.35M"},
-])
+STUDY_TEST = pd.DataFrame(
+    [
+        {
+            "family": "full fine-tuning",
+            "setting": "lr 2e-5..5e-5",
+            "accuracy": 0.9300,
+            "f1": 0.9290,
+            "trainable_params": "108M (99%)",
+        },
+        {
+            "family": "LoRA attention",
+            "setting": "r 8, lr 3e-4",
+            "accuracy": 0.9225,
+            "f1": 0.9227,
+            "trainable_params": "304K",
+        },
+        {
+            "family": "LoRA attention+linear",
+            "setting": "r 8, lr 3e-4",
+            "accuracy": 0.9270,
+            "f1": 0.9268,
+            "trainable_params": "1.35M",
+        },
+    ]
+)
 """The emotion study's published test numbers (BERT-base, T4 GPU), quoted for comparison only."""
 
 
@@ -38,7 +60,10 @@ def grid_points(sweep: SweepConfig) -> list[tuple[str, dict[str, object]]]:
         for r, lr, t in itertools.product(sweep.lora_ranks, sweep.lora_learning_rates, sweep.lora_targets)
     ]
     points += [
-        (f"evaluate_baselines@{task}", {"sweep.family": "full", "baselines.full.learning_rate": lr, "baselines.full.weight_decay": wd})
+        (
+            f"evaluate_baselines@{task}",
+            {"sweep.family": "full", "baselines.full.learning_rate": lr, "baselines.full.weight_decay": wd},
+        )
         for lr, wd in itertools.product(sweep.full_learning_rates, sweep.full_weight_decays)
     ]
     return points
@@ -46,16 +71,18 @@ def grid_points(sweep: SweepConfig) -> list[tuple[str, dict[str, object]]]:
 
 def queue_commands(params: Params, root: Path) -> list[list[str]]:
     """The `dvc exp run --queue` command lines, data and tracking pinned to absolute paths."""
-    from loramerge.stages.prepare import local_data_dir
-
     pinned = {"tracking.uri": tracking_uri(params.tracking, root)}
     data_dir = local_data_dir(params)
     if data_dir is not None:
         pinned["data.local_dir"] = str(data_dir.resolve())
     commands = []
     for target, overrides in grid_points(params.sweep):
-        settings = [f"++{k}={v}" for k, v in {**pinned, **overrides}.items()]  # Hydra's ++: set a key even where params.yaml omits it
-        commands.append(["dvc", "exp", "run", "--queue", *itertools.chain.from_iterable(("-S", s) for s in settings), target])
+        settings = [
+            f"++{k}={v}" for k, v in {**pinned, **overrides}.items()
+        ]  # Hydra's ++: set a key even where params.yaml omits it
+        commands.append(
+            ["dvc", "exp", "run", "--queue", *itertools.chain.from_iterable(("-S", s) for s in settings), target]
+        )
     return commands
 
 
@@ -74,7 +101,9 @@ def collect(params: Params, root: Path) -> pd.DataFrame:
         for experiment in baseline.get("experiments") or []:
             for revision in experiment.get("revs", []):
                 metrics = lambda path, rev=revision["rev"]: committed_json(root, rev, path)  # noqa: E731
-                row = experiment_row(revision.get("name") or revision["rev"], revision.get("data") or {}, metrics, params.sweep.task)
+                row = experiment_row(
+                    revision.get("name") or revision["rev"], revision.get("data") or {}, metrics, params.sweep.task
+                )
                 if row is not None:
                     rows.append(row)
     return pd.DataFrame(rows)
@@ -92,22 +121,44 @@ def experiment_row(name: str, data: dict, metrics: Callable[[str], dict | None],
     family = settings.get("sweep", {}).get("family")
     if family == "lora":
         train, test = metrics(str(paths.train_metrics(task, "lora"))), metrics(str(paths.single_metrics(task)))
-        setting = {"family": f"LoRA {settings['lora']['targets']}", "rank": settings["lora"]["rank"], "learning_rate": settings["train"]["learning_rate"], "weight_decay": settings["train"]["weight_decay"]}
+        setting = {
+            "family": f"LoRA {settings['lora']['targets']}",
+            "rank": settings["lora"]["rank"],
+            "learning_rate": settings["train"]["learning_rate"],
+            "weight_decay": settings["train"]["weight_decay"],
+        }
     elif family == "full":
-        train, test = metrics(str(paths.train_metrics(task, "full"))), (metrics(str(paths.baseline_metrics(task))) or {}).get("full")
+        train, test = (
+            metrics(str(paths.train_metrics(task, "full"))),
+            (metrics(str(paths.baseline_metrics(task))) or {}).get("full"),
+        )
         full = settings["baselines"]["full"]
-        setting = {"family": "full fine-tuning", "rank": None, "learning_rate": full["learning_rate"], "weight_decay": full.get("weight_decay", settings["train"]["weight_decay"])}
+        setting = {
+            "family": "full fine-tuning",
+            "rank": None,
+            "learning_rate": full["learning_rate"],
+            "weight_decay": full.get("weight_decay", settings["train"]["weight_decay"]),
+        }
     else:
         return None
     if not train or not test:
         return None
     return {
-        "experiment": name, **setting,
-        "backbone": settings["backbone"]["name"], "hardware": "GPU" if train.get("peak_cuda_mb") else "CPU",
-        "val_accuracy": train["val_accuracy"], "val_weighted_f1": train["val_weighted_f1"], "train_loss": train.get("train_loss"),
-        "test_accuracy": test["accuracy"], "test_weighted_f1": test["weighted_f1"],
-        "trainable_params": train["trainable_params"], "trainable_percent": train["trainable_percent"],
-        "runtime_s": train["runtime_s"], "steps_per_s": train["steps_per_s"], "best_step": train["best_step"], "peak_rss_mb": train["peak_rss_mb"],
+        "experiment": name,
+        **setting,
+        "backbone": settings["backbone"]["name"],
+        "hardware": "GPU" if train.get("peak_cuda_mb") else "CPU",
+        "val_accuracy": train["val_accuracy"],
+        "val_weighted_f1": train["val_weighted_f1"],
+        "train_loss": train.get("train_loss"),
+        "test_accuracy": test["accuracy"],
+        "test_weighted_f1": test["weighted_f1"],
+        "trainable_params": train["trainable_params"],
+        "trainable_percent": train["trainable_percent"],
+        "runtime_s": train["runtime_s"],
+        "steps_per_s": train["steps_per_s"],
+        "best_step": train["best_step"],
+        "peak_rss_mb": train["peak_rss_mb"],
     }
 
 
@@ -117,7 +168,22 @@ def sweep_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     best = table.sort_values("val_accuracy", ascending=False).groupby("family", as_index=False).head(1)
     return {
         "validation": as_text(table.drop(columns=["test_accuracy", "test_weighted_f1"])),
-        "test": as_text(best[["family", "rank", "learning_rate", "weight_decay", "test_accuracy", "test_weighted_f1", "trainable_params", "trainable_percent", "backbone", "hardware"]]),
+        "test": as_text(
+            best[
+                [
+                    "family",
+                    "rank",
+                    "learning_rate",
+                    "weight_decay",
+                    "test_accuracy",
+                    "test_weighted_f1",
+                    "trainable_params",
+                    "trainable_percent",
+                    "backbone",
+                    "hardware",
+                ]
+            ]
+        ),
         "study": STUDY_TEST.astype(str),
     }
 
@@ -143,19 +209,23 @@ SWEEP_CSV = Path("metrics/sweep/sweep.csv")
 
 def write_sweep_report(table: pd.DataFrame, folder: Path, params: Params) -> Path:
     """metrics/sweep/sweep.csv for the report stage, and reports/sweep.md to read at once."""
-    from loramerge.atomic import write_text
-
     if table.empty:
-        raise ValueError("no finished sweep experiments found: run `loramerge sweep queue`, then `dvc queue start -j 1`, and wait for `dvc queue status`")
+        raise ValueError(
+            "no finished sweep experiments found: run `loramerge sweep queue`, then `dvc queue start -j 1`, and wait for `dvc queue status`"
+        )
     write_text(SWEEP_CSV, table.to_csv(index=False))
     tables = sweep_tables(table)
-    text = "\n\n".join([
-        f"# The emotion study's sweep, reproduced on `{params.backbone.name}` (task `{params.sweep.task}`)",
-        "Chosen on validation accuracy; test numbers only for the best setting of each family.",
-        "## Validation, every setting\n\n" + tables["validation"].to_markdown(index=False, disable_numparse=True),
-        "## Test, best setting of each family (ours)\n\n" + tables["test"].to_markdown(index=False, disable_numparse=True),
-        "## Test, the study's published numbers (BERT-base, T4 GPU, full emotion data: a different backbone, hardware and data size)\n\n" + tables["study"].to_markdown(index=False, disable_numparse=True),
-    ])
+    text = "\n\n".join(
+        [
+            f"# The emotion study's sweep, reproduced on `{params.backbone.name}` (task `{params.sweep.task}`)",
+            "Chosen on validation accuracy; test numbers only for the best setting of each family.",
+            "## Validation, every setting\n\n" + tables["validation"].to_markdown(index=False, disable_numparse=True),
+            "## Test, best setting of each family (ours)\n\n"
+            + tables["test"].to_markdown(index=False, disable_numparse=True),
+            "## Test, the study's published numbers (BERT-base, T4 GPU, full emotion data: a different backbone, hardware and data size)\n\n"
+            + tables["study"].to_markdown(index=False, disable_numparse=True),
+        ]
+    )
     path = folder / "sweep.md"
     write_text(path, text + "\n")
     return path

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from loramerge.config import COMBO_SEPARATOR, TrackingConfig
 
 PROBE_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -63,7 +65,7 @@ def tracking_uri(config: TrackingConfig, root: Path) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or config.uri or "sqlite:///mlflow.db"
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return f"{prefix}{project_root(root) / uri[len(prefix):]}"
+        return f"{prefix}{project_root(root) / uri[len(prefix) :]}"
     return uri
 
 
@@ -85,6 +87,11 @@ def metric_name(name: str) -> str:
     """MLflow refuses '+' in metric names: a combination's members are joined by ':' instead
     (`norm_acc/pair/ties/emotion:agnews`), which no task name may contain."""
     return name.replace(COMBO_SEPARATOR, ":")
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow metric name that sorts well, e.g. `norm_acc/pair/ties/emotion:agnews`."""
+    return metric_name("/".join(parts))
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -124,8 +131,6 @@ def store_creation_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    from filelock import FileLock
-
     key = hashlib.sha256(uri.encode()).hexdigest()[:16]
     with FileLock(Path(tempfile.gettempdir()) / f"loramerge-mlflow-{key}.lock", timeout=300):
         yield
@@ -181,7 +186,9 @@ class StageRun:
 
     def _give_up(self, action: str, error: Exception) -> None:
         if self.config.strict:
-            raise TrackingError(f"[{self.stage}] MLflow {action} failed at {self.uri}: {type(error).__name__}: {error}") from error
+            raise TrackingError(
+                f"[{self.stage}] MLflow {action} failed at {self.uri}: {type(error).__name__}: {error}"
+            ) from error
         self.failed = True
         summary = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
         warnings.warn(
@@ -229,7 +236,11 @@ class StageRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        entries = [Metric(metric_name(k), float(v), now, step or 0) for k, v in flatten(metrics).items() if isinstance(v, (int, float))]
+        entries = [
+            Metric(metric_name(k), float(v), now, step or 0)
+            for k, v in flatten(metrics).items()
+            if isinstance(v, (int, float))
+        ]
         for start in range(0, len(entries), 500):
             self._client_call("log_batch", self.run_id, metrics=entries[start : start + 500])
 
@@ -269,17 +280,28 @@ def lightning_logger(run: StageRun):
         def finalize(self, status: str = "success") -> None:
             run._guard("finalize", super().finalize, status)
 
-    logger = GuardedMLFlowLogger(experiment_name=run.config.experiment, tracking_uri=run.uri, run_id=run.run_id, log_model=False)
-    with kept_environment("MLFLOW_TRACKING_URI"):  # Lightning's first access sets MLflow's global URI, and the variable
+    logger = GuardedMLFlowLogger(
+        experiment_name=run.config.experiment, tracking_uri=run.uri, run_id=run.run_id, log_model=False
+    )
+    with kept_environment(
+        "MLFLOW_TRACKING_URI"
+    ):  # Lightning's first access sets MLflow's global URI, and the variable
         run._guard("attach_logger", lambda: logger.experiment)
     return logger
 
 
 @contextmanager
-def stage_run(config: TrackingConfig, stage: str, params: Mapping[str, Any], root: Path = Path(".")) -> Iterator[StageRun]:
+def stage_run(
+    config: TrackingConfig, stage: str, params: Mapping[str, Any], root: Path = Path(".")
+) -> Iterator[StageRun]:
     """Open the stage's run (tags: git commit, DVC stage and experiment), close it FINISHED or FAILED."""
     os.environ.pop("MLFLOW_RUN_ID", None)  # a leaked id would make MLflow resume someone else's run
-    tags = {"git_commit": git_commit(root), "dvc_stage": stage, "loramerge.stage": stage.split("@")[0], "repro_id": repro_id(root)}
+    tags = {
+        "git_commit": git_commit(root),
+        "dvc_stage": stage,
+        "loramerge.stage": stage.split("@")[0],
+        "repro_id": repro_id(root),
+    }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     run = StageRun(config, stage)

@@ -21,7 +21,6 @@ import pytest
 import yaml
 
 from loramerge.config import Params
-
 from tests.helpers import FILLER, TASK_LABELS, WORDS, synthetic_rows, tiny_params_dict, write_csv
 
 
@@ -35,7 +34,14 @@ def tiny_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *(w for ws in WORDS.values() for w in ws)]
     BertTokenizerFast(vocab={word: i for i, word in enumerate(vocab)}).save_pretrained(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     return folder
 

@@ -43,15 +43,40 @@ def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
         "tasks": {t: {"data": {"hub": {"id": f"example/{t}"}}, "train": {}} for t in tasks},
         "backbone": {"name": str(backbone), "max_length": 16},
         "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
-        "train": {"seed": 0, "learning_rate": 0.01, "head_learning_rate": 0.01, "batch_size": 16, "max_epochs": 2, "val_check_interval": 2, "patience": 5, "accelerator": "cpu"},
-        "merge": {"methods": {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}, "ties": {"scaling": 1.0, "density": [0.5, 1.0]}}, "search_max_examples": 16},
+        "train": {
+            "seed": 0,
+            "learning_rate": 0.01,
+            "head_learning_rate": 0.01,
+            "batch_size": 16,
+            "max_epochs": 2,
+            "val_check_interval": 2,
+            "patience": 5,
+            "accelerator": "cpu",
+        },
+        "merge": {
+            "methods": {
+                "task_arithmetic": {"scaling": [0.5, 1.0]},
+                "linear": {},
+                "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
+            },
+            "search_max_examples": 16,
+        },
         "tracking": {"experiment": "tests"},
         "pairs": {c: c.split("+") for c in all_combinations(tasks, (2,))},
         "triples": {},
     }
 
 
-VOLATILE_METRICS = {"runtime_s", "steps_per_s", "train_samples_per_s", "peak_rss_mb", "peak_cuda_mb", "merged_s", "unmerged_s", "speedup"}
+VOLATILE_METRICS = {
+    "runtime_s",
+    "steps_per_s",
+    "train_samples_per_s",
+    "peak_rss_mb",
+    "peak_cuda_mb",
+    "merged_s",
+    "unmerged_s",
+    "speedup",
+}
 """Metrics that measure the machine, not the model: wall-clock times and rates (training time and
 throughput; merged-vs-unmerged inference seconds and their ratio) and peak memory. Two runs with
 the same params and seed must agree on everything else."""
@@ -95,4 +120,6 @@ def require_task_data() -> None:
     from tests.sandbox import shared_data_dir
 
     if not (shared_data_dir() / "emotion" / "train.csv").exists():
-        pytest.fail(f"the task data is not at {shared_data_dir()}: the integration tests need ../shared/data (or set LORAMERGE_DATA_DIR)")
+        pytest.fail(
+            f"the task data is not at {shared_data_dir()}: the integration tests need ../shared/data (or set LORAMERGE_DATA_DIR)"
+        )

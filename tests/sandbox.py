@@ -35,7 +35,11 @@ def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
     params["data"]["local_dir"] = str(shared_data_dir())
     params["train"].update(max_epochs=1, batch_size=16, val_check_interval=2, patience=2)
     params["merge"].update(search_max_examples=16)
-    params["merge"]["methods"] = {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}, "ties": {"scaling": 1.0, "density": [0.5, 1.0]}}
+    params["merge"]["methods"] = {
+        "task_arithmetic": {"scaling": [0.5, 1.0]},
+        "linear": {},
+        "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
+    }
     params["pairs"] = {c: c.split("+") for c in all_combinations(list(tasks), (2,))}
     params["triples"] = {c: c.split("+") for c in all_combinations(list(tasks), (3,))}
     exported = [next(iter(params["pairs"])), *params["triples"]]  # one pair and the triple: export time stays small
@@ -58,7 +62,10 @@ def make_sandbox(destination: Path, params: dict | None = None) -> Path:
     run(["dvc", "init", "-q"], destination)
     run(["dvc", "config", "core.autostage", "true"], destination)
     run(["git", "add", "-A"], destination)
-    run(["git", "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost", "commit", "-qm", "sandbox"], destination)
+    run(
+        ["git", "-c", "user.name=sandbox", "-c", "user.email=sandbox@localhost", "commit", "-qm", "sandbox"],
+        destination,
+    )
     return destination
 
 

@@ -67,7 +67,9 @@ def shared_basis(updates: Sequence[TaskUpdate]) -> SharedBasis:
     return SharedBasis(basis, representations)
 
 
-def knots_merge(updates: Sequence[TaskUpdate], merge_representations: Callable[[Tasks], dict[str, torch.Tensor]]) -> MergeResult:
+def knots_merge(
+    updates: Sequence[TaskUpdate], merge_representations: Callable[[Tasks], dict[str, torch.Tensor]]
+) -> MergeResult:
     """Decompose, merge the members' representations with the given rule, map back through U."""
     shared = shared_basis(updates)
     merged = merge_representations(shared.representations)

@@ -36,7 +36,9 @@ def check_updates(updates: Sequence[TaskUpdate]) -> list[str]:
     for update in updates[1:]:
         if update.layers != layers:
             missing = sorted(set(layers) ^ set(update.layers))
-            raise ValueError(f"adapters {updates[0].name!r} and {update.name!r} adapt different layers (differing: {missing[:5]})")
+            raise ValueError(
+                f"adapters {updates[0].name!r} and {update.name!r} adapt different layers (differing: {missing[:5]})"
+            )
     for layer in layers:
         shapes = {update.name: _delta_shape(update, layer) for update in updates}
         if len(set(shapes.values())) > 1:
@@ -47,7 +49,9 @@ def check_updates(updates: Sequence[TaskUpdate]) -> list[str]:
 def _delta_shape(update: TaskUpdate, layer: str) -> tuple[int, int]:
     b, a = update.factors[layer]
     if b.dim() != 2 or a.dim() != 2 or b.shape[1] != a.shape[0]:
-        raise ValueError(f"adapter {update.name!r}, layer {layer!r}: B {tuple(b.shape)} and A {tuple(a.shape)} do not multiply")
+        raise ValueError(
+            f"adapter {update.name!r}, layer {layer!r}: B {tuple(b.shape)} and A {tuple(a.shape)} do not multiply"
+        )
     return (b.shape[0], a.shape[1])
 
 
@@ -205,7 +209,10 @@ def drop_tasks(tasks: Tasks, drop_prob: float, seed: int) -> Tasks:
     """DARE on every member; layers are numbered in sorted-name order for the generators."""
     order = {layer: index for index, layer in enumerate(sorted(tasks[0]))}
     return [
-        {layer: random_drop(tensor, drop_prob, dare_generator(seed, i, order[layer])) for layer, tensor in task.items()}
+        {
+            layer: random_drop(tensor, drop_prob, dare_generator(seed, i, order[layer]))
+            for layer, tensor in task.items()
+        }
         for i, task in enumerate(tasks)
     ]
 

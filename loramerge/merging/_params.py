@@ -14,9 +14,16 @@ from pydantic import Field
 
 from loramerge.merging.base import MergeParams
 
-Scaling = Annotated[float, Field(allow_inf_nan=False, description="λ, one coefficient applied to every member's update")]
-Density = Annotated[float, Field(ge=0.0, le=1.0, description="fraction of entries kept by magnitude pruning (TIES' top-k)")]
-DropProb = Annotated[float, Field(ge=0.0, lt=1.0, description="DARE's probability of dropping an entry; survivors are rescaled by 1/(1-p)")]
+Scaling = Annotated[
+    float, Field(allow_inf_nan=False, description="λ, one coefficient applied to every member's update")
+]
+Density = Annotated[
+    float, Field(ge=0.0, le=1.0, description="fraction of entries kept by magnitude pruning (TIES' top-k)")
+]
+DropProb = Annotated[
+    float,
+    Field(ge=0.0, lt=1.0, description="DARE's probability of dropping an entry; survivors are rescaled by 1/(1-p)"),
+]
 Seed = Annotated[int, Field(ge=0, description="seed of DARE's random drop; the same seed gives the same merge")]
 MajoritySign = Literal["total", "frequency"]
 """Sign election: by summed values ('total', TIES' default) or by counting signs ('frequency')."""
@@ -74,5 +81,7 @@ def expect(params: MergeParams, cls: type[P]) -> P:
     """`params` as the method's own Params class, exactly: a subclass could carry keys this method
     would silently ignore (TIES' density passed to task arithmetic), so it is a TypeError too."""
     if type(params) is not cls:
-        raise TypeError(f"expected {cls.__name__} hyper-parameters, got {type(params).__name__}: build them with method.Params(...)")
+        raise TypeError(
+            f"expected {cls.__name__} hyper-parameters, got {type(params).__name__}: build them with method.Params(...)"
+        )
     return params

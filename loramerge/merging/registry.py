@@ -20,7 +20,7 @@ def register(cls: type[MergeMethod]) -> type[MergeMethod]:
 
 
 def _load_all() -> None:
-    import loramerge.merging as package
+    import loramerge.merging as package  # the package imports this module: a top-level import would be a cycle
 
     for info in pkgutil.iter_modules(package.__path__):
         if info.name not in _SKIP and not info.name.startswith("_"):

@@ -50,7 +50,6 @@ class SvdParams(MergeParams):
         return base_params
 
 
-
 @register
 class Svd(MergeMethod):
     name = SVD

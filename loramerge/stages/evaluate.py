@@ -15,16 +15,16 @@ from pathlib import Path
 import pandas as pd
 
 from loramerge import paths
-from loramerge.paths import MANIFEST
 from loramerge.atomic import read_json, write_json, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.batching import TokenizedTexts
 from loramerge.config import Params, split_combination
+from loramerge.data import load_split
 from loramerge.evaluation import load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import normalized_accuracy
-from loramerge.batching import TokenizedTexts
 from loramerge.model import ClassificationHead, predict
-from loramerge.stages.prepare import load_split
+from loramerge.paths import MANIFEST
 from loramerge.tracking import stage_run
 
 
@@ -36,9 +36,13 @@ def evaluate_single(params: Params, task: str) -> Path:
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
     with stage_run(params.tracking, f"evaluate@{task}", {"task": task, "split": "test"}) as run:
         with patched(encoder, deltas_of(update)):
-            metrics, predicted = score(encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling)
+            metrics, predicted = score(
+                encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling
+            )
         labels = read_json(paths.prepared_dir(task) / "labels.json")["labels"]
-        predictions = pd.DataFrame({"actual": [labels[i] for i in test.labels], "predicted": [labels[i] for i in predicted]})
+        predictions = pd.DataFrame(
+            {"actual": [labels[i] for i in test.labels], "predicted": [labels[i] for i in predicted]}
+        )
         write_text(paths.single_predictions(task), predictions.to_csv(index=False))
         stats = read_json(paths.prepared_dir(task) / "stats.json")
         metrics["majority_baseline_accuracy"] = stats["majority_baseline_accuracy"]["test"]
@@ -58,8 +62,18 @@ def evaluate_baselines(params: Params, task: str) -> Path:
     with stage_run(params.tracking, f"evaluate_baselines@{task}", {"task": task, "split": "test"}) as run:
         for mode in ("head_only", "full"):
             folder = paths.model_dir(task, mode)
-            backbone = params.backbone if mode == "head_only" else params.backbone.model_copy(update={"name": str(folder / "encoder")})
-            metrics, _ = score(load_encoder(backbone), ClassificationHead.load(folder), test, params.evaluate.batch_size, params.backbone.pooling)
+            backbone = (
+                params.backbone
+                if mode == "head_only"
+                else params.backbone.model_copy(update={"name": str(folder / "encoder")})
+            )
+            metrics, _ = score(
+                load_encoder(backbone),
+                ClassificationHead.load(folder),
+                test,
+                params.evaluate.batch_size,
+                params.backbone.pooling,
+            )
             results[mode] = {**metrics, "train": read_json(folder / "train_metrics.json")}
             run.log_metrics({f"test/{task}/{mode}/{k}": v for k, v in metrics.items()})
         write_json(paths.baseline_metrics(task), results)
@@ -75,7 +89,9 @@ def check_merged(params: Params, combo: str) -> list[str]:
     needed += [paths.single_metrics(t) for t in members]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"{missing[0]} does not exist ({len(missing)} file(s) missing); run `dvc repro {stage}` and the members' evaluate stages first")
+        raise FileNotFoundError(
+            f"{missing[0]} does not exist ({len(missing)} file(s) missing); run `dvc repro {stage}` and the members' evaluate stages first"
+        )
     return members
 
 
@@ -89,9 +105,14 @@ def evaluate_combination(params: Params, combo: str) -> Path:
         results = score_merges(params, combo, encoder, tokenizer)
         for method, result in results.items():
             run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result["mean_normalized_accuracy"]})
-        timing = inference_cost(params, encoder, tokenizer, members, heads, paths.merged_dir(combo) / next(iter(params.merge.methods)))
+        timing = inference_cost(
+            params, encoder, tokenizer, members, heads, paths.merged_dir(combo) / next(iter(params.merge.methods))
+        )
         run.log_metrics({f"inference/{kind}/{combo}/{k}": v for k, v in timing.items()})
-        write_json(paths.merged_metrics(combo), {"combination": combo, "members": members, "methods": results, "inference": timing})
+        write_json(
+            paths.merged_metrics(combo),
+            {"combination": combo, "members": members, "methods": results, "inference": timing},
+        )
     return paths.merged_metrics(combo)
 
 
@@ -108,7 +129,9 @@ def score_merges(params: Params, combo: str, encoder, tokenizer) -> dict[str, di
         per_task = {}
         with patched(encoder, merged_deltas(encoder, folder)):
             for task in members:
-                metrics, _ = score(encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling)
+                metrics, _ = score(
+                    encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling
+                )
                 metrics["single_accuracy"] = single[task]
                 metrics["normalized_accuracy"] = normalized_accuracy(metrics["accuracy"], single[task])
                 per_task[task] = metrics
@@ -121,7 +144,9 @@ def score_merges(params: Params, combo: str, encoder, tokenizer) -> dict[str, di
     return results
 
 
-def inference_cost(params: Params, encoder, tokenizer, members: list[str], heads: dict[str, ClassificationHead], merged_folder: Path) -> dict[str, float]:
+def inference_cost(
+    params: Params, encoder, tokenizer, members: list[str], heads: dict[str, ClassificationHead], merged_folder: Path
+) -> dict[str, float]:
     """Seconds to classify the members' test inputs for every member task: the merged model
     (one encoder pass feeding every head) versus the unmerged adapters (one pass per task).
 
@@ -142,4 +167,10 @@ def inference_cost(params: Params, encoder, tokenizer, members: list[str], heads
             started = time.perf_counter()
             predict(encoder, {update.name: heads[update.name]}, batches, params.backbone.pooling)
             unmerged_s += time.perf_counter() - started
-    return {"examples": len(texts), "tasks": len(members), "merged_s": merged_s, "unmerged_s": unmerged_s, "speedup": unmerged_s / merged_s}
+    return {
+        "examples": len(texts),
+        "tasks": len(members),
+        "merged_s": merged_s,
+        "unmerged_s": unmerged_s,
+        "speedup": unmerged_s / merged_s,
+    }

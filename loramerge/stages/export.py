@@ -20,11 +20,11 @@ from loramerge.atomic import atomic_dir, read_json, write_json, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.compression import compare_precisions
 from loramerge.config import Params, split_combination
+from loramerge.data import load_split, stratified_subsample
+from loramerge.evaluation import merged_deltas
 from loramerge.modelcard import model_card
 from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, MultiTaskModel, fold
-from loramerge.evaluation import merged_deltas
 from loramerge.paths import MANIFEST
-from loramerge.stages.prepare import load_split, stratified_subsample
 from loramerge.tracking import git_commit, stage_run
 
 EXPORT = Path("models/export")

@@ -10,7 +10,6 @@ task's own head.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -19,21 +18,18 @@ import torch
 from safetensors.torch import save_file
 
 from loramerge import paths
-from loramerge.paths import DENSE_FILE, MANIFEST
 from loramerge.atomic import atomic_dir, read_json, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import Params
+from loramerge.data import file_digest
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
 from loramerge.merging import MergeMethod, MergeResult, TaskUpdate
 from loramerge.metrics import normalized_accuracy
 from loramerge.model import ClassificationHead
+from loramerge.paths import DENSE_FILE, MANIFEST
 from loramerge.search import check_methods, run_search
 from loramerge.tracking import stage_run
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_members(params: Params, members: list[str]) -> None:
@@ -45,14 +41,18 @@ def check_members(params: Params, members: list[str]) -> None:
         trained = read_json(adapter / "labels.json")["labels"]
         prepared = read_json(paths.prepared_dir(task) / "labels.json")["labels"]
         if trained != prepared:
-            raise AdapterError(f"the head of {adapter} predicts labels {trained} but data/prepared/{task} has {prepared}; retrain task {task!r}")
+            raise AdapterError(
+                f"the head of {adapter} predicts labels {trained} but data/prepared/{task} has {prepared}; retrain task {task!r}"
+            )
     check_same_base({t: paths.adapter_dir(t) for t in members}, params.backbone.name)
 
 
 class ValidationObjective:
     """Mean normalized validation accuracy of a merge over its members (higher is better)."""
 
-    def __init__(self, encoder, heads: dict[str, ClassificationHead], splits: dict[str, TaskSplit], params: Params) -> None:
+    def __init__(
+        self, encoder, heads: dict[str, ClassificationHead], splits: dict[str, TaskSplit], params: Params
+    ) -> None:
         self.encoder, self.heads, self.splits = encoder, heads, splits
         self.batch_size, self.pooling = params.merge.batch_size, params.backbone.pooling
         self.single: dict[str, float] = {}
@@ -60,12 +60,17 @@ class ValidationObjective:
 
     def accuracies(self, deltas: dict[str, torch.Tensor]) -> dict[str, float]:
         with patched(self.encoder, deltas):
-            return {t: score(self.encoder, self.heads[t], self.splits[t], self.batch_size, self.pooling)[0]["accuracy"] for t in self.splits}
+            return {
+                t: score(self.encoder, self.heads[t], self.splits[t], self.batch_size, self.pooling)[0]["accuracy"]
+                for t in self.splits
+            }
 
     def measure_singles(self, updates: list[TaskUpdate]) -> None:
         for update in updates:
             with patched(self.encoder, deltas_of(update)):
-                self.single[update.name] = score(self.encoder, self.heads[update.name], self.splits[update.name], self.batch_size, self.pooling)[0]["accuracy"]
+                self.single[update.name] = score(
+                    self.encoder, self.heads[update.name], self.splits[update.name], self.batch_size, self.pooling
+                )[0]["accuracy"]
 
     def __call__(self, result: MergeResult, key: str) -> float:
         accuracy = self.accuracies(result.deltas)
@@ -85,7 +90,11 @@ def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> st
 
 def member_record(task: str) -> dict[str, str]:
     adapter = paths.adapter_dir(task)
-    return {"adapter": str(adapter), "adapter_sha256": sha256(adapter / "adapter_model.safetensors"), "head_sha256": sha256(adapter / "head.safetensors")}
+    return {
+        "adapter": str(adapter),
+        "adapter_sha256": file_digest(adapter / "adapter_model.safetensors"),
+        "head_sha256": file_digest(adapter / "head.safetensors"),
+    }
 
 
 def merge_combination(params: Params, combo: str) -> Path:
@@ -97,10 +106,25 @@ def merge_combination(params: Params, combo: str) -> Path:
     encoder = load_encoder(params.backbone)
     updates = load_updates(encoder, {t: paths.adapter_dir(t) for t in members})
     heads = {t: load_head(t) for t in members}
-    splits = {t: load_task_split(t, "validation", tokenizer, params.backbone.max_length, params.merge.search_max_examples, params.data.subsample_seed) for t in members}
+    splits = {
+        t: load_task_split(
+            t,
+            "validation",
+            tokenizer,
+            params.backbone.max_length,
+            params.merge.search_max_examples,
+            params.data.subsample_seed,
+        )
+        for t in members
+    }
     objective = ValidationObjective(encoder, heads, splits, params)
     objective.measure_singles(updates)
-    run_params = {"combination": combo, "members": members, "merge": params.merge.model_dump(), "backbone": params.backbone.name}
+    run_params = {
+        "combination": combo,
+        "members": members,
+        "merge": params.merge.model_dump(),
+        "backbone": params.backbone.name,
+    }
     stage = f"merge_{'pair' if len(members) == 2 else 'triple'}@{combo}"
     with stage_run(params.tracking, stage, run_params) as run, atomic_dir(paths.merged_dir(combo)) as out:
         for task in members:
@@ -116,7 +140,9 @@ def merge_combination(params: Params, combo: str) -> Path:
     return paths.merged_dir(combo)
 
 
-def search_method(method: MergeMethod, spec: dict, strategy: str, updates: list[TaskUpdate], objective: ValidationObjective) -> tuple[dict, list[dict], MergeResult]:
+def search_method(
+    method: MergeMethod, spec: dict, strategy: str, updates: list[TaskUpdate], objective: ValidationObjective
+) -> tuple[dict, list[dict], MergeResult]:
     """The best hyper-parameters on validation, the table of every point tried, and the chosen merge."""
     results: dict[str, MergeResult] = {}
 
@@ -129,7 +155,15 @@ def search_method(method: MergeMethod, spec: dict, strategy: str, updates: list[
     return best, table, results[repr(sorted(best.items()))]
 
 
-def merge_with(method: MergeMethod, name: str, params: Params, updates: list[TaskUpdate], objective: ValidationObjective, folder: Path, members: list[str]) -> dict:
+def merge_with(
+    method: MergeMethod,
+    name: str,
+    params: Params,
+    updates: list[TaskUpdate],
+    objective: ValidationObjective,
+    folder: Path,
+    members: list[str],
+) -> dict:
     spec = params.merge.methods[name]
     best, table, chosen = search_method(method, spec, params.merge.search, updates, objective)
     accuracy = objective.per_task[repr(sorted(best.items()))]
@@ -140,12 +174,18 @@ def merge_with(method: MergeMethod, name: str, params: Params, updates: list[Tas
         "format": save_result(folder, chosen, paths.adapter_dir(members[0])),
         "base_model": params.backbone.name,
         "members": {t: member_record(t) for t in members},
-        "search": {"strategy": params.merge.search, "space": spec, "metric": "mean normalized validation accuracy", "points": table},
+        "search": {
+            "strategy": params.merge.search,
+            "space": spec,
+            "metric": "mean normalized validation accuracy",
+            "points": table,
+        },
         "validation": {
             "examples": {t: len(objective.splits[t].labels) for t in members},
             "single_accuracy": dict(objective.single),
             "merged_accuracy": accuracy,
-            "mean_normalized_accuracy": sum(normalized_accuracy(accuracy[t], objective.single[t]) for t in members) / len(members),
+            "mean_normalized_accuracy": sum(normalized_accuracy(accuracy[t], objective.single[t]) for t in members)
+            / len(members),
         },
     }
     write_json(folder / MANIFEST, manifest)

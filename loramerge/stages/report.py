@@ -31,11 +31,12 @@ from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
 from loramerge import paths
 from loramerge.atomic import atomic_dir, atomic_file, read_json, write_json, write_text
+from loramerge.combinations import member_pairs
 from loramerge.config import Params, split_combination
 from loramerge.metrics import gain_retention
+from loramerge.paths import SIMILARITY
 from loramerge.similarity import MEASURES
-from loramerge.stages.similarity import SIMILARITY, member_pairs, metric_key
-from loramerge.tracking import StageRun, git_commit, repro_id, stage_run, tracking_uri
+from loramerge.tracking import StageRun, git_commit, metric_key, repro_id, stage_run, tracking_uri
 
 TABLES = paths.REPORTS / "tables"
 FIGURES = paths.REPORTS / "figures"
@@ -57,19 +58,21 @@ def single_table(params: Params) -> pd.DataFrame:
         metrics = read_json(paths.single_metrics(task))
         baselines = read_json(paths.baseline_metrics(task))
         train = read_json(paths.train_metrics(task, "lora"))
-        rows.append({
-            "task": task,
-            "test_examples": metrics["test_examples"],
-            "majority_accuracy": metrics["majority_baseline_accuracy"],
-            "head_only_accuracy": baselines["head_only"]["accuracy"],
-            "full_ft_accuracy": baselines["full"]["accuracy"],
-            "lora_accuracy": metrics["accuracy"],
-            "lora_macro_f1": metrics["macro_f1"],
-            "lora_trainable_percent": train["trainable_percent"],
-            "lora_train_s": train["runtime_s"],
-            "head_only_train_s": baselines["head_only"]["train"]["runtime_s"],
-            "full_ft_train_s": baselines["full"]["train"]["runtime_s"],
-        })
+        rows.append(
+            {
+                "task": task,
+                "test_examples": metrics["test_examples"],
+                "majority_accuracy": metrics["majority_baseline_accuracy"],
+                "head_only_accuracy": baselines["head_only"]["accuracy"],
+                "full_ft_accuracy": baselines["full"]["accuracy"],
+                "lora_accuracy": metrics["accuracy"],
+                "lora_macro_f1": metrics["macro_f1"],
+                "lora_trainable_percent": train["trainable_percent"],
+                "lora_train_s": train["runtime_s"],
+                "head_only_train_s": baselines["head_only"]["train"]["runtime_s"],
+                "full_ft_train_s": baselines["full"]["train"]["runtime_s"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -82,14 +85,25 @@ def merged_table(params: Params, single: pd.DataFrame) -> pd.DataFrame:
         kind = combination_kind(combo)
         for method, result in results["methods"].items():
             for task, metrics in result["tasks"].items():
-                rows.append({"combination": combo, "kind": kind, "method": method, "task": task,
-                             "accuracy": metrics["accuracy"], "single_accuracy": metrics["single_accuracy"],
-                             "normalized_accuracy": metrics["normalized_accuracy"], "macro_f1": metrics["macro_f1"],
-                             "head_only_accuracy": head_only[task],
-                             "beats_head_only": metrics["accuracy"] > head_only[task],
-                             "gain_retention": gain_retention(metrics["accuracy"], metrics["single_accuracy"], head_only[task]),
-                             "adapter_gain": metrics["single_accuracy"] - head_only[task],
-                             "merged_gain": metrics["accuracy"] - head_only[task]})
+                rows.append(
+                    {
+                        "combination": combo,
+                        "kind": kind,
+                        "method": method,
+                        "task": task,
+                        "accuracy": metrics["accuracy"],
+                        "single_accuracy": metrics["single_accuracy"],
+                        "normalized_accuracy": metrics["normalized_accuracy"],
+                        "macro_f1": metrics["macro_f1"],
+                        "head_only_accuracy": head_only[task],
+                        "beats_head_only": metrics["accuracy"] > head_only[task],
+                        "gain_retention": gain_retention(
+                            metrics["accuracy"], metrics["single_accuracy"], head_only[task]
+                        ),
+                        "adapter_gain": metrics["single_accuracy"] - head_only[task],
+                        "merged_gain": metrics["accuracy"] - head_only[task],
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -167,7 +181,9 @@ def similarity_table(params: Params) -> pd.DataFrame:
     pairs = pd.DataFrame.from_dict(read_json(SIMILARITY)["pairs"], orient="index")[list(MEASURES)]
     rows = []
     for combo in params.combinations:
-        rows.append({"combination": combo, "kind": combination_kind(combo), **pairs.loc[member_pairs(combo)].mean().to_dict()})
+        rows.append(
+            {"combination": combo, "kind": combination_kind(combo), **pairs.loc[member_pairs(combo)].mean().to_dict()}
+        )
     return pd.DataFrame(rows)
 
 
@@ -191,7 +207,9 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return pearsonr(ranks_x, np.broadcast_to(ranks_y, ranks_x.shape), axis=axis).statistic
 
     # one sample permuted against the fixed other: n! pairings, enumerated exactly when n! <= n_resamples
-    test = permutation_test((rankdata(x),), rank_correlation, permutation_type="pairings", vectorized=True, n_resamples=9999, rng=0)
+    test = permutation_test(
+        (rankdata(x),), rank_correlation, permutation_type="pairings", vectorized=True, n_resamples=9999, rng=0
+    )
     return rho, float(test.pvalue)
 
 
@@ -211,8 +229,11 @@ def direction_counts(corr: pd.DataFrame, kind: str, measure: str, significance: 
     rows = corr[(corr["kind"] == kind) & (corr["measure"] == measure)].dropna(subset=["rho"])
     significant = rows["p"] < significance
     return {
-        "methods": len(rows), "n": int(rows["n"].max()) if len(rows) else 0, "median_rho": rows["rho"].median(),
-        "negative": int((rows["rho"] < 0).sum()), "positive": int((rows["rho"] > 0).sum()),
+        "methods": len(rows),
+        "n": int(rows["n"].max()) if len(rows) else 0,
+        "median_rho": rows["rho"].median(),
+        "negative": int((rows["rho"] < 0).sum()),
+        "positive": int((rows["rho"] > 0).sum()),
         "significant_negative": int(((rows["rho"] < 0) & significant).sum()),
         "significant_positive": int(((rows["rho"] > 0) & significant).sum()),
     }
@@ -225,8 +246,10 @@ def agreement(cos: dict, mmd: dict) -> str:
     cos_dissimilar, mmd_dissimilar = cos["negative"] > cos["methods"] / 2, mmd["positive"] > mmd["methods"] / 2
     if cos_dissimilar == mmd_dissimilar:
         return "the two data measures agree."
-    return (f"the two data measures disagree (MMD {'favours dissimilar' if mmd_dissimilar else 'favours similar'} data), "
-            "so the data do not settle the question.")
+    return (
+        f"the two data measures disagree (MMD {'favours dissimilar' if mmd_dissimilar else 'favours similar'} data), "
+        "so the data do not settle the question."
+    )
 
 
 def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
@@ -237,8 +260,10 @@ def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
     """
     cos = direction_counts(corr, "pair", "data_cosine", significance)
     if cos["methods"] == 0:
-        return ["The vision study's finding (adapters on dissimilar data merge better) cannot be tested here: "
-                "fewer than 3 pairs with varying scores, or no similarity measured."]
+        return [
+            "The vision study's finding (adapters on dissimilar data merge better) cannot be tested here: "
+            "fewer than 3 pairs with varying scores, or no similarity measured."
+        ]
     majority = cos["methods"] / 2
     if cos["significant_negative"] > majority:
         answer = "holds here"
@@ -261,14 +286,22 @@ def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
     ]
     triples = direction_counts(corr, "triple", "data_cosine", significance)
     if triples["methods"]:
-        sentences.append(f"Over {triples['n']} triples (mean pairwise data cosine): median ρ = {triples['median_rho']:.2f}, "
-                         f"negative for {triples['negative']} of {triples['methods']} methods, significant for "
-                         f"{triples['significant_negative'] + triples['significant_positive']}.")
+        sentences.append(
+            f"Over {triples['n']} triples (mean pairwise data cosine): median ρ = {triples['median_rho']:.2f}, "
+            f"negative for {triples['negative']} of {triples['methods']} methods, significant for "
+            f"{triples['significant_negative'] + triples['significant_positive']}."
+        )
     small = cos["n"] < 10
-    sentences.append(f"{'Small sample' if small else 'Sample'}: {cos['n']} pairs. Every method is scored on the same pairs, so the "
-                     "methods' correlations are not independent evidence"
-                     + ("; with so few points only a very strong ranking reaches significance, so read these numbers as "
-                        "indicative, not as a test of the finding." if small else "."))
+    sentences.append(
+        f"{'Small sample' if small else 'Sample'}: {cos['n']} pairs. Every method is scored on the same pairs, so the "
+        "methods' correlations are not independent evidence"
+        + (
+            "; with so few points only a very strong ranking reaches significance, so read these numbers as "
+            "indicative, not as a test of the finding."
+            if small
+            else "."
+        )
+    )
     return sentences
 
 
@@ -297,7 +330,14 @@ def pair_heatmap(merged: pd.DataFrame, method: str, tasks: list[str], path: Path
     for i in range(len(tasks)):
         for j in range(len(tasks)):
             if not np.isnan(grid.iat[i, j]):
-                axes.text(j, i, f"{grid.iat[i, j]:.2f}", ha="center", va="center", color="black" if grid.iat[i, j] > 0.6 else "white")
+                axes.text(
+                    j,
+                    i,
+                    f"{grid.iat[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="black" if grid.iat[i, j] > 0.6 else "white",
+                )
     axes.set_xlabel("task")
     axes.set_ylabel("task")
     axes.set_title(f"{method}\npair mean normalized accuracy (merged / single)", fontsize="medium")
@@ -307,23 +347,35 @@ def pair_heatmap(merged: pd.DataFrame, method: str, tasks: list[str], path: Path
 
 def retention_bars(retention: pd.DataFrame, method: str, path: Path) -> Path:
     """Per task, grouped bars: head-only, full fine-tuning, single adapter, and merged (pairs, triples)."""
-    legend = {"head_only_accuracy": "head-only (frozen encoder)", "full_ft_accuracy": "full fine-tuning", "lora_accuracy": "single LoRA adapter",
-              "merged_pairs_accuracy": f"merged in pairs ({method})", "merged_triples_accuracy": f"merged in triples ({method})"}
+    legend = {
+        "head_only_accuracy": "head-only (frozen encoder)",
+        "full_ft_accuracy": "full fine-tuning",
+        "lora_accuracy": "single LoRA adapter",
+        "merged_pairs_accuracy": f"merged in pairs ({method})",
+        "merged_triples_accuracy": f"merged in triples ({method})",
+    }
     figure, axes = plt.subplots(figsize=(2.0 * len(retention) + 5, 4.5))
     retention.set_index("task").rename(columns=legend).plot.bar(ax=axes, rot=0, width=0.8)
     axes.set_xlabel("task")
     axes.set_ylabel("test accuracy (fraction correct)")
     axes.set_ylim(0, 1.05)
-    axes.set_title(f"Per task: single vs merged ({method}, mean over the combinations with the task) vs head-only", fontsize="medium")
+    axes.set_title(
+        f"Per task: single vs merged ({method}, mean over the combinations with the task) vs head-only",
+        fontsize="medium",
+    )
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return save_figure(figure, path)
 
 
-def similarity_scatter(combos: pd.DataFrame, similarity: pd.DataFrame, corr: pd.DataFrame, method: str, path: Path) -> Path:
+def similarity_scatter(
+    combos: pd.DataFrame, similarity: pd.DataFrame, corr: pd.DataFrame, method: str, path: Path
+) -> Path:
     """One panel per (kind, measure): each combination's similarity against its mean normalized accuracy, with ρ and p."""
     joined = combos[combos["method"] == method].merge(similarity, on=["combination", "kind"])
     kinds = [k for k in KINDS if (joined["kind"] == k).any()]
-    figure, axes = plt.subplots(len(kinds), len(MEASURES), figsize=(3.4 * len(MEASURES), 3.4 * len(kinds)), squeeze=False)
+    figure, axes = plt.subplots(
+        len(kinds), len(MEASURES), figsize=(3.4 * len(MEASURES), 3.4 * len(kinds)), squeeze=False
+    )
     for row, kind in enumerate(kinds):
         points = joined[joined["kind"] == kind]
         for column, (measure, description) in enumerate(MEASURES.items()):
@@ -332,7 +384,9 @@ def similarity_scatter(combos: pd.DataFrame, similarity: pd.DataFrame, corr: pd.
             ax.scatter(points[measure], points["normalized_accuracy"])
             ax.locator_params(axis="x", nbins=4)
             ax.set_title(f"{kind}s: ρ = {stats['rho']:.2f}, p = {stats['p']:.2f}, n = {stats['n']}", fontsize="small")
-            ax.set_xlabel(textwrap.fill(description + (", mean of pairs" if kind == "triple" else ""), 32), fontsize="small")
+            ax.set_xlabel(
+                textwrap.fill(description + (", mean of pairs" if kind == "triple" else ""), 32), fontsize="small"
+            )
             ax.set_ylabel(NORMALIZED_LABEL if column == 0 else "", fontsize="small")
     figure.suptitle(f"{method}: task similarity vs merge retention")
     return save_figure(figure, path)
@@ -346,9 +400,16 @@ def data_sizes(params: Params) -> pd.DataFrame:
     rows = []
     for task in params.tasks:
         stats = read_json(paths.prepared_dir(task) / "stats.json")
-        rows.append({"task": task, "source": stats["source"], **{f"{s}_rows": stats["rows"][s] for s in paths.SPLITS},
-                     "labels": len(stats["class_counts"]["train"]), "empty_texts_dropped": sum(stats["empty_texts_dropped"].values()),
-                     "texts_shared_across_splits": sum(stats["duplicates_across_splits"].values())})
+        rows.append(
+            {
+                "task": task,
+                "source": stats["source"],
+                **{f"{s}_rows": stats["rows"][s] for s in paths.SPLITS},
+                "labels": len(stats["class_counts"]["train"]),
+                "empty_texts_dropped": sum(stats["empty_texts_dropped"].values()),
+                "texts_shared_across_splits": sum(stats["duplicates_across_splits"].values()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -357,17 +418,34 @@ def model_table(params: Params) -> pd.DataFrame:
     rows = []
     for task in params.tasks:
         train = read_json(paths.train_metrics(task, "lora"))
-        rows.append({"task": task, "backbone": params.backbone.name, "total_params": train["total_params"],
-                     "lora_trainable_params": train["trainable_params"], "lora_rank": params.lora.rank,
-                     "lora_alpha": params.lora.alpha, "lora_targets": params.lora.targets})
+        rows.append(
+            {
+                "task": task,
+                "backbone": params.backbone.name,
+                "total_params": train["total_params"],
+                "lora_trainable_params": train["trainable_params"],
+                "lora_rank": params.lora.rank,
+                "lora_alpha": params.lora.alpha,
+                "lora_targets": params.lora.targets,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def machine() -> pd.DataFrame:
     import torch
 
-    return pd.DataFrame([{"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-                          "python": platform.python_version(), "torch": torch.__version__}])
+    return pd.DataFrame(
+        [
+            {
+                "platform": platform.platform(),
+                "processor": platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+            }
+        ]
+    )
 
 
 def stage_runtimes(params: Params) -> pd.DataFrame:
@@ -380,12 +458,28 @@ def stage_runtimes(params: Params) -> pd.DataFrame:
     try:
         client = MlflowClient(tracking_uri=tracking_uri(params.tracking, Path(".")))
         experiment = client.get_experiment_by_name(params.tracking.experiment)
-        runs = client.search_runs([experiment.experiment_id], f"tags.repro_id = '{repro_id(Path('.'))}'", max_results=5000) if experiment else []
+        runs = (
+            client.search_runs(
+                [experiment.experiment_id], f"tags.repro_id = '{repro_id(Path('.'))}'", max_results=5000
+            )
+            if experiment
+            else []
+        )
     except Exception as error:  # MLflow raises many types; all mean "no runtimes"
-        warnings.warn(f"[report] stage runtimes unavailable from MLflow: {type(error).__name__}: {error}", stacklevel=2)
+        warnings.warn(
+            f"[report] stage runtimes unavailable from MLflow: {type(error).__name__}: {error}", stacklevel=2
+        )
         runs = []
-    rows = [{"stage": r.data.tags.get("dvc_stage", r.info.run_name), "status": r.info.status, "start_time": r.info.start_time,
-             "runtime_s": (r.info.end_time - r.info.start_time) / 1000} for r in runs if r.info.end_time]
+    rows = [
+        {
+            "stage": r.data.tags.get("dvc_stage", r.info.run_name),
+            "status": r.info.status,
+            "start_time": r.info.start_time,
+            "runtime_s": (r.info.end_time - r.info.start_time) / 1000,
+        }
+        for r in runs
+        if r.info.end_time
+    ]
     table = pd.DataFrame(rows, columns=["stage", "status", "start_time", "runtime_s"])
     return table.sort_values("start_time").drop_duplicates("stage", keep="last").drop(columns="start_time")
 
@@ -424,8 +518,14 @@ class Section:
 
 def markdown_block(block: Block) -> str:
     if isinstance(block, Table):
-        formatted = not any(pd.api.types.is_numeric_dtype(dtype) for dtype in block.frame.dtypes)  # pre-formatted text: keep "5e-05" as written
-        return block.frame.to_markdown(index=False, floatfmt=".3f", disable_numparse=formatted) if len(block.frame) else "(none)"
+        formatted = not any(
+            pd.api.types.is_numeric_dtype(dtype) for dtype in block.frame.dtypes
+        )  # pre-formatted text: keep "5e-05" as written
+        return (
+            block.frame.to_markdown(index=False, floatfmt=".3f", disable_numparse=formatted)
+            if len(block.frame)
+            else "(none)"
+        )
     if isinstance(block, Figure):
         return f"![{block.caption}]({block.path.relative_to(paths.REPORTS).as_posix()})"
     if isinstance(block, Code):
@@ -435,7 +535,11 @@ def markdown_block(block: Block) -> str:
 
 def html_block(block: Block) -> str:
     if isinstance(block, Table):
-        return block.frame.to_html(index=False, table_id=block.id, border=0, na_rep="–", float_format="{:.3f}".format) if len(block.frame) else "<p>(none)</p>"
+        return (
+            block.frame.to_html(index=False, table_id=block.id, border=0, na_rep="–", float_format="{:.3f}".format)
+            if len(block.frame)
+            else "<p>(none)</p>"
+        )
     if isinstance(block, Figure):
         data = base64.b64encode(block.path.read_bytes()).decode("ascii")
         return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.caption)}"><figcaption>{html.escape(block.caption)}</figcaption></figure>'
@@ -460,11 +564,15 @@ figcaption{font-size:.85em;color:#555}pre{background:#f6f6f6;padding:1em;overflo
 def render_html(title: str, sections: list[Section]) -> str:
     """One HTML file with every figure inlined as base64, so it opens anywhere without the figures folder."""
     body = "\n".join(
-        f'<section id="{section.id}"><h2>{html.escape(section.title)}</h2>\n' + "\n".join(map(html_block, section.blocks)) + "</section>"
+        f'<section id="{section.id}"><h2>{html.escape(section.title)}</h2>\n'
+        + "\n".join(map(html_block, section.blocks))
+        + "</section>"
         for section in sections
     )
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n"
+    )
 
 
 # ---------------------------------------------------------------- the stage
@@ -488,15 +596,24 @@ def compute(params: Params) -> Results:
     merged = merged_table(params, single)
     combos = combination_table(merged)
     similarity = similarity_table(params)
-    return Results(single, merged, combos, method_summary(merged), headline(combos), similarity, correlations(combos, similarity))
+    return Results(
+        single, merged, combos, method_summary(merged), headline(combos), similarity, correlations(combos, similarity)
+    )
 
 
 def write_tables(results: Results, params: Params) -> None:
     """The report's tables as CSV, and one CSV per method of per-combination scores for `dvc plots`."""
     best = results.headline["best_method"].iloc[0]
-    tables = {"single": results.single, "merged": results.merged, "methods": results.summary, "combinations": results.combos,
-              "similarity": results.similarity, "correlations": results.correlations,
-              "retention": retention_table(results.single, results.merged, best), "triples_ranked": triples_ranked(results.combos)}
+    tables = {
+        "single": results.single,
+        "merged": results.merged,
+        "methods": results.summary,
+        "combinations": results.combos,
+        "similarity": results.similarity,
+        "correlations": results.correlations,
+        "retention": retention_table(results.single, results.merged, best),
+        "triples_ranked": triples_ranked(results.combos),
+    }
     for name, frame in tables.items():
         write_text(TABLES / f"{name}.csv", frame.to_csv(index=False))
     BY_METHOD.mkdir(parents=True, exist_ok=True)  # dvc.yaml's plots name it, even with no combination
@@ -508,14 +625,31 @@ def write_figures(results: Results, params: Params) -> dict[str, list[Figure]]:
     best = results.headline["best_method"].iloc[0]
     tasks, methods = list(params.tasks), list(params.merge.methods)
     figures = {
-        "heatmaps": [Figure(pair_heatmap(results.merged, m, tasks, FIGURES / f"heatmap_{m}.png"), f"{m}: pairwise mean normalized accuracy") for m in methods],
-        "retention": [Figure(retention_bars(retention_table(results.single, results.merged, best), best, FIGURES / "retention.png"),
-                             f"Per-task test accuracy: head-only, full fine-tuning, single adapter, merged with {best}")],
+        "heatmaps": [
+            Figure(
+                pair_heatmap(results.merged, m, tasks, FIGURES / f"heatmap_{m}.png"),
+                f"{m}: pairwise mean normalized accuracy",
+            )
+            for m in methods
+        ],
+        "retention": [
+            Figure(
+                retention_bars(retention_table(results.single, results.merged, best), best, FIGURES / "retention.png"),
+                f"Per-task test accuracy: head-only, full fine-tuning, single adapter, merged with {best}",
+            )
+        ],
         "similarity": [],
     }
     if len(results.similarity):
-        figures["similarity"] = [Figure(similarity_scatter(results.combos, results.similarity, results.correlations, m, FIGURES / f"similarity_{m}.png"),
-                                        f"{m}: similarity measures vs mean normalized accuracy") for m in methods]
+        figures["similarity"] = [
+            Figure(
+                similarity_scatter(
+                    results.combos, results.similarity, results.correlations, m, FIGURES / f"similarity_{m}.png"
+                ),
+                f"{m}: similarity measures vs mean normalized accuracy",
+            )
+            for m in methods
+        ]
     return figures
 
 
@@ -526,28 +660,52 @@ def plural(count: int, noun: str) -> str:
 def headline_text(headline: pd.DataFrame) -> str:
     row = headline.iloc[0]
     parts = [f"{row[f'normalized_accuracy_{k}s']:.3f} over {plural(row[f'{k}s'], k)}" for k in KINDS if row[f"{k}s"]]
-    return (f"Best method: {row['best_method']}, with mean normalized accuracy (merged / single-adapter test accuracy) "
-            f"{' and '.join(parts)} ({row['normalized_accuracy_all']:.3f} over all combinations, each weighing once).")
+    return (
+        f"Best method: {row['best_method']}, with mean normalized accuracy (merged / single-adapter test accuracy) "
+        f"{' and '.join(parts)} ({row['normalized_accuracy_all']:.3f} over all combinations, each weighing once)."
+    )
 
 
 def similarity_section(results: Results, figures: list[Figure], params: Params) -> Section:
     if not len(results.similarity):
-        return Section("similarity", "Does task similarity predict merge retention?", ["Not computed: run the `similarity` stage (loramerge similarity) first."])
-    measures = pd.DataFrame({"measure": list(MEASURES), "what it is": list(MEASURES.values()),
-                             "larger means": ["less similar" if m == "data_mmd" else "more similar" for m in MEASURES]})
-    cells = results.correlations.assign(cell=[f"{r:.2f} (p {p:.2f})" if pd.notna(r) else "–" for r, p in results.correlations[["rho", "p"]].itertuples(index=False)])
-    pivot = cells.pivot(index=["kind", "measure"], columns="method", values="cell").reindex(cells.set_index(["kind", "measure"]).index.unique()).reset_index()
-    return Section("similarity", "Does task similarity predict merge retention?", [
-        *verdict(results.correlations, params.similarity.significance_level),
-        f"The measures. Data measures embed at most {params.similarity.max_texts} training texts per task with the base encoder "
-        "(mean pooling); a triple's similarity is the mean of its three pairs'.",
-        Table(measures, "measures"),
-        Table(results.similarity, "similarity-table"),
-        "Spearman's ρ of each measure against mean normalized accuracy, per method, with its two-sided p-value from a "
-        "permutation test (exact up to 7 combinations); – where fewer than 3 combinations or constant scores:",
-        Table(pivot, "correlations"),
-        *figures,
-    ])
+        return Section(
+            "similarity",
+            "Does task similarity predict merge retention?",
+            ["Not computed: run the `similarity` stage (loramerge similarity) first."],
+        )
+    measures = pd.DataFrame(
+        {
+            "measure": list(MEASURES),
+            "what it is": list(MEASURES.values()),
+            "larger means": ["less similar" if m == "data_mmd" else "more similar" for m in MEASURES],
+        }
+    )
+    cells = results.correlations.assign(
+        cell=[
+            f"{r:.2f} (p {p:.2f})" if pd.notna(r) else "–"
+            for r, p in results.correlations[["rho", "p"]].itertuples(index=False)
+        ]
+    )
+    pivot = (
+        cells.pivot(index=["kind", "measure"], columns="method", values="cell")
+        .reindex(cells.set_index(["kind", "measure"]).index.unique())
+        .reset_index()
+    )
+    return Section(
+        "similarity",
+        "Does task similarity predict merge retention?",
+        [
+            *verdict(results.correlations, params.similarity.significance_level),
+            f"The measures. Data measures embed at most {params.similarity.max_texts} training texts per task with the base encoder "
+            "(mean pooling); a triple's similarity is the mean of its three pairs'.",
+            Table(measures, "measures"),
+            Table(results.similarity, "similarity-table"),
+            "Spearman's ρ of each measure against mean normalized accuracy, per method, with its two-sided p-value from a "
+            "permutation test (exact up to 7 combinations); – where fewer than 3 combinations or constant scores:",
+            Table(pivot, "correlations"),
+            *figures,
+        ],
+    )
 
 
 def sweep_section() -> Section:
@@ -556,20 +714,28 @@ def sweep_section() -> Section:
 
     title = "The emotion study's sweep: LoRA settings vs full fine-tuning (DVC experiments)"
     if not SWEEP_CSV.exists():
-        return Section("sweep", title, ["Not run yet: `loramerge sweep queue`, `dvc queue start -j 1`, then `loramerge sweep collect` (README)."])
+        return Section(
+            "sweep",
+            title,
+            ["Not run yet: `loramerge sweep queue`, `dvc queue start -j 1`, then `loramerge sweep collect` (README)."],
+        )
     table = pd.read_csv(SWEEP_CSV)
     tables = sweep_tables(table)
     setup = ", ".join(sorted({f"`{b}` on {h}" for b, h in table[["backbone", "hardware"]].itertuples(index=False)}))
-    return Section("sweep", title, [
-        f"{plural(len(table), 'experiment')} ({setup}), each a `dvc exp run` with `-S` overrides; the data sizes are this "
-        "pipeline's (Provenance). Validation, every setting:",
-        Table(tables["validation"], "sweep-validation"),
-        "Test, the best setting of each family (chosen on validation accuracy):",
-        Table(tables["test"], "sweep-test"),
-        "The study's published test numbers, for comparison only: BERT-base on a T4 GPU with the full emotion data, "
-        "so a different backbone, hardware and data size:",
-        Table(tables["study"], "sweep-study"),
-    ])
+    return Section(
+        "sweep",
+        title,
+        [
+            f"{plural(len(table), 'experiment')} ({setup}), each a `dvc exp run` with `-S` overrides; the data sizes are this "
+            "pipeline's (Provenance). Validation, every setting:",
+            Table(tables["validation"], "sweep-validation"),
+            "Test, the best setting of each family (chosen on validation accuracy):",
+            Table(tables["test"], "sweep-test"),
+            "The study's published test numbers, for comparison only: BERT-base on a T4 GPU with the full emotion data, "
+            "so a different backbone, hardware and data size:",
+            Table(tables["study"], "sweep-study"),
+        ],
+    )
 
 
 PRECISIONS = ["fp32", "int8", "bf16"]
@@ -590,13 +756,23 @@ def export_tables(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
         precisions = export["compression"]["precisions"]
         for precision in sorted(precisions, key=PRECISIONS.index):
             row = precisions[precision]
-            models.append({
-                "combination": combo, "method": export["method"], "precision": precision,
-                "size_mib": row["size_bytes"] / 2**20, "mean_accuracy": float(np.mean(list(row["accuracy"].values()))),
-                "latency_b1_p50_ms": row["latency_b1_p50_ms"], "latency_b1_p95_ms": row["latency_b1_p95_ms"],
-                "throughput_b64_per_s": row["throughput_b64_per_s"], "one_pass_vs_k_passes": speedup,
-            })
-            tasks += [{"combination": combo, "task": t, "precision": precision, "accuracy": a} for t, a in row["accuracy"].items()]
+            models.append(
+                {
+                    "combination": combo,
+                    "method": export["method"],
+                    "precision": precision,
+                    "size_mib": row["size_bytes"] / 2**20,
+                    "mean_accuracy": float(np.mean(list(row["accuracy"].values()))),
+                    "latency_b1_p50_ms": row["latency_b1_p50_ms"],
+                    "latency_b1_p95_ms": row["latency_b1_p95_ms"],
+                    "throughput_b64_per_s": row["throughput_b64_per_s"],
+                    "one_pass_vs_k_passes": speedup,
+                }
+            )
+            tasks += [
+                {"combination": combo, "task": t, "precision": precision, "accuracy": a}
+                for t, a in row["accuracy"].items()
+            ]
     by_task = pd.DataFrame(tasks)
     if len(by_task):
         by_task = by_task.pivot(index=["combination", "task"], columns="precision", values="accuracy")
@@ -610,53 +786,79 @@ def export_section(params: Params) -> Section:
     title = "The shipped multi-task models: fp32, int8, bf16"
     if models.empty:
         return Section("export", title, ["Not exported yet: `dvc repro export` (models/export/<combo>)."])
-    return Section("export", title, [
-        "Each combination's merge with the best validation score, exported as one encoder (update folded in) feeding "
-        "every member's head (models/export/<combo>, registered in MLflow as loramerge-<combo>). Per precision: size of "
-        "the weights, mean test accuracy over the members (at most export.compression_examples texts per task), "
-        "latency of one text and throughput of batches of 64 on the machine that ran the stage (Provenance); "
-        "one_pass_vs_k_passes is the evaluate stage's measured speed-up of one merged pass over k adapter passes. "
-        "int8 is dynamic quantization of the linear layers; bf16 is measured only on CPUs with native bf16.",
-        Table(models, "export-table"),
-        "Per member task, test accuracy of each precision:",
-        Table(by_task, "export-tasks"),
-    ])
+    return Section(
+        "export",
+        title,
+        [
+            "Each combination's merge with the best validation score, exported as one encoder (update folded in) feeding "
+            "every member's head (models/export/<combo>, registered in MLflow as loramerge-<combo>). Per precision: size of "
+            "the weights, mean test accuracy over the members (at most export.compression_examples texts per task), "
+            "latency of one text and throughput of batches of 64 on the machine that ran the stage (Provenance); "
+            "one_pass_vs_k_passes is the evaluate stage's measured speed-up of one merged pass over k adapter passes. "
+            "int8 is dynamic quantization of the linear layers; bf16 is measured only on CPUs with native bf16.",
+            Table(models, "export-table"),
+            "Per member task, test accuracy of each precision:",
+            Table(by_task, "export-tasks"),
+        ],
+    )
 
 
 def provenance_section(params: Params, single: pd.DataFrame) -> Section:
     runtimes = stage_runtimes(params)
     shown = params.model_dump(exclude={"pairs", "triples"})
-    return Section("provenance", "Provenance", [
-        f"Git commit {git_commit(Path('.'))}, repro_id {repro_id(Path('.'))}; report built "
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; {plural(len(params.pairs), 'pair')} and {plural(len(params.triples), 'triple')}.",
-        "Data (data/prepared/<task>/stats.json):", Table(data_sizes(params), "data"),
-        "Model:", Table(model_table(params), "model"),
-        "Machine that built this report:", Table(machine(), "machine"),
-        "Training time per task in seconds (train_metrics.json of each mode):",
-        Table(single[["task", "lora_train_s", "head_only_train_s", "full_ft_train_s"]], "training-time"),
-        f"Stage runtimes of this repro (MLflow runs tagged repro_id; {runtimes['runtime_s'].sum():.0f} s in all):"
-        if len(runtimes) else "Stage runtimes: none found in MLflow for this repro_id.",
-        Table(runtimes, "stage-runtimes"),
-        "Parameters (params.yaml as validated; pairs and triples omitted):",
-        Code(yaml.safe_dump(shown, sort_keys=False)),
-    ])
+    return Section(
+        "provenance",
+        "Provenance",
+        [
+            f"Git commit {git_commit(Path('.'))}, repro_id {repro_id(Path('.'))}; report built "
+            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; {plural(len(params.pairs), 'pair')} and {plural(len(params.triples), 'triple')}.",
+            "Data (data/prepared/<task>/stats.json):",
+            Table(data_sizes(params), "data"),
+            "Model:",
+            Table(model_table(params), "model"),
+            "Machine that built this report:",
+            Table(machine(), "machine"),
+            "Training time per task in seconds (train_metrics.json of each mode):",
+            Table(single[["task", "lora_train_s", "head_only_train_s", "full_ft_train_s"]], "training-time"),
+            f"Stage runtimes of this repro (MLflow runs tagged repro_id; {runtimes['runtime_s'].sum():.0f} s in all):"
+            if len(runtimes)
+            else "Stage runtimes: none found in MLflow for this repro_id.",
+            Table(runtimes, "stage-runtimes"),
+            "Parameters (params.yaml as validated; pairs and triples omitted):",
+            Code(yaml.safe_dump(shown, sort_keys=False)),
+        ],
+    )
 
 
 def report_sections(results: Results, figures: dict[str, list[Figure]], params: Params) -> list[Section]:
     summary = results.summary
     return [
         Section("headline", "Headline", [headline_text(results.headline), Table(results.headline, "headline-table")]),
-        Section("methods", "Methods: normalized accuracy and gain retention over pairs and triples (test)", [
-            "Normalized accuracy = merged test accuracy / single-adapter test accuracy, per member task, averaged per "
-            "combination, then over combinations. Gain retention = (merged − head-only) / (single adapter − head-only): the "
-            "share of what the adapter added over a trained head that survives the merge, pooled over a combination's tasks "
-            "(Σ numerators / Σ denominators, so a task whose adapter barely beat head-only cannot swamp it), then averaged over "
-            "combinations. Per-task values are in reports/tables and the summary.",
-            Table(summary, "methods-table"),
-        ]),
+        Section(
+            "methods",
+            "Methods: normalized accuracy and gain retention over pairs and triples (test)",
+            [
+                "Normalized accuracy = merged test accuracy / single-adapter test accuracy, per member task, averaged per "
+                "combination, then over combinations. Gain retention = (merged − head-only) / (single adapter − head-only): the "
+                "share of what the adapter added over a trained head that survives the merge, pooled over a combination's tasks "
+                "(Σ numerators / Σ denominators, so a task whose adapter barely beat head-only cannot swamp it), then averaged over "
+                "combinations. Per-task values are in reports/tables and the summary.",
+                Table(summary, "methods-table"),
+            ],
+        ),
         Section("heatmaps", "Pairwise heat-maps", figures["heatmaps"]),
-        Section("triples", "Triples ranked", [Table(triples_ranked(results.combos), "triples-table")] if (results.combos["kind"] == "triple").any() else ["No triples configured."]),
-        Section("retention", "Per-task retention: single vs merged vs head-only", [*figures["retention"], Table(results.single, "single-table")]),
+        Section(
+            "triples",
+            "Triples ranked",
+            [Table(triples_ranked(results.combos), "triples-table")]
+            if (results.combos["kind"] == "triple").any()
+            else ["No triples configured."],
+        ),
+        Section(
+            "retention",
+            "Per-task retention: single vs merged vs head-only",
+            [*figures["retention"], Table(results.single, "single-table")],
+        ),
         similarity_section(results, figures["similarity"], params),
         sweep_section(),
         export_section(params),
@@ -667,35 +869,72 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
 def summary_markdown(params: Params, results: Results) -> str:
     """The original short summary (reports/summary.md), kept for readers and scripts that use it."""
     merged, tasks = results.merged, list(params.tasks)
-    columns = ["combination", "method", "task", "accuracy", "single_accuracy", "head_only_accuracy", "normalized_accuracy", "gain_retention", "beats_head_only"]
-    every = results.combos.pivot(index=["combination", "kind"], columns="method", values="normalized_accuracy").reset_index()
-    return "\n\n".join([
-        "# loramerge summary",
-        f"Backbone `{params.backbone.name}`, LoRA r={params.lora.rank} alpha={params.lora.alpha} on `{params.lora.targets}`; "
-        f"{len(tasks)} tasks, {merged['combination'].nunique()} combinations. Normalized accuracy = merged test accuracy / single-adapter test accuracy.",
-        "## Mean normalized accuracy and gain retention per method (test)\n\n" + markdown_block(Table(results.summary)),
-        "## Single-task models on test: majority class, head-only, full fine-tuning, LoRA\n\n" + markdown_block(Table(results.single)),
-        "## Merged vs head-only, per task and combination\n\nGain retention = (merged − head-only) / (LoRA − head-only): "
-        "the share of what the adapter added over a trained head that survives the merge.\n\n" + markdown_block(Table(merged[columns])),
-        "## Every combination\n\n" + markdown_block(Table(every)),
-        "## Pairwise heat-maps\n\n" + "\n".join(f"![{m}](figures/heatmap_{m}.png)" for m in params.merge.methods),
-    ]) + "\n"
+    columns = [
+        "combination",
+        "method",
+        "task",
+        "accuracy",
+        "single_accuracy",
+        "head_only_accuracy",
+        "normalized_accuracy",
+        "gain_retention",
+        "beats_head_only",
+    ]
+    every = results.combos.pivot(
+        index=["combination", "kind"], columns="method", values="normalized_accuracy"
+    ).reset_index()
+    return (
+        "\n\n".join(
+            [
+                "# loramerge summary",
+                f"Backbone `{params.backbone.name}`, LoRA r={params.lora.rank} alpha={params.lora.alpha} on `{params.lora.targets}`; "
+                f"{len(tasks)} tasks, {merged['combination'].nunique()} combinations. Normalized accuracy = merged test accuracy / single-adapter test accuracy.",
+                "## Mean normalized accuracy and gain retention per method (test)\n\n"
+                + markdown_block(Table(results.summary)),
+                "## Single-task models on test: majority class, head-only, full fine-tuning, LoRA\n\n"
+                + markdown_block(Table(results.single)),
+                "## Merged vs head-only, per task and combination\n\nGain retention = (merged − head-only) / (LoRA − head-only): "
+                "the share of what the adapter added over a trained head that survives the merge.\n\n"
+                + markdown_block(Table(merged[columns])),
+                "## Every combination\n\n" + markdown_block(Table(every)),
+                "## Pairwise heat-maps\n\n"
+                + "\n".join(f"![{m}](figures/heatmap_{m}.png)" for m in params.merge.methods),
+            ]
+        )
+        + "\n"
+    )
 
 
 def headline_metrics(results: Results) -> dict:
     """reports/metrics.json: per method and kind the mean scores, and the median ρ of each measure over methods."""
+
     def number(value: float) -> float | None:
         return None if pd.isna(value) else float(value)
 
-    methods = {method: {kind: {m: number(group[group["kind"] == kind][m].mean()) for m in RETENTION} for kind in KINDS if (group["kind"] == kind).any()}
-               for method, group in results.combos.groupby("method")}
+    methods = {
+        method: {
+            kind: {m: number(group[group["kind"] == kind][m].mean()) for m in RETENTION}
+            for kind in KINDS
+            if (group["kind"] == kind).any()
+        }
+        for method, group in results.combos.groupby("method")
+    }
     rho = results.correlations.groupby(["kind", "measure"])["rho"].median()
-    return {"best": {k: number(v) for k, v in results.headline.iloc[0].items() if k != "best_method"}, "methods": methods,
-            "spearman_rho_median": {kind: {measure: number(v) for (k, measure), v in rho.items() if k == kind} for kind in KINDS}}
+    return {
+        "best": {k: number(v) for k, v in results.headline.iloc[0].items() if k != "best_method"},
+        "methods": methods,
+        "spearman_rho_median": {
+            kind: {measure: number(v) for (k, measure), v in rho.items() if k == kind} for kind in KINDS
+        },
+    }
 
 
-HEADLINE_KEYS = {("pair", "normalized_accuracy"): "pair_acc", ("triple", "normalized_accuracy"): "triple_acc",
-                 ("pair", "gain_retention"): "pair_gain", ("triple", "gain_retention"): "triple_gain"}
+HEADLINE_KEYS = {
+    ("pair", "normalized_accuracy"): "pair_acc",
+    ("triple", "normalized_accuracy"): "triple_acc",
+    ("pair", "gain_retention"): "pair_gain",
+    ("triple", "gain_retention"): "triple_gain",
+}
 """Short flat keys of reports/headline/<method>.json: `dvc metrics show` prints one row per file, one column per key."""
 
 
@@ -706,10 +945,16 @@ def headline_files(results: Results) -> dict[str, dict[str, float]]:
     files = {}
     for method, group in results.combos.groupby("method"):
         means = group.groupby("kind")[RETENTION].mean()
-        files[method] = {key: round(float(means.loc[kind, m]), 4) for (kind, m), key in HEADLINE_KEYS.items()
-                         if kind in means.index and not pd.isna(means.loc[kind, m])}
+        files[method] = {
+            key: round(float(means.loc[kind, m]), 4)
+            for (kind, m), key in HEADLINE_KEYS.items()
+            if kind in means.index and not pd.isna(means.loc[kind, m])
+        }
     training_s = results.single[["lora_train_s", "head_only_train_s", "full_ft_train_s"]].to_numpy().sum()
-    files["pipeline"] = {"single_acc": round(float(results.single["lora_accuracy"].mean()), 4), "train_s": round(float(training_s), 1)}
+    files["pipeline"] = {
+        "single_acc": round(float(results.single["lora_accuracy"].mean()), 4),
+        "train_s": round(float(training_s), 1),
+    }
     return files
 
 
@@ -717,12 +962,19 @@ def tracked_metrics(results: Results) -> dict[str, float]:
     """MLflow metric names that sort by measure, kind, method, combination (a method's mean is its prefix)."""
     metrics = {}
     for row in results.combos.itertuples():
-        metrics.update({metric_key(SHORT_NAMES[m], row.kind, row.method, row.combination): getattr(row, m) for m in RETENTION})
+        metrics.update(
+            {metric_key(SHORT_NAMES[m], row.kind, row.method, row.combination): getattr(row, m) for m in RETENTION}
+        )
     for method, by_kind in headline_metrics(results)["methods"].items():
         for kind, scores in by_kind.items():
             metrics.update({metric_key(SHORT_NAMES[m], kind, method): v for m, v in scores.items()})
     for row in results.similarity.itertuples(index=False):
-        metrics.update({metric_key("similarity", measure, row.kind, row.combination): getattr(row, measure) for measure in MEASURES})
+        metrics.update(
+            {
+                metric_key("similarity", measure, row.kind, row.combination): getattr(row, measure)
+                for measure in MEASURES
+            }
+        )
     for row in results.correlations.itertuples():
         metrics[metric_key("spearman_rho", row.kind, row.method, row.measure)] = row.rho
         metrics[metric_key("spearman_p", row.kind, row.method, row.measure)] = row.p
@@ -756,7 +1008,9 @@ def write_outputs(params: Params) -> Results:
 
 def write_report(params: Params) -> Path:
     """The stage, inside its MLflow run (so the run's duration is the stage's); returns reports/report.md."""
-    with stage_run(params.tracking, "report", {"tasks": list(params.tasks), "methods": list(params.merge.methods)}) as run:
+    with stage_run(
+        params.tracking, "report", {"tasks": list(params.tasks), "methods": list(params.merge.methods)}
+    ) as run:
         tag_as_summary(run)
         results = write_outputs(params)
         run.log_metrics(tracked_metrics(results))

@@ -8,7 +8,6 @@ mean of their member pairs, so every pair inside a configured triple is scored h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,12 @@ import numpy as np
 from loramerge import paths
 from loramerge.atomic import write_json
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.config import COMBO_SEPARATOR, Params, split_combination
+from loramerge.combinations import scored_pairs
+from loramerge.config import Params, split_combination
+from loramerge.data import load_labels, load_split, stratified_subsample
 from loramerge.lora import load_updates
 from loramerge.similarity import MEASURES, cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
-from loramerge.stages.prepare import load_labels, load_split, stratified_subsample
-from loramerge.tracking import metric_name, stage_run
-
-SIMILARITY = paths.METRICS / "similarity.json"
+from loramerge.tracking import metric_key, stage_run
 
 
 @dataclass
@@ -34,20 +32,14 @@ class TaskProfile:
     labels: set[str]
 
 
-def member_pairs(combo: str) -> list[str]:
-    """The pairs inside a combination, as 'a+b' in the combination's order (a pair is its own only one)."""
-    return [COMBO_SEPARATOR.join(p) for p in combinations(split_combination(combo), 2)]
-
-
-def scored_pairs(params: Params) -> list[str]:
-    """Every configured pair, and every pair inside a configured triple, once each, as 'a+b'."""
-    return list(dict.fromkeys(pair for combo in params.combinations for pair in member_pairs(combo)))
-
-
 def task_profile(params: Params, task: str, encoder, tokenizer) -> TaskProfile:
     """The task's training texts, capped at `similarity.max_texts` by the same stratified sampler as prepare."""
-    texts = stratified_subsample(load_split(task, "train"), params.similarity.max_texts, params.data.subsample_seed)["text"].tolist()
-    embeddings = embed_texts(encoder, tokenizer, texts, params.backbone.max_length, params.evaluate.batch_size, params.backbone.pooling)
+    texts = stratified_subsample(load_split(task, "train"), params.similarity.max_texts, params.data.subsample_seed)[
+        "text"
+    ].tolist()
+    embeddings = embed_texts(
+        encoder, tokenizer, texts, params.backbone.max_length, params.evaluate.batch_size, params.backbone.pooling
+    )
     return TaskProfile(embeddings, vocabulary(texts), {label.lower() for label in load_labels(task)})
 
 
@@ -75,15 +67,18 @@ def measure_pairs(params: Params) -> dict[str, dict[str, float]]:
     return results
 
 
-def metric_key(*parts: str) -> str:
-    """An MLflow metric name that sorts well, e.g. `norm_acc/pair/ties/emotion:agnews`."""
-    return metric_name("/".join(parts))
-
-
 def write_similarity(params: Params) -> Path:
-    with stage_run(params.tracking, "similarity", {"similarity": params.similarity.model_dump(), "pairs": scored_pairs(params)}) as run:
+    with stage_run(
+        params.tracking, "similarity", {"similarity": params.similarity.model_dump(), "pairs": scored_pairs(params)}
+    ) as run:
         pairs = measure_pairs(params)
-        write_json(SIMILARITY, {"max_texts": params.similarity.max_texts, "pairs": pairs})
-        run.log_metrics({metric_key("similarity", name, "pair", pair): value for pair, m in pairs.items() for name, value in m.items()})
-        run.log_artifacts(SIMILARITY)
-    return SIMILARITY
+        write_json(paths.SIMILARITY, {"max_texts": params.similarity.max_texts, "pairs": pairs})
+        run.log_metrics(
+            {
+                metric_key("similarity", name, "pair", pair): value
+                for pair, m in pairs.items()
+                for name, value in m.items()
+            }
+        )
+        run.log_artifacts(paths.SIMILARITY)
+    return paths.SIMILARITY

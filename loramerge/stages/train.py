@@ -37,10 +37,10 @@ from loramerge.atomic import atomic_dir, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.config import ConfigError, Params, TrainConfig
+from loramerge.data import file_digest, load_labels, load_split
 from loramerge.lora import add_lora
 from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, Classifier
-from loramerge.stages.prepare import file_digest, load_labels, load_split
 from loramerge.tracking import lightning_logger, stage_run, untracked
 
 CHECKPOINT_FILES = ("last.ckpt", "best.ckpt")
@@ -94,7 +94,9 @@ class TaskDataModule(L.LightningDataModule):
         self.splits = {}
         for split in ("train", "validation"):
             frame = load_split(self.task, split)
-            self.splits[split] = TokenizedTexts(self.tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), self.max_length)
+            self.splits[split] = TokenizedTexts(
+                self.tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), self.max_length
+            )
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         """The seeded order, sharded by Lightning's own wrapper: process r takes every N-th example.
@@ -107,7 +109,9 @@ class TaskDataModule(L.LightningDataModule):
         processes, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         order = LengthGroupedSampler([len(ids) for ids in data.input_ids], self.batch_size, self.seed)
         shard = DistributedSamplerWrapper(order, num_replicas=processes, rank=rank, shuffle=False)
-        return torch.utils.data.DataLoader(data, batch_size=per_process_batch(self.batch_size, processes), sampler=shard, collate_fn=data.collate)
+        return torch.utils.data.DataLoader(
+            data, batch_size=per_process_batch(self.batch_size, processes), sampler=shard, collate_fn=data.collate
+        )
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
         """Every process scores the whole validation split (Lightning would shard it), so val_acc,
@@ -226,7 +230,10 @@ def resume_point(folder: Path, fingerprint: dict, lead: bool, stage: str, max_ep
     resume_from = prepare_checkpoints(folder, fingerprint, owner=lead)
     if resume_from and lead:
         epochs, step = checkpoint_position(resume_from)
-        print(f"[{stage}] resuming from {resume_from}: {epochs} of {max_epochs} epoch(s) done, global step {step}", flush=True)
+        print(
+            f"[{stage}] resuming from {resume_from}: {epochs} of {max_epochs} epoch(s) done, global step {step}",
+            flush=True,
+        )
     return resume_from
 
 
@@ -247,7 +254,9 @@ def data_fingerprint(task: str) -> dict[str, str]:
 def per_process_batch(batch_size: int, processes: int) -> int:
     """Each process's share of one optimizer step's batch; refused (before compute) unless even."""
     if batch_size % processes:
-        raise ValueError(f"train.batch_size={batch_size} must split evenly over the {processes} training processes (train.devices x train.num_nodes)")
+        raise ValueError(
+            f"train.batch_size={batch_size} must split evenly over the {processes} training processes (train.devices x train.num_nodes)"
+        )
     return batch_size // processes
 
 
@@ -260,10 +269,18 @@ def check_hardware(config: TrainConfig) -> None:
         probe[key] = getattr(config, key)
         logging.disable(logging.INFO)  # each probe would print Lightning's "GPU available" banner
         try:
-            L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **probe)
+            L.Trainer(
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                **probe,
+            )
         except (MisconfigurationException, ValueError, RuntimeError) as error:
             reason = str(error).strip().splitlines()[0]
-            raise ConfigError(f"train.{key}: Lightning refuses {probe[key]!r} on this machine ({reason}); fix train.{key} in params.yaml") from None
+            raise ConfigError(
+                f"train.{key}: Lightning refuses {probe[key]!r} on this machine ({reason}); fix train.{key} in params.yaml"
+            ) from None
         finally:
             logging.disable(logging.NOTSET)
 
@@ -272,10 +289,20 @@ def build_trainer(config: TrainConfig, folder: Path, val_every: int) -> tuple[L.
     """Two checkpoints: `best.ckpt` (highest val_acc, what gets saved) and `last.ckpt`, written only
     at epoch ends so that resuming never starts mid-epoch. The logger is attached once the stage's
     MLflow run exists (rank 0 only); the Trainer comes first because it knows this process's rank."""
-    checkpoint = ModelCheckpoint(dirpath=folder, filename="best", monitor="val_acc", mode="max", save_top_k=1, enable_version_counter=False)
+    checkpoint = ModelCheckpoint(
+        dirpath=folder, filename="best", monitor="val_acc", mode="max", save_top_k=1, enable_version_counter=False
+    )
     # `save_last` alone no longer writes (Lightning >= 2.6 saves "last" only beside a top-k save), so the
     # resume point is an unmonitored top-1 checkpoint named "last", replaced at every epoch end.
-    epoch_end = ModelCheckpoint(dirpath=folder, filename="last", monitor=None, save_top_k=1, save_on_train_epoch_end=True, every_n_epochs=1, enable_version_counter=False)
+    epoch_end = ModelCheckpoint(
+        dirpath=folder,
+        filename="last",
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
     trainer = L.Trainer(
         max_epochs=config.max_epochs,
         accelerator=config.accelerator,
@@ -314,7 +341,9 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     tokenizer = load_tokenizer(params.backbone)
     encoder = build_encoder(params, mode)
     head = ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout)
-    classifier = Classifier(encoder, head, params.backbone.pooling).train()  # from_pretrained leaves eval mode: no dropout
+    classifier = Classifier(
+        encoder, head, params.backbone.pooling
+    ).train()  # from_pretrained leaves eval mode: no dropout
     data = TaskDataModule(task, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
     data.setup()
     steps_per_epoch = -(-len(data.splits["train"]) // config.batch_size)
@@ -349,7 +378,14 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     return out
 
 
-def final_metrics(module: ClassifierModule, data: TaskDataModule, trainer: L.Trainer, best_step: int, runtime: float, config: TrainConfig) -> dict:
+def final_metrics(
+    module: ClassifierModule,
+    data: TaskDataModule,
+    trainer: L.Trainer,
+    best_step: int,
+    runtime: float,
+    config: TrainConfig,
+) -> dict:
     """The best checkpoint's validation scores and the run's cost (time, steps, memory)."""
     module.eval()
     trues, preds = [], []

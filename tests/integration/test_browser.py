@@ -18,7 +18,14 @@ from tests.sandbox import run, tiny_params
 pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"]
+LAUNCH_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "export", "provenance"]
 
 
@@ -26,8 +33,12 @@ SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similari
 def browser():
     """Headless Debian Chromium, or a skip saying what is missing (requested before `repro`, so a skip costs no pipeline run)."""
     if not CHROMIUM.exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (Debian package `chromium`; `make test` installs it when apt is available)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
+        pytest.skip(
+            f"Chromium is not installed at {CHROMIUM} (Debian package `chromium`; `make test` installs it when apt is available)"
+        )
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
+    )
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_FLAGS)
         yield chromium
@@ -40,7 +51,9 @@ def test_the_report_opens_in_chromium_with_every_figure_loaded_and_the_headline_
     widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
     methods = tiny_params()["merge"]["methods"]
     assert len(widths) == 2 * len(methods) + 1, "a heat-map and a similarity figure per method, and the per-task bars"
-    assert all(width > 0 for width in widths), f"figures that did not load: {[i for i, w in enumerate(widths) if not w]}"
+    assert all(width > 0 for width in widths), (
+        f"figures that did not load: {[i for i, w in enumerate(widths) if not w]}"
+    )
     headline = page.locator("table#headline-table")
     assert headline.count() == 1 and headline.locator("td").first.inner_text() in methods
     order = page.eval_on_selector_all("section", "sections => sections.map(s => s.id)")
@@ -65,7 +78,10 @@ def test_dvc_plots_show_renders_the_merge_bars_every_figure_and_a_confusion_matr
     plots, params = shown["data"], tiny_params()
     for method in params["merge"]["methods"]:
         (bars,) = plots[f"reports/tables/normalized_accuracy/{method}.csv"]
-        assert {row["combination"] for row in bars["content"]["data"]["values"]} == {*params["pairs"], *params["triples"]}
+        assert {row["combination"] for row in bars["content"]["data"]["values"]} == {
+            *params["pairs"],
+            *params["triples"],
+        }
         assert plots[f"reports/figures/heatmap_{method}.png"][0]["type"] == "image"
     for task in params["tasks"]:
         (confusion,) = plots[f"metrics/predictions/{task}.csv"]

@@ -23,7 +23,7 @@ def exported_combinations(repro: Path) -> list[str]:
 
 def test_each_listed_combination_is_exported_and_predicts_exactly_what_the_evaluate_stage_scored(repro, monkeypatch):
     from loramerge.config import load_params
-    from loramerge.stages.prepare import load_split
+    from loramerge.data import load_split
 
     monkeypatch.chdir(repro)
     params = load_params()

@@ -31,13 +31,22 @@ pytestmark = pytest.mark.integration
 
 COMBO = "topics+moods"
 STAGES = [
-    ["prepare", "--task", "topics"], ["prepare", "--task", "moods"],
-    ["train", "--task", "topics"], ["train", "--task", "moods"],
-    ["train", "--task", "topics", "--mode", "head_only"], ["train", "--task", "moods", "--mode", "head_only"],
-    ["train", "--task", "topics", "--mode", "full"], ["train", "--task", "moods", "--mode", "full"],
-    ["evaluate", "--task", "topics"], ["evaluate", "--task", "moods"],
-    ["evaluate", "--task", "topics", "--baselines"], ["evaluate", "--task", "moods", "--baselines"],
-    ["merge", "--combo", COMBO], ["evaluate", "--combo", COMBO], ["similarity"], ["report"],
+    ["prepare", "--task", "topics"],
+    ["prepare", "--task", "moods"],
+    ["train", "--task", "topics"],
+    ["train", "--task", "moods"],
+    ["train", "--task", "topics", "--mode", "head_only"],
+    ["train", "--task", "moods", "--mode", "head_only"],
+    ["train", "--task", "topics", "--mode", "full"],
+    ["train", "--task", "moods", "--mode", "full"],
+    ["evaluate", "--task", "topics"],
+    ["evaluate", "--task", "moods"],
+    ["evaluate", "--task", "topics", "--baselines"],
+    ["evaluate", "--task", "moods", "--baselines"],
+    ["merge", "--combo", COMBO],
+    ["evaluate", "--combo", COMBO],
+    ["similarity"],
+    ["report"],
 ]
 RUN_STAGES = "import json, sys\nfrom loramerge.cli import main\nfor argv in json.loads(sys.argv[1]):\n    assert main(argv) == 0, argv\n"
 
@@ -71,7 +80,9 @@ sys.exit(main(sys.argv[2:]))
 
 
 def metrics_files(project: Path) -> dict[str, dict]:
-    return {str(p.relative_to(project)): json.loads(p.read_text()) for p in sorted((project / "metrics").rglob("*.json"))}
+    return {
+        str(p.relative_to(project)): json.loads(p.read_text()) for p in sorted((project / "metrics").rglob("*.json"))
+    }
 
 
 def killed(project: Path, script: str, *argv: str) -> subprocess.CompletedProcess:
@@ -121,7 +132,11 @@ def test_the_same_params_and_seed_twice_give_identical_metrics_models_and_predic
         assert comparable_metrics(one[name]) == comparable_metrics(two[name]), name
     assert {"runtime_s", "peak_rss_mb"} <= set(one["metrics/train/lora/topics.json"])  # excluded, not missing
     assert {"merged_s", "speedup"} <= set(one[f"metrics/merged/{COMBO}.json"]["inference"])
-    for path in ["models/adapters/topics/adapter_model.safetensors", "models/adapters/moods/head.safetensors", "metrics/predictions/topics.csv"]:
+    for path in [
+        "models/adapters/topics/adapter_model.safetensors",
+        "models/adapters/moods/head.safetensors",
+        "metrics/predictions/topics.csv",
+    ]:
         assert (first / path).read_bytes() == (second / path).read_bytes(), path
     for path in (first / "models/merged" / COMBO).rglob("*"):
         if path.is_file():
@@ -131,10 +146,14 @@ def test_the_same_params_and_seed_twice_give_identical_metrics_models_and_predic
 # ---------------------------------------------------------------- SIGKILL
 
 
-def test_training_killed_midway_resumes_from_its_last_checkpoint_and_ends_bit_for_bit_as_if_never_killed(finished, copy_of_first):
+def test_training_killed_midway_resumes_from_its_last_checkpoint_and_ends_bit_for_bit_as_if_never_killed(
+    finished, copy_of_first
+):
     project, reference = copy_of_first, finished[0]
     remove(project, "models/adapters/topics", "models/checkpoints/lora/topics", "metrics/train/lora/topics.json")
-    killed(project, KILL_AT_TRAINING_STEP, "1", "2", "train", "--task", "topics")  # 64 examples / 16 = 4 steps per epoch
+    killed(
+        project, KILL_AT_TRAINING_STEP, "1", "2", "train", "--task", "topics"
+    )  # 64 examples / 16 = 4 steps per epoch
 
     last = project / "models/checkpoints/lora/topics/last.ckpt"
     state = torch.load(last, map_location="cpu", weights_only=True)
@@ -143,11 +162,18 @@ def test_training_killed_midway_resumes_from_its_last_checkpoint_and_ends_bit_fo
 
     resumed = run(["loramerge", "train", "--task", "topics"], project, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "[train@topics] resuming from models/checkpoints/lora/topics/last.ckpt: 1 of 3 epoch(s) done, global step 4" in resumed.stdout
+    assert (
+        "[train@topics] resuming from models/checkpoints/lora/topics/last.ckpt: 1 of 3 epoch(s) done, global step 4"
+        in resumed.stdout
+    )
     for name in ("adapter_model.safetensors", "head.safetensors"):
-        assert (project / "models/adapters/topics" / name).read_bytes() == (reference / "models/adapters/topics" / name).read_bytes(), name
+        assert (project / "models/adapters/topics" / name).read_bytes() == (
+            reference / "models/adapters/topics" / name
+        ).read_bytes(), name
     metrics = [json.loads((p / "metrics/train/lora/topics.json").read_text()) for p in (project, reference)]
-    assert comparable_metrics(metrics[0]) == comparable_metrics(metrics[1])  # same steps, same last training loss, same best step
+    assert comparable_metrics(metrics[0]) == comparable_metrics(
+        metrics[1]
+    )  # same steps, same last training loss, same best step
     assert not last.exists(), "a finished run leaves no checkpoint a later rerun could mistake for unfinished work"
 
 
@@ -159,22 +185,30 @@ def test_a_merge_killed_midway_leaves_no_partial_output_and_the_rerun_completes(
     target = output.parent if moment == "mid-search" else output  # the first method's manifest, or the final rename
     killed(project, KILL_AT_RENAME, str(target), "merge", "--combo", COMBO)
     assert not output.exists(), "DVC would cache a half-written merge"
-    assert [p.name for p in output.parent.iterdir()] and all(p.name.startswith(f".{COMBO}.") for p in output.parent.iterdir())
+    assert [p.name for p in output.parent.iterdir()] and all(
+        p.name.startswith(f".{COMBO}.") for p in output.parent.iterdir()
+    )
 
     rerun = run(["loramerge", "merge", "--combo", COMBO], project, check=False)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert [p.name for p in output.parent.iterdir()] == [COMBO], "the killed run's staging copy is cleared"
     for path in (reference / "models/merged" / COMBO).rglob("*"):
         if path.is_file():
-            assert (output / path.relative_to(reference / "models/merged" / COMBO)).read_bytes() == path.read_bytes(), path
+            assert (
+                output / path.relative_to(reference / "models/merged" / COMBO)
+            ).read_bytes() == path.read_bytes(), path
 
 
 PUBLISHED_BY = {
     "prepare": (["prepare", "--task", "topics"], ["data/prepared/topics"]),
-    "evaluate --task": (["evaluate", "--task", "topics"],
-                        ["metrics/predictions/topics.csv", "metrics/single/topics.json"]),
-    "evaluate --task --baselines": (["evaluate", "--task", "topics", "--baselines"],
-                                    ["metrics/baselines/topics.json"]),
+    "evaluate --task": (
+        ["evaluate", "--task", "topics"],
+        ["metrics/predictions/topics.csv", "metrics/single/topics.json"],
+    ),
+    "evaluate --task --baselines": (
+        ["evaluate", "--task", "topics", "--baselines"],
+        ["metrics/baselines/topics.json"],
+    ),
     "evaluate --combo": (["evaluate", "--combo", COMBO], [f"metrics/merged/{COMBO}.json"]),
     "similarity": (["similarity"], ["metrics/similarity.json"]),
     "report": (["report"], ["reports"]),
@@ -190,7 +224,7 @@ def output_files(project: Path, outputs: list[str]) -> dict[str, Path]:
     files = {}
     for name in outputs:
         path = project / name
-        for file in ([path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []):
+        for file in [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []:
             relative = file.relative_to(project)
             if file.is_file() and not any(part.startswith(".") for part in relative.parts):
                 files[str(relative)] = file
@@ -209,7 +243,8 @@ def staging_leftovers(project: Path, outputs: list[str]) -> list[str]:
 
 @pytest.mark.parametrize("stage", list(PUBLISHED_BY))
 def test_a_stage_killed_at_its_first_publishing_rename_leaves_no_partial_output_and_the_rerun_gives_the_same_outputs(
-        finished, copy_of_first, stage):
+    finished, copy_of_first, stage
+):
     project, reference = copy_of_first, finished[0]
     argv, outputs = PUBLISHED_BY[stage]
     remove(project, *outputs)  # as DVC does before it runs a stage
@@ -259,8 +294,15 @@ def dvc_repro_stopped_at_first_checkpoint(project: Path, stage: str, checkpoint:
     would) once the training has written `checkpoint`; returns its output."""
     log = project.parent / f"killed-{stage}.log"  # outside the workspace DVC and git look at
     with log.open("w") as output:
-        job = subprocess.Popen(["dvc", "repro", stage], cwd=project, env=sandbox_env(), stdout=output,
-                               stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=with_default_sigint)
+        job = subprocess.Popen(
+            ["dvc", "repro", stage],
+            cwd=project,
+            env=sandbox_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=with_default_sigint,
+        )
         deadline = time.monotonic() + 300
         while not checkpoint.exists() and job.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -269,11 +311,18 @@ def dvc_repro_stopped_at_first_checkpoint(project: Path, stage: str, checkpoint:
     return log.read_text()
 
 
-@pytest.mark.parametrize(("stage", "signum"), [
-    ("train@emotion", signal.SIGKILL), ("train@agnews", signal.SIGINT), ("baseline_head@emotion", signal.SIGKILL),
-], ids=["train-SIGKILL", "train-SIGINT", "baseline_head-SIGKILL"])
+@pytest.mark.parametrize(
+    ("stage", "signum"),
+    [
+        ("train@emotion", signal.SIGKILL),
+        ("train@agnews", signal.SIGINT),
+        ("baseline_head@emotion", signal.SIGKILL),
+    ],
+    ids=["train-SIGKILL", "train-SIGINT", "baseline_head-SIGKILL"],
+)
 def test_dvc_repro_killed_in_training_resumes_on_the_next_dvc_repro_and_ends_byte_identical_to_an_uninterrupted_run(
-        long_training, stage, signum):
+    long_training, stage, signum
+):
     project = long_training
     name, task = stage.split("@")
     mode = {"train": "lora", "baseline_head": "head_only"}[name]
@@ -311,11 +360,16 @@ def unreachable_server() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-@pytest.mark.parametrize(("argv", "output"), [
-    (["evaluate", "--task", "topics"], "metrics/single/topics.json"),
-    (["train", "--task", "moods"], "models/adapters/moods/adapter_model.safetensors"),
-])
-def test_with_the_tracking_server_unreachable_a_stage_warns_once_and_still_writes_its_output(finished, copy_of_first, unreachable_server, argv, output):
+@pytest.mark.parametrize(
+    ("argv", "output"),
+    [
+        (["evaluate", "--task", "topics"], "metrics/single/topics.json"),
+        (["train", "--task", "moods"], "models/adapters/moods/adapter_model.safetensors"),
+    ],
+)
+def test_with_the_tracking_server_unreachable_a_stage_warns_once_and_still_writes_its_output(
+    finished, copy_of_first, unreachable_server, argv, output
+):
     project, reference = copy_of_first, finished[0]
     uri = unreachable_server
     remove(project, output)
@@ -328,14 +382,21 @@ def test_with_the_tracking_server_unreachable_a_stage_warns_once_and_still_write
     assert elapsed < 90, f"{elapsed:.0f}s: MLflow's default HTTP retries would add minutes"
 
 
-def test_with_strict_tracking_an_unreachable_server_fails_the_stage_and_changes_nothing(copy_of_first, unreachable_server):
+def test_with_strict_tracking_an_unreachable_server_fails_the_stage_and_changes_nothing(
+    copy_of_first, unreachable_server
+):
     project = copy_of_first
     uri = unreachable_server
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["tracking"]["strict"] = True
     (project / "strict.yaml").write_text(yaml.safe_dump(raw))
     before = (project / "metrics/single/topics.json").read_bytes()
-    completed = run(["loramerge", "--params", "strict.yaml", "evaluate", "--task", "topics"], project, check=False, MLFLOW_TRACKING_URI=uri)
+    completed = run(
+        ["loramerge", "--params", "strict.yaml", "evaluate", "--task", "topics"],
+        project,
+        check=False,
+        MLFLOW_TRACKING_URI=uri,
+    )
     assert completed.returncode == 2 and "Traceback" not in completed.stderr
     assert "TrackingError" in completed.stderr and uri in completed.stderr
     assert (project / "metrics/single/topics.json").read_bytes() == before

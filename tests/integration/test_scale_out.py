@@ -43,7 +43,14 @@ QUEUE_RANKS = [2, 4]
 def scale_params() -> dict:
     """The tiny configuration on two tasks (one pair, no triple), with a two-point sweep for the queue."""
     params = tiny_params(TASKS)
-    params["sweep"].update(task="emotion", lora_ranks=QUEUE_RANKS, lora_learning_rates=[0.001], lora_targets=["attention"], full_learning_rates=[], full_weight_decays=[])
+    params["sweep"].update(
+        task="emotion",
+        lora_ranks=QUEUE_RANKS,
+        lora_learning_rates=[0.001],
+        lora_targets=["attention"],
+        full_learning_rates=[],
+        full_weight_decays=[],
+    )
     return params
 
 
@@ -52,7 +59,14 @@ def mlflow_server(project: Path, log: Path) -> Iterator[tuple[str, int]]:
     """`loramerge mlflow-server` on a free port, healthy before yielding, stopped (its whole process group) after."""
     port = free_port()
     with log.open("w") as output:
-        server = subprocess.Popen(["loramerge", "mlflow-server", "--port", str(port)], cwd=project, env=sandbox_env(), stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            ["loramerge", "mlflow-server", "--port", str(port)],
+            cwd=project,
+            env=sandbox_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 300
@@ -119,11 +133,18 @@ def test_stage_runs_metrics_and_artifacts_arrive_at_the_mlflow_server(served, tm
     assert experiment.artifact_location.startswith("mlflow-artifacts:"), "artifacts go through the server"
     runs = client.search_runs([experiment.experiment_id], max_results=500)
     stages = {r.data.tags["dvc_stage"]: r for r in runs}
-    assert {f"train@{t}" for t in TASKS} | {f"merge_pair@{PAIR}", f"evaluate_pair@{PAIR}", "similarity", "report"} <= set(stages)
+    assert {f"train@{t}" for t in TASKS} | {
+        f"merge_pair@{PAIR}",
+        f"evaluate_pair@{PAIR}",
+        "similarity",
+        "report",
+    } <= set(stages)
     assert all(r.info.status == "FINISHED" for r in runs)
     train = stages["train@emotion"]
     assert {"val_acc", "val_loss", "final/val_accuracy", "final/train_loss"} <= set(train.data.metrics)
-    assert [m.step for m in client.get_metric_history(train.info.run_id, "val_acc")], "per-step curves, not just finals"
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "val_acc")], (
+        "per-step curves, not just finals"
+    )
     downloaded = client.download_artifacts(train.info.run_id, "model/labels.json", str(tmp_path))
     assert Path(downloaded).read_bytes() == (sandbox / "models/adapters/emotion/labels.json").read_bytes()
 
@@ -141,12 +162,20 @@ def test_the_mlflow_server_listens_on_the_loopback_address_only(served):
 def test_another_sandbox_with_the_same_params_and_seed_reproduces_every_shared_number(served, repro):
     """The session's 3-task sandbox trained the same two tasks with the same params: same models, same metrics."""
     sandbox = served[0]
-    shared = [f"metrics/{kind}/{t}.json" for t in TASKS for kind in ("single", "baselines", "train/lora", "train/head_only", "train/full")]
+    shared = [
+        f"metrics/{kind}/{t}.json"
+        for t in TASKS
+        for kind in ("single", "baselines", "train/lora", "train/head_only", "train/full")
+    ]
     for name in [*shared, f"metrics/merged/{PAIR}.json"]:
-        assert comparable_metrics(json.loads((sandbox / name).read_text())) == comparable_metrics(json.loads((repro / name).read_text())), name
+        assert comparable_metrics(json.loads((sandbox / name).read_text())) == comparable_metrics(
+            json.loads((repro / name).read_text())
+        ), name
     for task in TASKS:
         for name in ("adapter_model.safetensors", "adapter_config.json", "head.safetensors", "labels.json"):
-            assert (sandbox / "models/adapters" / task / name).read_bytes() == (repro / "models/adapters" / task / name).read_bytes(), name
+            assert (sandbox / "models/adapters" / task / name).read_bytes() == (
+                repro / "models/adapters" / task / name
+            ).read_bytes(), name
 
 
 # ---------------------------------------------------------------- DVC remote
@@ -286,7 +315,11 @@ def test_two_queued_experiments_run_in_parallel_and_both_record_metrics_and_mlfl
         run(["dvc", "queue", "stop"], sandbox, check=False)
     assert queue_states(sandbox) == ["Success"] * len(QUEUE_RANKS), run(["dvc", "queue", "status"], sandbox).stdout
 
-    names = [line.split()[1] for line in run(["dvc", "queue", "status"], sandbox).stdout.splitlines()[1:] if line.strip().endswith("Success")]
+    names = [
+        line.split()[1]
+        for line in run(["dvc", "queue", "status"], sandbox).stdout.splitlines()[1:]
+        if line.strip().endswith("Success")
+    ]
     for name in names:
         log = run(["dvc", "queue", "logs", name], sandbox).stdout
         assert "database is locked" not in log and "MLflow tracking at" not in log, log[-3000:]
@@ -299,7 +332,10 @@ def test_two_queued_experiments_run_in_parallel_and_both_record_metrics_and_mlfl
     by_experiment = {(r.data.tags.get("dvc_exp_name"), r.data.tags["dvc_stage"]): r for r in runs}
     assert {name for name, _ in by_experiment} == set(names)
     assert sorted(int(by_experiment[(n, "train@emotion")].data.params["lora.rank"]) for n in names) == QUEUE_RANKS
-    assert all(r.info.status == "FINISHED" for r in runs) and {s for _, s in by_experiment} == {"train@emotion", "evaluate@emotion"}
+    assert all(r.info.status == "FINISHED" for r in runs) and {s for _, s in by_experiment} == {
+        "train@emotion",
+        "evaluate@emotion",
+    }
 
 
 # ---------------------------------------------------------------- DDP
@@ -311,15 +347,21 @@ def no_dropout_backbone(tiny_backbone, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-bert-no-dropout") / "model"
     shutil.copytree(tiny_backbone, folder)
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}))
+    (folder / "config.json").write_text(
+        json.dumps({**config, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    )
     return folder
 
 
-def trained_with(tmp_path: Path, name: str, backbone: Path, data: Path, **train) -> tuple[Path, subprocess.CompletedProcess]:
+def trained_with(
+    tmp_path: Path, name: str, backbone: Path, data: Path, **train
+) -> tuple[Path, subprocess.CompletedProcess]:
     """`loramerge train --task topics` in a project of its own (as a console script, so DDP can relaunch it)."""
     raw = tiny_params_dict(backbone, data)
     raw["lora"]["dropout"] = 0.0
-    raw["train"].update(head_dropout=0.0, batch_size=8, max_epochs=1, val_check_interval=100, **train)  # one validation, at the end
+    raw["train"].update(
+        head_dropout=0.0, batch_size=8, max_epochs=1, val_check_interval=100, **train
+    )  # one validation, at the end
     folder = tmp_path / name
     folder.mkdir()
     (folder / "params.yaml").write_text(yaml.safe_dump(raw))
@@ -329,7 +371,9 @@ def trained_with(tmp_path: Path, name: str, backbone: Path, data: Path, **train)
     return folder, run(["loramerge", "train", "--task", "topics"], folder, check=False)
 
 
-def test_ddp_on_two_cpu_processes_trains_the_same_adapter_as_one_process_and_only_rank_0_writes(no_dropout_backbone, tiny_data, tmp_path):
+def test_ddp_on_two_cpu_processes_trains_the_same_adapter_as_one_process_and_only_rank_0_writes(
+    no_dropout_backbone, tiny_data, tmp_path
+):
     """Tolerance: every adapter and head tensor within atol 1e-5 + rtol 1e-4 of the single-process one
     (measured: 5e-7 absolute); the same validation accuracy and step count. The two processes see the
     single-process batch split in halves, so only the order of floating-point sums differs."""
@@ -337,7 +381,9 @@ def test_ddp_on_two_cpu_processes_trains_the_same_adapter_as_one_process_and_onl
     from safetensors.torch import load_file
 
     single, alone = trained_with(tmp_path, "single", no_dropout_backbone, tiny_data)
-    ddp, together = trained_with(tmp_path, "ddp", no_dropout_backbone, tiny_data, strategy="ddp", devices=2, accelerator="cpu")
+    ddp, together = trained_with(
+        tmp_path, "ddp", no_dropout_backbone, tiny_data, strategy="ddp", devices=2, accelerator="cpu"
+    )
     assert alone.returncode == 0 and together.returncode == 0, together.stderr[-3000:]
     assert "MEMBER: 2/2" in together.stderr, "two processes took part"
     for name in ("adapter_model.safetensors", "head.safetensors"):
@@ -346,7 +392,10 @@ def test_ddp_on_two_cpu_processes_trains_the_same_adapter_as_one_process_and_onl
         for key in one:
             torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4)
     metrics = [json.loads((p / "metrics/train/lora/topics.json").read_text()) for p in (single, ddp)]
-    assert metrics[1]["val_accuracy"] == metrics[0]["val_accuracy"] and metrics[1]["global_steps"] == metrics[0]["global_steps"]
+    assert (
+        metrics[1]["val_accuracy"] == metrics[0]["val_accuracy"]
+        and metrics[1]["global_steps"] == metrics[0]["global_steps"]
+    )
     client = MlflowClient(f"sqlite:///{ddp / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert [r.data.tags["dvc_stage"] for r in runs] == ["train@topics"] and runs[0].info.status == "FINISHED"

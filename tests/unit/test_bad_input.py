@@ -44,7 +44,12 @@ class Payload:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under the project's output folders, to show that a refused stage changed nothing."""
-    return {str(p.relative_to(folder)): p.read_bytes() for name in ("data", "models", "metrics", "reports") for p in sorted((folder / name).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for name in ("data", "models", "metrics", "reports")
+        for p in sorted((folder / name).rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +123,12 @@ def test_every_stage_validates_params_first_and_names_the_offending_key(project,
         ("svd", {"base": "task_arithmetic", "rank": 0}, "rank"),
     ],
 )
-def test_a_merge_hyper_parameter_out_of_range_is_refused_before_any_model_is_loaded(trained, no_compute, method, spec, named):
-    params = load_params(write_params(trained, "bad-merge.yaml", lambda raw: raw["merge"].update(methods={method: spec})))
+def test_a_merge_hyper_parameter_out_of_range_is_refused_before_any_model_is_loaded(
+    trained, no_compute, method, spec, named
+):
+    params = load_params(
+        write_params(trained, "bad-merge.yaml", lambda raw: raw["merge"].update(methods={method: spec}))
+    )
     before = snapshot(trained)
     with pytest.raises(ValueError, match=rf"(?s)merge\.methods\.{method}.*{named}"):
         merge_combination(params, "topics+moods")
@@ -148,7 +157,9 @@ def test_a_combination_not_listed_in_params_is_refused(trained, capsys):
 
 
 def test_a_base_model_path_that_does_not_exist_stops_training_and_keeps_the_trained_adapter(trained, capsys):
-    bad = write_params(trained, "bad-backbone.yaml", lambda raw: raw["backbone"].update(name=str(trained / "no-such-model")))
+    bad = write_params(
+        trained, "bad-backbone.yaml", lambda raw: raw["backbone"].update(name=str(trained / "no-such-model"))
+    )
     before = snapshot(trained)
     assert main(["--params", str(bad), "train", "--task", "topics"]) == 2
     assert "backbone.name" in capsys.readouterr().err
@@ -215,7 +226,9 @@ def poisoned_checkpoint(trained, tmp_path):
     (folder / "last.ckpt").unlink(missing_ok=True)
 
 
-def test_a_resume_checkpoint_carrying_code_is_refused_before_training_naming_the_folder_to_delete(trained, poisoned_checkpoint):
+def test_a_resume_checkpoint_carrying_code_is_refused_before_training_naming_the_folder_to_delete(
+    trained, poisoned_checkpoint
+):
     before = snapshot(trained)
     with pytest.raises(CheckpointError, match=r"delete models/checkpoints/lora/topics to start over"):
         train_task(load_params(trained / "params.yaml"), "topics")
@@ -223,7 +236,9 @@ def test_a_resume_checkpoint_carrying_code_is_refused_before_training_naming_the
     assert snapshot(trained) == before
 
 
-def test_lightnings_own_resume_loads_plain_weights_only_even_if_torch_is_told_otherwise(trained, poisoned_checkpoint, monkeypatch):
+def test_lightnings_own_resume_loads_plain_weights_only_even_if_torch_is_told_otherwise(
+    trained, poisoned_checkpoint, monkeypatch
+):
     """Past loramerge's own check, `trainer.fit(ckpt_path=…, weights_only=True)` refuses the file too,
     even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (which flips torch.load's default, not an explicit flag)."""
     monkeypatch.setattr(train_stage, "checkpoint_position", lambda path: (1, 4))
@@ -245,16 +260,40 @@ def one_line_error(capsys) -> str:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        (lambda raw: raw["merge"].update(methods={"tie": {"scaling": 1.0}}), "merge.methods.tie: unknown merge method 'tie'"),
-        (lambda raw: raw["merge"].update(methods={"ties": {"density": 2}}), "merge.methods.ties.density: Input should be less than or equal to 1 (got 2)"),
-        (lambda raw: raw["merge"].update(methods={"ties": {"scaling": [1.0], "density": [0.5, 2]}}), "merge.methods.ties.density"),
-        (lambda raw: raw["merge"].update(methods={"ties": {"scaling": []}}), "merge.methods.ties: hyper-parameter 'scaling' has an empty list"),
+        (
+            lambda raw: raw["merge"].update(methods={"tie": {"scaling": 1.0}}),
+            "merge.methods.tie: unknown merge method 'tie'",
+        ),
+        (
+            lambda raw: raw["merge"].update(methods={"ties": {"density": 2}}),
+            "merge.methods.ties.density: Input should be less than or equal to 1 (got 2)",
+        ),
+        (
+            lambda raw: raw["merge"].update(methods={"ties": {"scaling": [1.0], "density": [0.5, 2]}}),
+            "merge.methods.ties.density",
+        ),
+        (
+            lambda raw: raw["merge"].update(methods={"ties": {"scaling": []}}),
+            "merge.methods.ties: hyper-parameter 'scaling' has an empty list",
+        ),
         (lambda raw: raw["merge"].update(methods={}), "merge.methods: Dictionary should have at least 1 item"),
         (lambda raw: raw["train"].update(devices=0), "train.devices"),
         (lambda raw: raw.update(sweep={"task": "nope"}), "sweep.task 'nope' is not a configured task"),
-        (lambda raw: raw.update(sweep={"task": "topics", "lora_targets": ["everything"]}), "sweep.lora_targets ['everything']"),
+        (
+            lambda raw: raw.update(sweep={"task": "topics", "lora_targets": ["everything"]}),
+            "sweep.lora_targets ['everything']",
+        ),
     ],
-    ids=["unknown method", "density 2", "a searched density 2", "empty search list", "no methods", "devices 0", "sweep task", "sweep targets"],
+    ids=[
+        "unknown method",
+        "density 2",
+        "a searched density 2",
+        "empty search list",
+        "no methods",
+        "devices 0",
+        "sweep task",
+        "sweep targets",
+    ],
 )
 def test_bad_settings_anywhere_in_params_stop_the_first_stage_in_one_line(project, change, named, capsys):
     write_params(project, "params.yaml", change)
@@ -290,17 +329,25 @@ def test_an_empty_label_in_a_csv_is_refused_with_its_count_and_file(project, par
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        (lambda raw: raw["backbone"].update(name="no-such-org/no-such-model"), "backbone.name 'no-such-org/no-such-model' cannot be loaded"),
+        (
+            lambda raw: raw["backbone"].update(name="no-such-org/no-such-model"),
+            "backbone.name 'no-such-org/no-such-model' cannot be loaded",
+        ),
         (lambda raw: raw["backbone"].update(max_length=100000), "backbone.max_length 100000 exceeds"),
         (lambda raw: raw["train"].update(strategy="dpp"), "train.strategy: Lightning refuses 'dpp'"),
         pytest.param(
-            lambda raw: raw["train"].update(accelerator="gpu"), "train.accelerator: Lightning refuses 'gpu'",
-            marks=pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU"),
+            lambda raw: raw["train"].update(accelerator="gpu"),
+            "train.accelerator: Lightning refuses 'gpu'",
+            marks=pytest.mark.skipif(
+                torch.cuda.is_available() or torch.backends.mps.is_available(), reason="this machine has a GPU"
+            ),
         ),
     ],
     ids=["unknown backbone", "max_length beyond the model", "unknown strategy", "gpu on a CPU machine"],
 )
-def test_a_backbone_or_hardware_setting_that_cannot_work_stops_training_in_one_line_and_keeps_the_adapter(trained, change, named, capsys):
+def test_a_backbone_or_hardware_setting_that_cannot_work_stops_training_in_one_line_and_keeps_the_adapter(
+    trained, change, named, capsys
+):
     bad = write_params(trained, "bad-train.yaml", change)
     before = snapshot(trained)
     assert main(["--params", str(bad), "train", "--task", "topics"]) == 2
@@ -324,10 +371,16 @@ def test_evaluating_a_combination_before_its_merge_names_the_merge_stage_to_run(
     assert "run `dvc repro merge_pair@topics+moods`" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize(("exported", "expected"), [(["topics+gone", "topics+moods+gone"], None), (["topics+gone"], [])],
-                         ids=["every combination exported", "a chosen few"])
+@pytest.mark.parametrize(
+    ("exported", "expected"),
+    [(["topics+gone", "topics+moods+gone"], None), (["topics+gone"], [])],
+    ids=["every combination exported", "a chosen few"],
+)
 def test_combos_rewrites_lists_that_name_tasks_no_longer_configured(project, capsys, exported, expected):
-    stale = {"pairs": {"topics+gone": ["topics", "gone"]}, "triples": {"topics+moods+gone": ["topics", "moods", "gone"]}}
+    stale = {
+        "pairs": {"topics+gone": ["topics", "gone"]},
+        "triples": {"topics+moods+gone": ["topics", "moods", "gone"]},
+    }
     write_params(project, "params.yaml", lambda raw: raw.update(**stale, export={"combinations": exported}))
     assert main(["prepare", "--task", "topics"]) == 2
     assert "(regenerate the lists with `loramerge combos`)" in one_line_error(capsys)

@@ -45,7 +45,9 @@ def imported_names(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            module = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]) if node.level else node.module
+            module = (
+                ".".join(package[: len(package) - node.level + 1] + [node.module or ""]) if node.level else node.module
+            )
             module = (module or "").strip(".")
             names.add(module)
             names.update(f"{module}.{alias.name}" for alias in node.names)
@@ -91,7 +93,9 @@ def declared_code(deps: list[str]) -> set[Path]:
 def is_trivial(path: Path) -> bool:
     """A package `__init__` holding only its docstring: it can change no output."""
     body = ast.parse(path.read_text(encoding="utf-8")).body
-    return path.name == "__init__.py" and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body)
+    return path.name == "__init__.py" and all(
+        isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body
+    )
 
 
 def stage_groups() -> dict[str, dict]:

@@ -56,9 +56,9 @@ def reference_probabilities(params, combo: str, method: str, task: str, texts: l
     """What the evaluate stage's path computes: base encoder patched with the saved merge, the task's head."""
     from loramerge.backbone import load_encoder, load_tokenizer
     from loramerge.batching import TokenizedTexts
+    from loramerge.evaluation import merged_deltas
     from loramerge.lora import patched
     from loramerge.model import ClassificationHead, Classifier
-    from loramerge.evaluation import merged_deltas
 
     encoder = load_encoder(params.backbone).eval()
     inputs = TokenizedTexts(load_tokenizer(params.backbone), texts, None, params.backbone.max_length)
@@ -70,7 +70,7 @@ def reference_probabilities(params, combo: str, method: str, task: str, texts: l
 
 
 def test_the_exported_model_predicts_what_the_evaluate_stage_scored_on_every_member_test_split(exported):
-    from loramerge.stages.prepare import load_split
+    from loramerge.data import load_split
 
     params, combo, folder = exported
     model = MultiTaskModel.load(folder)
@@ -113,9 +113,9 @@ def test_peft_loads_the_exported_low_rank_adapter_and_with_the_heads_reproduces_
     from peft import PeftModel
 
     from loramerge.backbone import load_encoder
-    from loramerge.multitask import predict_probabilities
     from loramerge.batching import TokenizedTexts
-    from loramerge.stages.prepare import load_split
+    from loramerge.data import load_split
+    from loramerge.multitask import predict_probabilities
 
     params, combo, folder = exported
     model = MultiTaskModel.load(folder)
@@ -311,7 +311,7 @@ def serve_and_post(model_uri: str, tracking: str, texts: list[str], cwd: Path) -
 
 
 def test_mlflow_models_serve_of_the_champion_answers_invocations_with_the_exported_models_labels(exported):
-    from loramerge.stages.prepare import load_split
+    from loramerge.data import load_split
     from loramerge.tracking import tracking_uri
 
     params, combo, folder = exported

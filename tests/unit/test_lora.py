@@ -10,13 +10,25 @@ from peft import PeftModel
 
 from loramerge.backbone import load_encoder
 from loramerge.config import BackboneConfig, LoraSettings
-from loramerge.lora import AdapterError, add_lora, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
+from loramerge.lora import (
+    AdapterError,
+    add_lora,
+    check_same_base,
+    deltas_of,
+    load_updates,
+    patched,
+    save_low_rank_adapter,
+)
 
 
 def trained_adapter(backbone, folder, seed: int, rank: int = 4, targets: str = "attention"):
     """A LoRA adapter with random (non-zero) B, saved in PEFT's format."""
     torch.manual_seed(seed)
-    model = add_lora(load_encoder(BackboneConfig(name=str(backbone))), LoraSettings(rank=rank, alpha=2 * rank, targets=targets), "tiny")
+    model = add_lora(
+        load_encoder(BackboneConfig(name=str(backbone))),
+        LoraSettings(rank=rank, alpha=2 * rank, targets=targets),
+        "tiny",
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -38,7 +50,9 @@ def test_updates_are_b_times_a_times_alpha_over_r(tiny_backbone, tmp_path):
 
     raw = load_file(str(folder / "adapter_model.safetensors"))
     layer = "encoder.layer.0.attention.self.query"
-    expected = raw[f"base_model.model.{layer}.lora_B.weight"] @ raw[f"base_model.model.{layer}.lora_A.weight"] * (8 / 4)
+    expected = (
+        raw[f"base_model.model.{layer}.lora_B.weight"] @ raw[f"base_model.model.{layer}.lora_A.weight"] * (8 / 4)
+    )
     torch.testing.assert_close(update.delta(layer), expected)
     assert sorted(update.factors) == sorted(
         f"encoder.layer.{i}.attention.self.{m}" for i in range(2) for m in ("query", "value")

@@ -46,11 +46,15 @@ def reference_dare_ties(
     scaling: float,
 ) -> dict[str, torch.Tensor]:
     """λ·TIES(DARE(δ_i)) in float64, given which entries each member's drop keeps (`survivors`)."""
-    rescaled = [{layer: torch.where(keep[layer], delta[layer] / (1 - drop_prob), 0.0) for layer in delta}
-                for delta, keep in zip(deltas, survivors)]
+    rescaled = [
+        {layer: torch.where(keep[layer], delta[layer] / (1 - drop_prob), 0.0) for layer in delta}
+        for delta, keep in zip(deltas, survivors)
+    ]
     trimmed = [reference_trim(member, density, prune_scope) for member in rescaled]
-    return {layer: scaling * reference_elect_and_mean(torch.stack([m[layer] for m in trimmed]), majority_sign)
-            for layer in deltas[0]}
+    return {
+        layer: scaling * reference_elect_and_mean(torch.stack([m[layer] for m in trimmed]), majority_sign)
+        for layer in deltas[0]
+    }
 
 
 def reference_trim(member: dict[str, torch.Tensor], density: float, prune_scope: str) -> dict[str, torch.Tensor]:
@@ -82,8 +86,10 @@ def float64_deltas(update: TaskUpdate) -> dict[str, torch.Tensor]:
 
 
 def zero_like(update: TaskUpdate) -> TaskUpdate:
-    return TaskUpdate(f"zero-{update.name}", {layer: (torch.zeros_like(b), torch.zeros_like(a))
-                                             for layer, (b, a) in update.factors.items()})
+    return TaskUpdate(
+        f"zero-{update.name}",
+        {layer: (torch.zeros_like(b), torch.zeros_like(a)) for layer, (b, a) in update.factors.items()},
+    )
 
 
 def dropped_member(members: list[TaskUpdate], index: int, drop_prob: float, seed: int) -> dict[str, torch.Tensor]:
@@ -212,10 +218,19 @@ def test_dare_ties_is_the_papers_drop_and_rescale_then_ties_trim_elect_and_disjo
     members = [random_update(f"m{i}", SMALL, r, 20 + i) for i, r in enumerate((2, 5, 3))]
     seed = 6
     keeps = [survivors(members, i, drop_prob, seed) for i in range(len(members))]
-    expected = reference_dare_ties([float64_deltas(m) for m in members], keeps, drop_prob, density, prune_scope,
-                                   majority_sign, scaling)
-    ours = merge("dare_ties", members, drop_prob=drop_prob, seed=seed, density=density, prune_scope=prune_scope,
-                 majority_sign=majority_sign, scaling=scaling).deltas
+    expected = reference_dare_ties(
+        [float64_deltas(m) for m in members], keeps, drop_prob, density, prune_scope, majority_sign, scaling
+    )
+    ours = merge(
+        "dare_ties",
+        members,
+        drop_prob=drop_prob,
+        seed=seed,
+        density=density,
+        prune_scope=prune_scope,
+        majority_sign=majority_sign,
+        scaling=scaling,
+    ).deltas
     for layer, delta in expected.items():
         torch.testing.assert_close(ours[layer], delta.float(), atol=1e-5, rtol=1e-4)
 

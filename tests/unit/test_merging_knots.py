@@ -14,7 +14,11 @@ from loramerge.merging import TaskUpdate, get_method
 from loramerge.merging._knots import RELATIVE_TOLERANCE, shared_basis
 from tests.unit.test_merging_methods import PROPERTY, random_update, update_sets
 
-SHAPES = {"encoder.layer.0.attention.self.query": (12, 10), "encoder.layer.0.intermediate.dense": (16, 10), "encoder.layer.0.output.dense": (10, 16)}
+SHAPES = {
+    "encoder.layer.0.attention.self.query": (12, 10),
+    "encoder.layer.0.intermediate.dense": (16, 10),
+    "encoder.layer.0.output.dense": (10, 16),
+}
 
 
 def dense_delta(update: TaskUpdate, layer: str) -> torch.Tensor:
@@ -53,7 +57,10 @@ def reference_knots_ties(updates: list[TaskUpdate], scaling: float, density: flo
     return out
 
 
-@pytest.mark.parametrize(("ranks", "density", "scaling"), [((2, 3), 0.2, 1.0), ((4, 4, 4), 0.5, 0.6), ((1, 5, 2), 0.3, 1.3), ((3, 2), 1.0, 0.7)])
+@pytest.mark.parametrize(
+    ("ranks", "density", "scaling"),
+    [((2, 3), 0.2, 1.0), ((4, 4, 4), 0.5, 0.6), ((1, 5, 2), 0.3, 1.3), ((3, 2), 1.0, 0.7)],
+)
 def test_knots_ties_matches_the_dense_reference(ranks, density, scaling):
     updates = [random_update(f"t{i}", SHAPES, r, 100 + i) for i, r in enumerate(ranks)]
     method = get_method("knots_ties")

@@ -15,14 +15,31 @@ from loramerge.merging import MergeResult, TaskUpdate, available_methods, get_me
 from loramerge.merging._ops import magnitude_threshold
 
 PROPERTY = settings(max_examples=25, deadline=None)
-LOW_RANK_METHODS = ["task_arithmetic", "linear", "weighted_sum", "cat", "svd", "knots_task_arithmetic", "knots_ties", "knots_dare_ties"]
+LOW_RANK_METHODS = [
+    "task_arithmetic",
+    "linear",
+    "weighted_sum",
+    "cat",
+    "svd",
+    "knots_task_arithmetic",
+    "knots_ties",
+    "knots_dare_ties",
+]
 DENSE_METHODS = ["ties", "dare_task_arithmetic", "dare_ties", "magnitude_prune"]
 
 
-def random_update(name: str, shapes: dict[str, tuple[int, int]], rank: int, seed: int, dtype: torch.dtype = torch.float32) -> TaskUpdate:
+def random_update(
+    name: str, shapes: dict[str, tuple[int, int]], rank: int, seed: int, dtype: torch.dtype = torch.float32
+) -> TaskUpdate:
     """An adapter with ΔW = B·A of the given rank in each layer (B already scaled by alpha/r)."""
     g = torch.Generator().manual_seed(seed)
-    return TaskUpdate(name, {layer: (torch.randn(o, rank, generator=g, dtype=dtype), torch.randn(rank, i, generator=g, dtype=dtype)) for layer, (o, i) in shapes.items()})
+    return TaskUpdate(
+        name,
+        {
+            layer: (torch.randn(o, rank, generator=g, dtype=dtype), torch.randn(rank, i, generator=g, dtype=dtype))
+            for layer, (o, i) in shapes.items()
+        },
+    )
 
 
 def dense_update(name: str, deltas: dict[str, list[list[float]]]) -> TaskUpdate:
@@ -43,7 +60,9 @@ def exact_sum(updates: list[TaskUpdate], scaling: float = 1.0) -> dict[str, torc
     return {layer: scaling * sum(u.delta(layer) for u in updates) for layer in updates[0].layers}
 
 
-def assert_deltas_close(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], atol: float = 1e-5) -> None:
+def assert_deltas_close(
+    actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], atol: float = 1e-5
+) -> None:
     assert sorted(actual) == sorted(expected)
     for layer in expected:
         torch.testing.assert_close(actual[layer], expected[layer].float(), atol=atol, rtol=1e-4)
@@ -188,7 +207,9 @@ def test_inputs_are_left_untouched_and_outputs_are_float32(dtype):
     for method in available_methods():
         result = merge(method, updates)
         assert all(d.dtype == torch.float32 for d in result.deltas.values()), method
-        assert result.factors is None or all(b.dtype == a.dtype == torch.float32 for b, a in result.factors.values()), method
+        assert result.factors is None or all(
+            b.dtype == a.dtype == torch.float32 for b, a in result.factors.values()
+        ), method
     for update, saved in zip(updates, before):
         for layer, (b, a) in update.factors.items():
             assert torch.equal(b, saved[layer][0]) and torch.equal(a, saved[layer][1])
@@ -294,7 +315,9 @@ def test_ties_entries_agree_with_a_member_and_lie_between_the_agreeing_values(up
         lower, upper = stacked.min(dim=0).values, stacked.max(dim=0).values
         assert bool(((entry >= lower - 1e-5) & (entry <= upper + 1e-5)).all())
     pruned = merge("ties", updates, density=density, majority_sign=majority_sign).deltas
-    assert sum(int(torch.count_nonzero(d)) for d in pruned.values()) <= sum(int(torch.count_nonzero(d)) for d in merged.values())
+    assert sum(int(torch.count_nonzero(d)) for d in pruned.values()) <= sum(
+        int(torch.count_nonzero(d)) for d in merged.values()
+    )
 
 
 # --- DARE --------------------------------------------------------------------------------------
@@ -360,5 +383,9 @@ def test_svd_truncates_to_the_best_rank_r_approximation():
 
 
 def test_svd_runs_its_base_method_with_the_base_params():
-    result = merge("svd", TIES_MEMBERS, base="ties", rank=2, base_params={"density": 0.5, "prune_scope": "layer", "scaling": 0.5})
-    torch.testing.assert_close(result.deltas["l"], 0.5 * torch.tensor([[2.5, -4.0], [-3.0, 0.0]]), atol=1e-6, rtol=1e-6)
+    result = merge(
+        "svd", TIES_MEMBERS, base="ties", rank=2, base_params={"density": 0.5, "prune_scope": "layer", "scaling": 0.5}
+    )
+    torch.testing.assert_close(
+        result.deltas["l"], 0.5 * torch.tensor([[2.5, -4.0], [-3.0, 0.0]]), atol=1e-6, rtol=1e-6
+    )

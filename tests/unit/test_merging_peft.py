@@ -40,8 +40,14 @@ FULL_RANK = 32  # the smallest side of every adapted layer (hidden 32, intermedi
 @pytest.fixture(scope="module")
 def peft_model() -> PeftModel:
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=32)
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=32,
+    )
     return with_adapters(BertModel(config), ADAPTERS)
 
 
@@ -143,16 +149,24 @@ def test_peft_svd_at_the_summed_rank_is_our_svd_of_task_arithmetic(peft_model):
 @pytest.mark.parametrize("majority_sign", ["total", "frequency"])
 def test_peft_ties_svd_at_full_rank_is_our_per_layer_ties(peft_model, majority_sign):
     name = f"ties_svd_{majority_sign}"
-    peft_model.add_weighted_adapter(list(ADAPTERS), [0.7, 0.7], name, combination_type="ties_svd", density=0.5,
-                                    majority_sign_method=majority_sign, svd_rank=FULL_RANK)
+    peft_model.add_weighted_adapter(
+        list(ADAPTERS),
+        [0.7, 0.7],
+        name,
+        combination_type="ties_svd",
+        density=0.5,
+        majority_sign_method=majority_sign,
+        svd_rank=FULL_RANK,
+    )
     theirs = peft_deltas(peft_model, name)
     merged = ours(peft_model, "ties", scaling=0.7, density=0.5, prune_scope="layer", majority_sign=majority_sign)
     assert_same_updates(merged, theirs, atol=1e-5)
 
 
 def test_peft_magnitude_prune_svd_at_full_rank_is_our_per_layer_magnitude_prune(peft_model):
-    peft_model.add_weighted_adapter(list(ADAPTERS), [0.4, 0.4], "mp_svd", combination_type="magnitude_prune_svd",
-                                    density=0.3, svd_rank=FULL_RANK)
+    peft_model.add_weighted_adapter(
+        list(ADAPTERS), [0.4, 0.4], "mp_svd", combination_type="magnitude_prune_svd", density=0.3, svd_rank=FULL_RANK
+    )
     merged = ours(peft_model, "magnitude_prune", scaling=0.4, density=0.3, prune_scope="layer")
     assert_same_updates(merged, peft_deltas(peft_model, "mp_svd"), atol=1e-5)
 
@@ -214,8 +228,15 @@ def test_peft_dense_svd_merges_of_unequal_ranks_at_full_rank_are_our_per_layer_m
     model, updates = unequal
     name = f"unequal_{combination}_{params['density']}".replace(".", "_")
     sign = {"majority_sign_method": params["majority_sign"]} if "majority_sign" in params else {}
-    model.add_weighted_adapter(list(UNEQUAL), [0.6, 0.6], name, combination_type=combination,
-                               density=params["density"], svd_rank=FULL_RANK, **sign)
+    model.add_weighted_adapter(
+        list(UNEQUAL),
+        [0.6, 0.6],
+        name,
+        combination_type=combination,
+        density=params["density"],
+        svd_rank=FULL_RANK,
+        **sign,
+    )
     ours = merge(method, updates, scaling=0.6, prune_scope="layer", **params).deltas
     assert_same_updates(ours, peft_deltas(model, name), atol=1e-5)
 
@@ -234,8 +255,14 @@ def test_peft_dare_and_ours_on_unequal_ranks_give_each_entry_one_of_the_same_out
     drop_prob, scaling = 0.3, 0.8
     name = f"unequal_{combination}"
     torch.manual_seed(0)  # PEFT's drop uses the global RNG
-    model.add_weighted_adapter(list(UNEQUAL), [scaling, scaling], name, combination_type=combination,
-                               density=1 - drop_prob, svd_rank=FULL_RANK)
+    model.add_weighted_adapter(
+        list(UNEQUAL),
+        [scaling, scaling],
+        name,
+        combination_type=combination,
+        density=1 - drop_prob,
+        svd_rank=FULL_RANK,
+    )
     ours = merge(method, updates, **dare_params(method, drop_prob=drop_prob, seed=0, scaling=scaling)).deltas
     for who, merged in [("PEFT", peft_deltas(model, name)), ("ours", ours)]:
         zeros = total = 0
@@ -279,8 +306,9 @@ def test_our_dare_ties_is_pefts_dare_ties_of_what_our_drop_left(majority_sign, s
     members = [random_update(f"m{i}", {"a": (7, 9), "b": (5, 4)}, r, 50 + i) for i, r in enumerate((1, 3, 2))]
     drop_prob, seed = 0.4, 5
     left = [dropped_member(members, i, drop_prob, seed) for i in range(len(members))]
-    ours = merge("dare_ties", members, drop_prob=drop_prob, seed=seed, scaling=scaling, density=1.0,
-                 majority_sign=majority_sign)
+    ours = merge(
+        "dare_ties", members, drop_prob=drop_prob, seed=seed, scaling=scaling, density=1.0, majority_sign=majority_sign
+    )
     for layer, delta in ours.deltas.items():
         with pytest.warns(UserWarning, match="no pruning"):
             theirs = peft_dare_ties([m[layer] for m in left], torch.tensor([scaling] * 3), 1.0, majority_sign)

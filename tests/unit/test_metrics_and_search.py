@@ -38,7 +38,12 @@ def test_greedy_search_tunes_scaling_first_then_density():
 
 
 def test_grid_search_scores_every_combination():
-    best, table = run_search(get_method("ties"), {"scaling": [0.5, 1.0], "density": [0.2, 0.5, 0.9]}, "grid", lambda p: p["density"] * p["scaling"])
+    best, table = run_search(
+        get_method("ties"),
+        {"scaling": [0.5, 1.0], "density": [0.2, 0.5, 0.9]},
+        "grid",
+        lambda p: p["density"] * p["scaling"],
+    )
     assert len(table) == 6
     assert best == {"scaling": 1.0, "density": 0.9}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from loramerge.atomic import read_json
-from loramerge.stages.prepare import DataError, load_split, prepare_task, stratified_subsample
+from loramerge.data import DataError, load_split, stratified_subsample
+from loramerge.stages.prepare import prepare_task
 from tests.helpers import synthetic_rows, write_csv
 
 
@@ -100,7 +101,9 @@ def test_no_local_folder_and_no_hub_names_the_task_folder_and_dataset(project, p
         raise ConnectionError("offline")
 
     monkeypatch.setattr(datasets, "load_dataset", unreachable)
-    params = load(project).model_copy(update={"data": load(project).data.model_copy(update={"local_dir": str(tmp_path / "nowhere")})})
+    params = load(project).model_copy(
+        update={"data": load(project).data.model_copy(update={"local_dir": str(tmp_path / "nowhere")})}
+    )
     with pytest.raises(DataError) as error:
         prepare_task(params, "topics")
     text = str(error.value)

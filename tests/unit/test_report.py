@@ -16,13 +16,14 @@ import pytest
 import yaml
 
 from loramerge.config import all_combinations, load_params
+from loramerge.paths import SIMILARITY
 from loramerge.similarity import MEASURES
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.export import export_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import combination_table, correlations, spearman, verdict, write_report
-from loramerge.stages.similarity import SIMILARITY, write_similarity
-from tests.helpers import train_every_task, synthetic_rows, tiny_params_dict, write_csv
+from loramerge.stages.similarity import write_similarity
+from tests.helpers import synthetic_rows, tiny_params_dict, train_every_task, write_csv
 
 SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "export", "provenance"]
 
@@ -38,7 +39,13 @@ def reported(tmp_path_factory, tiny_backbone, tiny_data):
     raw["tasks"]["mixed"] = {"data": {"hub": {"id": "example/mixed"}}, "train": {}}
     raw["pairs"] = {c: c.split("+") for c in all_combinations(list(raw["tasks"]), (2,))}
     raw["triples"] = {c: c.split("+") for c in all_combinations(list(raw["tasks"]), (3,))}
-    raw["export"] = {"combinations": [next(iter(raw["pairs"]))], "compression_examples": 8, "latency_calls": 2, "throughput_repeats": 1, "registry": False}
+    raw["export"] = {
+        "combinations": [next(iter(raw["pairs"]))],
+        "compression_examples": 8,
+        "latency_calls": 2,
+        "throughput_repeats": 1,
+        "registry": False,
+    }
     folder = tmp_path_factory.mktemp("report-project")
     (folder / "params.yaml").write_text(yaml.safe_dump(raw))
     with pytest.MonkeyPatch.context() as patch:
@@ -74,13 +81,28 @@ def test_similarity_scores_every_pair_with_every_measure_in_range(reported, proj
 def test_report_md_has_every_section_in_order_and_names_the_best_method(reported, project):
     text = (project / "reports/report.md").read_text()
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
-    starts = ["Headline", "Methods", "Pairwise heat-maps", "Triples ranked", "Per-task retention", "Does task similarity", "The emotion study's sweep",
-              "The shipped multi-task models", "Provenance"]
+    starts = [
+        "Headline",
+        "Methods",
+        "Pairwise heat-maps",
+        "Triples ranked",
+        "Per-task retention",
+        "Does task similarity",
+        "The emotion study's sweep",
+        "The shipped multi-task models",
+        "Provenance",
+    ]
     assert len(headings) == len(starts) and all(h.startswith(s) for h, s in zip(headings, starts))
     best = pd.read_csv(project / "reports/tables/methods.csv")  # the methods table exists and ranks every method
     assert set(best["method"]) == set(reported.merge.methods)
-    assert re.search(r"Best method: \w+, with mean normalized accuracy \(merged / single-adapter test accuracy\) [0-9.]+ over 3 pairs and [0-9.]+ over 1 triple", text)
-    assert "The vision study's finding, that adapters on dissimilar data merge better," in text and "Small sample: 3 pairs" in text
+    assert re.search(
+        r"Best method: \w+, with mean normalized accuracy \(merged / single-adapter test accuracy\) [0-9.]+ over 3 pairs and [0-9.]+ over 1 triple",
+        text,
+    )
+    assert (
+        "The vision study's finding, that adapters on dissimilar data merge better," in text
+        and "Small sample: 3 pairs" in text
+    )
     assert "Git commit" in text and "cpu_count" in text and "lora_train_s" in text
 
 
@@ -88,7 +110,11 @@ def test_every_figure_is_a_png_under_reports_figures_and_is_linked(reported, pro
     text = (project / "reports/report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
     methods = list(reported.merge.methods)
-    expected = {f"figures/heatmap_{m}.png" for m in methods} | {f"figures/similarity_{m}.png" for m in methods} | {"figures/retention.png"}
+    expected = (
+        {f"figures/heatmap_{m}.png" for m in methods}
+        | {f"figures/similarity_{m}.png" for m in methods}
+        | {"figures/retention.png"}
+    )
     assert set(linked) == expected
     for link in linked:
         assert (project / "reports" / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -119,7 +145,7 @@ def test_tables_metrics_and_per_method_plot_data(reported, project):
 
 def test_the_export_section_shows_each_precision_of_each_shipped_model_and_its_tasks_accuracies(reported, project):
     text = (project / "reports/report.md").read_text()
-    section = text[text.index("## The shipped multi-task models"):text.index("## Provenance")]
+    section = text[text.index("## The shipped multi-task models") : text.index("## Provenance")]
     combo = reported.export.combinations[0]
     export = json.loads((project / f"metrics/export/{combo}.json").read_text())
     precisions = list(export["compression"]["precisions"])
@@ -137,7 +163,8 @@ def test_the_headline_is_one_small_flat_file_per_method_holding_its_mean_scores(
         means = metrics["methods"][method]
         assert files[method] == {  # an undefined mean (gain retention when no adapter beat its head) is left out
             f"{kind}_{short}": round(means[kind][long], 4)
-            for kind in ("pair", "triple") for short, long in (("acc", "normalized_accuracy"), ("gain", "gain_retention"))
+            for kind in ("pair", "triple")
+            for short, long in (("acc", "normalized_accuracy"), ("gain", "gain_retention"))
             if means[kind][long] is not None
         }
         assert {"pair_acc", "triple_acc"} <= set(files[method])
@@ -154,7 +181,11 @@ def test_the_summary_run_is_tagged_and_holds_the_report_and_sortable_metrics(rep
     assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == "report" and run.data.tags["repro_id"]
     assert "norm_acc/pair/linear/topics:moods" in run.data.metrics and "norm_acc/triple/linear" in run.data.metrics
     assert any(k.startswith("spearman_rho/pair/") for k in run.data.metrics)
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "reports")} >= {"reports/report.html", "reports/report.md", "reports/figures"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "reports")} >= {
+        "reports/report.html",
+        "reports/report.md",
+        "reports/figures",
+    }
 
 
 def test_the_report_says_so_when_similarity_was_not_computed(reported, project):
@@ -168,17 +199,37 @@ def test_the_report_says_so_when_similarity_was_not_computed(reported, project):
 
 
 def sweep_row(family: str, val: float, test: float, rank: int | None) -> dict:
-    return {"experiment": f"exp-{family}-{rank}", "family": family, "rank": rank, "learning_rate": 1e-3 if rank else 5e-5, "weight_decay": 0.01,
-            "backbone": "tiny", "hardware": "CPU", "val_accuracy": val, "val_weighted_f1": val, "train_loss": 0.5,
-            "test_accuracy": test, "test_weighted_f1": test, "trainable_params": 10, "trainable_percent": 1.0,
-            "runtime_s": 1.0, "steps_per_s": 1.0, "best_step": 3, "peak_rss_mb": 100.0}
+    return {
+        "experiment": f"exp-{family}-{rank}",
+        "family": family,
+        "rank": rank,
+        "learning_rate": 1e-3 if rank else 5e-5,
+        "weight_decay": 0.01,
+        "backbone": "tiny",
+        "hardware": "CPU",
+        "val_accuracy": val,
+        "val_weighted_f1": val,
+        "train_loss": 0.5,
+        "test_accuracy": test,
+        "test_weighted_f1": test,
+        "trainable_params": 10,
+        "trainable_percent": 1.0,
+        "runtime_s": 1.0,
+        "steps_per_s": 1.0,
+        "best_step": 3,
+        "peak_rss_mb": 100.0,
+    }
 
 
 def test_the_sweep_section_shows_every_setting_and_tests_only_the_best_of_each_family(reported, project):
     from loramerge.sweep import SWEEP_CSV
 
     assert "Not run yet: `loramerge sweep queue`" in (project / "reports/report.md").read_text()
-    rows = [sweep_row("LoRA attention", 0.7, 0.61, 2), sweep_row("LoRA attention", 0.8, 0.62, 8), sweep_row("full fine-tuning", 0.75, 0.9, None)]
+    rows = [
+        sweep_row("LoRA attention", 0.7, 0.61, 2),
+        sweep_row("LoRA attention", 0.8, 0.62, 8),
+        sweep_row("full fine-tuning", 0.75, 0.9, None),
+    ]
     SWEEP_CSV.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(SWEEP_CSV, index=False)
     try:
@@ -187,18 +238,42 @@ def test_the_sweep_section_shows_every_setting_and_tests_only_the_best_of_each_f
     finally:
         SWEEP_CSV.unlink()
     section = text.split("## The emotion study's sweep")[1].split("## Provenance")[0]
-    validation, test, study = section.split("Test, the best setting")[0], section.split("Test, the best setting")[1].split("The study's")[0], section.split("The study's")[1]
+    validation, test, study = (
+        section.split("Test, the best setting")[0],
+        section.split("Test, the best setting")[1].split("The study's")[0],
+        section.split("The study's")[1],
+    )
     assert all(f"{v:.3f}" in validation for v in (0.7, 0.8, 0.75)) and "0.610" not in validation
-    assert "0.620" in test and "0.900" in test and "0.610" not in test  # rank 8 beat rank 2 on validation: rank 2's test score stays unseen
+    assert (
+        "0.620" in test and "0.900" in test and "0.610" not in test
+    )  # rank 8 beat rank 2 on validation: rank 2's test score stays unseen
     assert "5e-05" in test  # a learning rate as written, not rounded to 0.000
     assert "0.927" in study and "T4 GPU" in study
 
 
 def test_gain_retention_pools_a_combinations_tasks_so_a_tiny_adapter_gain_cannot_swamp_it():
-    merged = pd.DataFrame([
-        {"combination": "a+b", "kind": "pair", "method": "ties", "task": "a", "normalized_accuracy": 0.9, "merged_gain": 0.10, "adapter_gain": 0.20},
-        {"combination": "a+b", "kind": "pair", "method": "ties", "task": "b", "normalized_accuracy": 0.98, "merged_gain": -0.02, "adapter_gain": 0.01},
-    ])
+    merged = pd.DataFrame(
+        [
+            {
+                "combination": "a+b",
+                "kind": "pair",
+                "method": "ties",
+                "task": "a",
+                "normalized_accuracy": 0.9,
+                "merged_gain": 0.10,
+                "adapter_gain": 0.20,
+            },
+            {
+                "combination": "a+b",
+                "kind": "pair",
+                "method": "ties",
+                "task": "b",
+                "normalized_accuracy": 0.98,
+                "merged_gain": -0.02,
+                "adapter_gain": 0.01,
+            },
+        ]
+    )
     (row,) = combination_table(merged).itertuples()
     assert row.gain_retention == pytest.approx(0.08 / 0.21)  # the per-task mean would be (0.5 - 2.0) / 2 = -0.75
     assert row.normalized_accuracy == pytest.approx(0.94)
@@ -215,16 +290,29 @@ def test_spearman_p_values_are_exact_permutation_tests():
 def fake_results(slope: float, methods: int = 3, pairs: int = 7) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Combinations whose normalized accuracy moves with data cosine by `slope` (plus noise), for every method."""
     rng = np.random.default_rng(0)
-    similarity = pd.DataFrame({"combination": [f"p{i}" for i in range(pairs)], "kind": "pair", **{m: rng.random(pairs) for m in MEASURES}})
-    combos = pd.concat([
-        pd.DataFrame({"combination": similarity["combination"], "kind": "pair", "method": f"m{k}",
-                      "normalized_accuracy": 0.8 + slope * similarity["data_cosine"] + 0.001 * rng.random(pairs), "gain_retention": 0.5})
-        for k in range(methods)
-    ])
+    similarity = pd.DataFrame(
+        {"combination": [f"p{i}" for i in range(pairs)], "kind": "pair", **{m: rng.random(pairs) for m in MEASURES}}
+    )
+    combos = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "combination": similarity["combination"],
+                    "kind": "pair",
+                    "method": f"m{k}",
+                    "normalized_accuracy": 0.8 + slope * similarity["data_cosine"] + 0.001 * rng.random(pairs),
+                    "gain_retention": 0.5,
+                }
+            )
+            for k in range(methods)
+        ]
+    )
     return combos, similarity
 
 
-@pytest.mark.parametrize(("slope", "answer"), [(-0.2, "holds here"), (0.2, "is reversed here"), (0.0, "is not supported")])
+@pytest.mark.parametrize(
+    ("slope", "answer"), [(-0.2, "holds here"), (0.2, "is reversed here"), (0.0, "is not supported")]
+)
 def test_the_verdict_follows_the_sign_and_significance_of_rho(slope, answer):
     combos, similarity = fake_results(slope) if slope else fake_results(0.0)
     if not slope:  # no relation: accuracy independent of similarity

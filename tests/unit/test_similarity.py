@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from loramerge.combinations import scored_pairs
 from loramerge.config import Params
 from loramerge.merging import TaskUpdate
 from loramerge.similarity import cosine, jaccard, linear_mmd, subspace_alignment, update_similarity, vocabulary
-from loramerge.stages.similarity import metric_key, scored_pairs
+from loramerge.tracking import metric_key
 
 
 def basis(dim: int, columns: list[int]) -> torch.Tensor:
@@ -59,7 +60,9 @@ def test_an_exactly_low_rank_float32_update_counts_as_its_rank_not_full_rank():
     first = torch.randn(64, 2, generator=generator) @ torch.randn(2, 64, generator=generator)
     second = torch.randn(64, 2, generator=generator) @ torch.randn(2, 64, generator=generator)
     assert subspace_alignment(first.numpy(), second.numpy()) < 0.2
-    assert subspace_alignment(first.numpy(), (first @ torch.randn(64, 64, generator=generator)).numpy()) == pytest.approx(1.0, abs=1e-4)
+    assert subspace_alignment(
+        first.numpy(), (first @ torch.randn(64, 64, generator=generator)).numpy()
+    ) == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_zero_update_has_no_direction():
@@ -87,11 +90,13 @@ def test_vocabulary_is_lower_cased_word_types():
 
 
 def test_every_pair_inside_a_triple_is_scored_once():
-    params = Params.model_validate({
-        "tasks": {t: {"data": {"hub": {"id": f"x/{t}"}}} for t in ("a", "b", "c")},
-        "pairs": {"a+b": ["a", "b"]},
-        "triples": {"a+b+c": ["a", "b", "c"]},
-    })
+    params = Params.model_validate(
+        {
+            "tasks": {t: {"data": {"hub": {"id": f"x/{t}"}}} for t in ("a", "b", "c")},
+            "pairs": {"a+b": ["a", "b"]},
+            "triples": {"a+b+c": ["a", "b", "c"]},
+        }
+    )
     assert scored_pairs(params) == ["a+b", "a+c", "b+c"]
 
 

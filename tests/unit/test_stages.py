@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from loramerge.evaluation import merged_deltas
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import write_report
-from tests.helpers import train_every_task, tiny_params_dict
+from tests.helpers import tiny_params_dict, train_every_task
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +73,14 @@ def test_a_saved_low_rank_merge_reloads_to_the_update_it_was_built_from(trained,
 
 def test_a_merge_with_an_unknown_method_fails_before_any_compute(trained, project):
     bad = trained.model_copy(update={"merge": trained.merge.model_copy(update={"methods": {"not_a_method": {}}})})
-    before = sorted(p.name for p in (project / "models/merged").glob("*")) if (project / "models/merged").exists() else []
+    before = (
+        sorted(p.name for p in (project / "models/merged").glob("*")) if (project / "models/merged").exists() else []
+    )
     with pytest.raises(ValueError, match="unknown merge method 'not_a_method'"):
         merge_combination(bad, trained.combinations[0])
-    after = sorted(p.name for p in (project / "models/merged").glob("*")) if (project / "models/merged").exists() else []
+    after = (
+        sorted(p.name for p in (project / "models/merged").glob("*")) if (project / "models/merged").exists() else []
+    )
     assert after == before
 
 

@@ -9,7 +9,13 @@ def test_every_grid_point_is_queued_even_overrides_of_keys_params_yaml_omits(tmp
     """baselines.full.weight_decay is not in params.yaml: a plain `-S key=value` is refused by DVC there."""
     params = tiny_params()
     params["baselines"]["full"].pop("weight_decay", None)
-    params["sweep"].update(lora_ranks=[2], lora_learning_rates=[0.001], lora_targets=["attention"], full_learning_rates=[5e-5], full_weight_decays=[0.001])
+    params["sweep"].update(
+        lora_ranks=[2],
+        lora_learning_rates=[0.001],
+        lora_targets=["attention"],
+        full_learning_rates=[5e-5],
+        full_weight_decays=[0.001],
+    )
     sandbox = make_sandbox(tmp_path / "repo", params)
     queued = run(["loramerge", "sweep", "queue"], sandbox, check=False)
     assert queued.returncode == 0 and "queued 2 experiments" in queued.stdout, queued.stderr[-3000:]

@@ -15,7 +15,15 @@ import pytest
 
 from loramerge.config import TrackingConfig
 from loramerge.server import server_command
-from loramerge.tracking import PROBE_SETTINGS, StageRun, TrackingError, TrackingWarning, lightning_logger, stage_run, tracking_uri
+from loramerge.tracking import (
+    PROBE_SETTINGS,
+    StageRun,
+    TrackingError,
+    TrackingWarning,
+    lightning_logger,
+    stage_run,
+    tracking_uri,
+)
 from tests.helpers import free_port
 
 
@@ -43,7 +51,10 @@ def test_inside_a_dvc_experiment_copy_the_store_stays_the_workspaces(tmp_path, m
     copy = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "abc"
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert tracking_uri(TrackingConfig(), copy) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
-    assert tracking_uri(TrackingConfig(uri="sqlite:///runs/tracking.db"), copy) == f"sqlite:///{tmp_path.resolve() / 'runs/tracking.db'}"
+    assert (
+        tracking_uri(TrackingConfig(uri="sqlite:///runs/tracking.db"), copy)
+        == f"sqlite:///{tmp_path.resolve() / 'runs/tracking.db'}"
+    )
 
 
 def test_the_environment_beats_params_and_absolute_uris_are_kept(tmp_path, monkeypatch):
@@ -112,7 +123,9 @@ def test_a_busy_sqlite_file_is_waited_for_and_a_real_error_is_not_retried(tmp_pa
     monkeypatch.setattr("loramerge.tracking.time.sleep", waits.append)
     run = StageRun(sqlite_config(tmp_path), "train@topics")
     run.uri, run.client = sqlite_config(tmp_path).uri, object()
-    outcomes = iter([sqlite3.OperationalError("database is locked"), sqlite3.OperationalError("database is locked"), "logged"])
+    outcomes = iter(
+        [sqlite3.OperationalError("database is locked"), sqlite3.OperationalError("database is locked"), "logged"]
+    )
 
     def busy_then_free():
         outcome = next(outcomes)
@@ -140,7 +153,15 @@ def test_stages_starting_together_on_a_fresh_sqlite_store_all_get_their_runs(tmp
         "print(run.run_id)\n"
     )
     uri = f"sqlite:///{tmp_path / 'fresh.db'}"
-    stages = [subprocess.Popen([sys.executable, "-c", script, uri, f"train@t{i}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
+    stages = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, uri, f"train@t{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
     outcomes = [stage.communicate(timeout=300) for stage in stages]
     assert all(stage.returncode == 0 for stage in stages), [err[-2000:] for _, err in outcomes]
     from mlflow.tracking import MlflowClient

@@ -24,7 +24,9 @@ def tiny_module(params):
 def test_a_few_training_steps_lower_the_loss(params):
     torch.manual_seed(0)
     module = tiny_module(params)
-    texts = TokenizedTexts(load_tokenizer(params.backbone), ["goal team match", "bank stock price"] * 8, [0, 1] * 8, 16)
+    texts = TokenizedTexts(
+        load_tokenizer(params.backbone), ["goal team match", "bank stock price"] * 8, [0, 1] * 8, 16
+    )
     batch = texts.collate([texts[i] for i in range(16)])
     configured = module.configure_optimizers()
     optimizer, schedule = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
@@ -60,7 +62,13 @@ def test_checkpoints_resume_only_under_the_same_configuration(tmp_path):
 def test_train_stage_writes_a_peft_adapter_a_head_labels_and_metrics(params, project):
     prepare_task(params, "topics")
     out = train_task(params, "topics")
-    assert {p.name for p in out.iterdir()} >= {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "labels.json", "train_metrics.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "head.safetensors",
+        "labels.json",
+        "train_metrics.json",
+    }
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["modules_to_save"] is None  # the head is outside the adapter, so adapters can be merged
     assert config["base_model_name_or_path"] == params.backbone.name

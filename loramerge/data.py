@@ -1,0 +1,124 @@
+"""Task data as every stage reads it: the raw splits (local CSVs first, else the Hub), the
+prepared parquet splits and label maps, the stratified sampler, and file digests.
+
+The `prepare` stage writes what this module reads; training, merging, evaluation, the
+similarity scores and the export all read through here, so a split is read one way.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from loramerge import paths
+from loramerge.atomic import read_json
+from loramerge.config import HubSource, Params, TaskData
+
+DATA_DIR_ENV = "LORAMERGE_DATA_DIR"
+
+
+class DataError(ValueError):
+    """A task's data cannot be used; the message names the task, the file and the fix."""
+
+
+def local_data_dir(params: Params) -> Path | None:
+    """The local CSV folder: $LORAMERGE_DATA_DIR, else params `data.local_dir`."""
+    chosen = os.environ.get(DATA_DIR_ENV) or params.data.local_dir
+    return Path(chosen) if chosen else None
+
+
+def read_local_split(task: str, csv_path: Path) -> pd.DataFrame:
+    """One CSV with `text` and `label` columns, read strictly (UTF-8, well-formed, not empty)."""
+    try:
+        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="strict")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"task {task!r}: {csv_path} is not valid UTF-8 ({error.reason} at byte {error.start}); re-save it as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"task {task!r}: {csv_path} is empty; it needs a header 'text,label' and rows") from None
+    except (pd.errors.ParserError, csv.Error) as error:
+        raise DataError(f"task {task!r}: {csv_path} is not a well-formed CSV: {error}") from None
+    missing = [c for c in ("text", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"task {task!r}: {csv_path} lacks column(s) {missing}; found {list(frame.columns)}; the header must name 'text' and 'label'"
+        )
+    empty = frame["label"].str.strip() == ""
+    if empty.any():
+        first = int(empty.to_numpy().nonzero()[0][0]) + 1
+        raise DataError(
+            f"task {task!r}: {csv_path} has {int(empty.sum())} row(s) with an empty label (the first is data row {first}); label them or remove them"
+        )
+    return frame[["text", "label"]]
+
+
+def read_hub_splits(task: str, hub: HubSource) -> dict[str, pd.DataFrame]:
+    """The task's splits from the Hub, with label indices turned into label names."""
+    import datasets  # import cost: seconds, and only needed when a task is read from the Hub
+
+    dataset = datasets.load_dataset(hub.id, hub.config)
+    frames = {}
+    for split, hub_split in hub.splits.items():
+        part = dataset[hub_split]
+        labels = part.features[hub.label_column]
+        frame = part.to_pandas()[[hub.text_column, hub.label_column]]
+        frame.columns = ["text", "label"]
+        if hasattr(labels, "int2str"):
+            frame["label"] = [labels.int2str(int(i)) for i in frame["label"]]
+        frames[split] = frame.astype(str)
+    return frames
+
+
+def read_raw_splits(task: str, data: TaskData, local_dir: Path | None) -> tuple[dict[str, pd.DataFrame], str]:
+    """The task's train/validation/test frames and a description of where they came from."""
+    folder = local_dir / task if local_dir else None
+    if folder is not None and folder.is_dir():
+        return {s: read_local_split(task, folder / f"{s}.csv") for s in paths.SPLITS}, str(folder.resolve())
+    try:
+        return read_hub_splits(task, data.hub), f"hub:{data.hub.id}/{data.hub.config or ''}"
+    except Exception as error:  # any failure to reach or read the Hub ends the same way
+        looked = str(folder.resolve()) if folder else "(no local folder configured)"
+        raise DataError(
+            f"task {task!r}: no local data at {looked} and the Hub dataset {data.hub.id!r}"
+            f" (config {data.hub.config!r}) could not be loaded: {type(error).__name__}: {error}."
+            f" Put train/validation/test CSVs in {looked} or set ${DATA_DIR_ENV} / data.local_dir."
+        ) from None
+
+
+def stratified_subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """At most `limit` rows keeping class proportions; plain random when a class is too small to split."""
+    if limit is None or len(frame) <= limit:
+        return frame
+    counts = frame["label"].value_counts()
+    stratify = frame["label"] if counts.min() >= 2 and counts.size <= limit else None
+    kept, _ = train_test_split(frame, train_size=limit, stratify=stratify, random_state=seed)
+    return kept.sort_index().reset_index(drop=True)
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes: what manifests and MLflow dataset inputs record of the data and models used."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def prepared_file(task: str, name: str) -> Path:
+    """A file the prepare stage writes, or an error naming the stage to run when the task is not prepared yet."""
+    path = paths.prepared_dir(task) / name
+    if not path.exists():
+        raise DataError(f"{path} does not exist: task {task!r} is not prepared; run `dvc repro prepare@{task}` first")
+    return path
+
+
+def load_split(task: str, split: str) -> pd.DataFrame:
+    """A prepared split, as the prepare stage wrote it."""
+    return pd.read_parquet(prepared_file(task, f"{split}.parquet"))
+
+
+def load_labels(task: str) -> list[str]:
+    """The task's label names; a label's index in this list is its `label_id` and its head's output row."""
+    return read_json(prepared_file(task, "labels.json"))["labels"]
