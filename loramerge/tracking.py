@@ -7,20 +7,22 @@ with MLflow's HTTP retries off and a short timeout, so an unreachable server is 
 in seconds, not after MLflow's default minutes of back-off. A local SQLite store shared
 by parallel stages (`dvc queue start -j 2`) is created by one process at a time (MLflow's
 schema migrations race otherwise), and calls that find it briefly locked are retried.
+MLflow is imported inside the calls that use it (import cost: seconds, paid only by a tracked run).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from filelock import FileLock
 
@@ -37,6 +39,31 @@ SQLITE_BUSY_SIGNS = ("database is locked",)
 
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 """MLflow 3 shows an experiment without this kind as a GenAI one (traces overview); this marks it model training."""
+
+
+DATASET_CONTEXT_TAG = "mlflow.data.context"
+"""The dataset-input tag the MLflow UI shows as a dataset's role in a run (train, validation, test)."""
+DIGEST_LENGTH = 32
+"""MLflow's store keeps at most 36 characters of a dataset digest: the first 32 hex digits of its SHA-256."""
+ARROW_TO_MLFLOW = {
+    "string": "string",
+    "large_string": "string",
+    "int64": "long",
+    "int32": "integer",
+    "double": "double",
+}
+"""Parquet column types as MLflow column-spec types, for the dataset schema the UI shows."""
+
+
+class DatasetFile(Protocol):
+    """A data file a stage read, as MLflow records a dataset input (data.PreparedSplit is one)."""
+
+    name: str
+    context: str
+    path: Path
+    digest: str
+    rows: int
+    columns: dict[str, str]
 
 
 class TrackingError(RuntimeError):
@@ -244,6 +271,38 @@ class StageRun:
         for start in range(0, len(entries), 500):
             self._client_call("log_batch", self.run_id, metrics=entries[start : start + 500])
 
+    def log_datasets(self, files: Iterable[DatasetFile]) -> None:
+        """Each file as an MLflow dataset input (name, SHA-256 digest, row count, schema, role), so the runs
+        table's Dataset column says what data a run read, and runs on different data look different."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(
+                    name=file.name,
+                    digest=file.digest[:DIGEST_LENGTH],
+                    source_type="local",
+                    source=json.dumps({"uri": Path(file.path).resolve().as_uri()}),
+                    schema=json.dumps(
+                        {
+                            "mlflow_colspec": [
+                                {"type": ARROW_TO_MLFLOW.get(t, "string"), "name": c, "required": True}
+                                for c, t in file.columns.items()
+                            ]
+                        }
+                    ),
+                    profile=json.dumps({"num_rows": file.rows}),
+                ),
+                tags=[InputTag(DATASET_CONTEXT_TAG, file.context)],
+            )
+            for file in files
+        ]
+        if inputs:
+            self._client_call("log_inputs", self.run_id, datasets=inputs)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self._client_call("set_tag", self.run_id, key, value)
+
     def log_artifacts(self, path: Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
@@ -288,6 +347,23 @@ def lightning_logger(run: StageRun):
     ):  # Lightning's first access sets MLflow's global URI, and the variable
         run._guard("attach_logger", lambda: logger.experiment)
     return logger
+
+
+def repro_runs(config: TrackingConfig, root: Path = Path(".")) -> list:
+    """The finished and running stage runs of this `dvc repro` (those sharing its repro_id tag), read from the
+    store; an empty list with one warning when it cannot be read, since callers use them for nice-to-have views."""
+    from mlflow.tracking import MlflowClient  # import cost: seconds, and only the report reads runs back
+
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri(config, root))
+        experiment = client.get_experiment_by_name(config.experiment)
+        if experiment is None:
+            return []
+        query = f"tags.repro_id = '{repro_id(root)}'"
+        return list(client.search_runs([experiment.experiment_id], query, max_results=5000))
+    except Exception as error:  # MLflow raises many types; all mean "no runs to read"
+        warnings.warn(f"runs of this repro unavailable from MLflow: {type(error).__name__}: {error}", stacklevel=2)
+        return []
 
 
 @contextmanager

@@ -15,7 +15,6 @@ import html
 import os
 import platform
 import textwrap
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +35,7 @@ from loramerge.config import Params, split_combination
 from loramerge.metrics import gain_retention
 from loramerge.paths import SIMILARITY
 from loramerge.similarity import MEASURES
-from loramerge.tracking import StageRun, git_commit, metric_key, repro_id, stage_run, tracking_uri
+from loramerge.tracking import StageRun, git_commit, metric_key, repro_id, repro_runs, stage_run
 
 TABLES = paths.REPORTS / "tables"
 FIGURES = paths.REPORTS / "figures"
@@ -453,23 +452,7 @@ def stage_runtimes(params: Params) -> pd.DataFrame:
 
     Empty when the tracking store cannot be read: runtimes are nice to have, never a reason to fail.
     """
-    from mlflow.tracking import MlflowClient
-
-    try:
-        client = MlflowClient(tracking_uri=tracking_uri(params.tracking, Path(".")))
-        experiment = client.get_experiment_by_name(params.tracking.experiment)
-        runs = (
-            client.search_runs(
-                [experiment.experiment_id], f"tags.repro_id = '{repro_id(Path('.'))}'", max_results=5000
-            )
-            if experiment
-            else []
-        )
-    except Exception as error:  # MLflow raises many types; all mean "no runtimes"
-        warnings.warn(
-            f"[report] stage runtimes unavailable from MLflow: {type(error).__name__}: {error}", stacklevel=2
-        )
-        runs = []
+    runs = repro_runs(params.tracking)
     rows = [
         {
             "stage": r.data.tags.get("dvc_stage", r.info.run_name),
@@ -986,8 +969,7 @@ def tag_as_summary(run: StageRun) -> None:
 
     Through the run's guard, so a tracking failure stays a warning unless tracking.strict.
     """
-    if run.client is not None:
-        run._guard("set_tag", run.client.set_tag, run.run_id, SUMMARY_TAG, "true")
+    run.set_tag(SUMMARY_TAG, "true")
 
 
 def write_outputs(params: Params) -> Results:
