@@ -10,9 +10,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from sklearn.model_selection import train_test_split
 
 from loramerge import paths
@@ -122,3 +124,34 @@ def load_split(task: str, split: str) -> pd.DataFrame:
 def load_labels(task: str) -> list[str]:
     """The task's label names; a label's index in this list is its `label_id` and its head's output row."""
     return read_json(prepared_file(task, "labels.json"))["labels"]
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """One prepared split as a stage's data input: what MLflow records of it (name, digest, rows, columns, role)."""
+
+    task: str
+    split: str
+    path: Path
+    digest: str
+    rows: int
+    columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}/{self.split}"
+
+    @property
+    def context(self) -> str:
+        return self.split
+
+
+def prepared_splits(task: str, splits: tuple[str, ...] = paths.SPLITS) -> list[PreparedSplit]:
+    """The task's prepared splits with their SHA-256 and shape (read from the parquet footer, not the rows)."""
+    found = []
+    for split in splits:
+        path = prepared_file(task, f"{split}.parquet")
+        schema = pq.read_schema(path)
+        columns = {name: str(schema.field(name).type) for name in schema.names}
+        found.append(PreparedSplit(task, split, path, file_digest(path), pq.read_metadata(path).num_rows, columns))
+    return found

@@ -19,7 +19,7 @@ from loramerge.atomic import read_json, write_json, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.config import Params, split_combination
-from loramerge.data import load_split
+from loramerge.data import load_labels, load_split, prepared_splits
 from loramerge.evaluation import load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import normalized_accuracy
@@ -35,11 +35,12 @@ def evaluate_single(params: Params, task: str) -> Path:
     (update,) = load_updates(encoder, {task: paths.adapter_dir(task)})
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
     with stage_run(params.tracking, f"evaluate@{task}", {"task": task, "split": "test"}) as run:
+        run.log_datasets(prepared_splits(task, ("test",)))
         with patched(encoder, deltas_of(update)):
             metrics, predicted = score(
                 encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling
             )
-        labels = read_json(paths.prepared_dir(task) / "labels.json")["labels"]
+        labels = load_labels(task)
         predictions = pd.DataFrame(
             {"actual": [labels[i] for i in test.labels], "predicted": [labels[i] for i in predicted]}
         )
@@ -60,6 +61,7 @@ def evaluate_baselines(params: Params, task: str) -> Path:
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
     results = {}
     with stage_run(params.tracking, f"evaluate_baselines@{task}", {"task": task, "split": "test"}) as run:
+        run.log_datasets(prepared_splits(task, ("test",)))
         for mode in ("head_only", "full"):
             folder = paths.model_dir(task, mode)
             backbone = (
@@ -102,6 +104,7 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
     kind = "pair" if len(members) == 2 else "triple"
     with stage_run(params.tracking, f"evaluate_{kind}@{combo}", {"combination": combo, "split": "test"}) as run:
+        run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
         results = score_merges(params, combo, encoder, tokenizer)
         for method, result in results.items():
             run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result["mean_normalized_accuracy"]})

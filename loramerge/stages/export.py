@@ -20,7 +20,7 @@ from loramerge.atomic import atomic_dir, read_json, write_json, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.compression import compare_precisions
 from loramerge.config import Params, split_combination
-from loramerge.data import load_split, stratified_subsample
+from loramerge.data import load_split, prepared_splits, stratified_subsample
 from loramerge.evaluation import merged_deltas
 from loramerge.modelcard import model_card
 from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, MultiTaskModel, fold
@@ -138,6 +138,7 @@ def export_combination(params: Params, combo: str) -> Path:
     baselines = {t: read_json(paths.baseline_metrics(t)) for t in members}
     run_params = {"combination": combo, "members": members, "method": method, "export": params.export.model_dump()}
     with stage_run(params.tracking, f"export@{combo}", run_params) as run:
+        run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
         with atomic_dir(export_dir(combo)) as out:
             write_model_files(out, params, combo, method)
             manifest = export_manifest(params, combo, method, scores, out)
@@ -159,7 +160,9 @@ def export_combination(params: Params, combo: str) -> Path:
         }
         run.log_metrics({f"export/{combo}/{name}": m for name, m in compression["precisions"].items()})
         if params.export.registry:
-            from loramerge.registry import register_export
+            from loramerge.registry import (
+                register_export,  # import cost: MLflow's model flavours, only when registering
+            )
 
             result["registry"] = run.guarded("register model", register_export, export_dir(combo), run.uri, run.run_id)
         write_json(export_metrics(combo), result)

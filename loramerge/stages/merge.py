@@ -21,7 +21,7 @@ from loramerge import paths
 from loramerge.atomic import atomic_dir, read_json, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import Params
-from loramerge.data import file_digest
+from loramerge.data import file_digest, prepared_splits
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
 from loramerge.merging import MergeMethod, MergeResult, TaskUpdate
@@ -127,6 +127,7 @@ def merge_combination(params: Params, combo: str) -> Path:
     }
     stage = f"merge_{'pair' if len(members) == 2 else 'triple'}@{combo}"
     with stage_run(params.tracking, stage, run_params) as run, atomic_dir(paths.merged_dir(combo)) as out:
+        run.log_datasets(split for task in members for split in prepared_splits(task, ("validation",)))
         for task in members:
             (out / "heads" / task).mkdir(parents=True)
             shutil.copy2(paths.adapter_dir(task) / "head.safetensors", out / "heads" / task / "head.safetensors")

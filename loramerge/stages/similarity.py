@@ -17,7 +17,7 @@ from loramerge.atomic import write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.combinations import scored_pairs
 from loramerge.config import Params, split_combination
-from loramerge.data import load_labels, load_split, stratified_subsample
+from loramerge.data import load_labels, load_split, prepared_splits, stratified_subsample
 from loramerge.lora import load_updates
 from loramerge.similarity import MEASURES, cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
 from loramerge.tracking import metric_key, stage_run
@@ -71,6 +71,8 @@ def write_similarity(params: Params) -> Path:
     with stage_run(
         params.tracking, "similarity", {"similarity": params.similarity.model_dump(), "pairs": scored_pairs(params)}
     ) as run:
+        tasks = dict.fromkeys(t for pair in scored_pairs(params) for t in split_combination(pair))
+        run.log_datasets(split for task in tasks for split in prepared_splits(task, ("train",)))
         pairs = measure_pairs(params)
         write_json(paths.SIMILARITY, {"max_texts": params.similarity.max_texts, "pairs": pairs})
         run.log_metrics(

@@ -37,7 +37,7 @@ from loramerge.atomic import atomic_dir, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.config import ConfigError, Params, TrainConfig
-from loramerge.data import file_digest, load_labels, load_split
+from loramerge.data import file_digest, load_labels, load_split, prepared_splits
 from loramerge.lora import add_lora
 from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, Classifier
@@ -358,6 +358,7 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     fingerprint = {**settings, "data": params.tasks[task].data.model_dump(), "prepared_sha256": data_fingerprint(task)}
     resume_from = resume_point(folder, fingerprint, lead, stage, config.max_epochs)
     with stage_run(params.tracking, stage, settings) if lead else untracked(params.tracking, stage) as run:
+        run.log_datasets(prepared_splits(task, ("train", "validation")))
         trainer.logger = lightning_logger(run)
         started = time.perf_counter()
         trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)

@@ -64,6 +64,10 @@ def test_mlflow_holds_one_finished_run_per_stage_with_params_metrics_and_artifac
     assert train.data.params["lora.rank"] == "8"
     assert "train_loss" in train.data.metrics and len(train.data.tags["git_commit"]) == 40
     assert any(a.path == "model" for a in client.list_artifacts(train.info.run_id))
+    read = {r.data.tags["dvc_stage"]: {i.dataset.name for i in r.inputs.dataset_inputs} for r in runs}
+    assert read["train@emotion"] == {"emotion/train", "emotion/validation"}, "the runs table's Dataset column"
+    assert read["merge_pair@emotion+agnews"] == {"emotion/validation", "agnews/validation"}, "merges never read test"
+    assert read["evaluate_pair@emotion+agnews"] == {"emotion/test", "agnews/test"}
 
 
 def test_a_second_repro_reruns_nothing(repro):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
 import subprocess
@@ -11,9 +13,13 @@ import time
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
+from loramerge import paths
 from loramerge.config import TrackingConfig
+from loramerge.data import prepared_splits
 from loramerge.server import server_command
 from loramerge.tracking import (
     PROBE_SETTINGS,
@@ -187,3 +193,28 @@ def test_a_postgresql_store_is_passed_through_and_still_served_on_localhost(tmp_
     command = server_command(tmp_path, 5000, "postgresql://mlflow@db.internal/mlflow")
     assert command[command.index("--backend-store-uri") + 1] == "postgresql://mlflow@db.internal/mlflow"
     assert command[command.index("--host") + 1] == "127.0.0.1" and "--workers" not in command
+
+
+# ---------------------------------------------------------------- what a run read
+
+
+def test_a_stage_records_each_prepared_split_it_read_as_an_mlflow_dataset_with_its_sha256_rows_and_role(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    folder = paths.prepared_dir("moods")
+    folder.mkdir(parents=True)
+    for split, rows in {"validation": 3, "test": 5}.items():
+        frame = pd.DataFrame({"text": [f"t{i}" for i in range(rows)], "label": ["a"] * rows, "label_id": [0] * rows})
+        frame.to_parquet(folder / f"{split}.parquet", index=False)
+    with stage_run(sqlite_config(tmp_path), "evaluate@moods", {}) as run:
+        run.log_datasets(prepared_splits("moods", ("validation", "test")))
+    inputs = MlflowClient(sqlite_config(tmp_path).uri).get_run(run.run_id).inputs.dataset_inputs
+    recorded = {i.dataset.name: i for i in inputs}
+    assert set(recorded) == {"moods/validation", "moods/test"}
+    for split, rows in {"validation": 3, "test": 5}.items():
+        dataset = recorded[f"moods/{split}"].dataset
+        assert dataset.digest == hashlib.sha256((folder / f"{split}.parquet").read_bytes()).hexdigest()[:32]
+        assert json.loads(dataset.profile) == {"num_rows": rows}
+        assert [c["name"] for c in json.loads(dataset.schema)["mlflow_colspec"]] == ["text", "label", "label_id"]
+        assert {(t.key, t.value) for t in recorded[f"moods/{split}"].tags} == {("mlflow.data.context", split)}
