@@ -17,11 +17,13 @@ import yaml
 
 from loramerge.config import all_combinations, load_params
 from loramerge.paths import SIMILARITY
+from loramerge.report.statistics import correlations, spearman, verdict
+from loramerge.report.tables import combination_table
 from loramerge.similarity import MEASURES
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.export import export_combination
 from loramerge.stages.merge import merge_combination
-from loramerge.stages.report import combination_table, correlations, spearman, verdict, write_report
+from loramerge.stages.report import write_report
 from loramerge.stages.similarity import write_similarity
 from tests.helpers import synthetic_rows, tiny_params_dict, train_every_task, write_csv
 

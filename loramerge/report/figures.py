@@ -1,0 +1,107 @@
+"""The report's figures as PNGs: pairwise heat-maps, per-task retention bars, similarity scatter plots.
+
+The one module that draws, on matplotlib's Agg backend: the stage runs headless (DVC, CI, a remote machine).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from loramerge.atomic import atomic_file
+from loramerge.config import split_combination
+from loramerge.report.tables import KINDS
+from loramerge.similarity import MEASURES
+
+NORMALIZED_LABEL = "mean normalized accuracy\n(merged / single, ratio)"
+
+
+def save_figure(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    with atomic_file(path) as staging:
+        figure.savefig(staging, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def pair_heatmap(merged: pd.DataFrame, method: str, tasks: list[str], path: Path) -> Path:
+    """Mean normalized accuracy of each pair, as a symmetric task × task grid."""
+    grid = pd.DataFrame(np.nan, index=tasks, columns=tasks)
+    pairs = merged[(merged["kind"] == "pair") & (merged["method"] == method)]
+    for combo, score in pairs.groupby("combination")["normalized_accuracy"].mean().items():
+        a, b = split_combination(combo)
+        grid.loc[a, b] = grid.loc[b, a] = score
+    figure, axes = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.0 * len(tasks) + 1.5))
+    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0.0, vmax=1.05)
+    axes.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
+    axes.set_yticks(range(len(tasks)), tasks)
+    for i in range(len(tasks)):
+        for j in range(len(tasks)):
+            if not np.isnan(grid.iat[i, j]):
+                axes.text(
+                    j,
+                    i,
+                    f"{grid.iat[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="black" if grid.iat[i, j] > 0.6 else "white",
+                )
+    axes.set_xlabel("task")
+    axes.set_ylabel("task")
+    axes.set_title(f"{method}\npair mean normalized accuracy (merged / single)", fontsize="medium")
+    figure.colorbar(image, ax=axes, label="normalized accuracy (ratio)")
+    return save_figure(figure, path)
+
+
+def retention_bars(retention: pd.DataFrame, method: str, path: Path) -> Path:
+    """Per task, grouped bars: head-only, full fine-tuning, single adapter, and merged (pairs, triples)."""
+    legend = {
+        "head_only_accuracy": "head-only (frozen encoder)",
+        "full_ft_accuracy": "full fine-tuning",
+        "lora_accuracy": "single LoRA adapter",
+        "merged_pairs_accuracy": f"merged in pairs ({method})",
+        "merged_triples_accuracy": f"merged in triples ({method})",
+    }
+    figure, axes = plt.subplots(figsize=(2.0 * len(retention) + 5, 4.5))
+    retention.set_index("task").rename(columns=legend).plot.bar(ax=axes, rot=0, width=0.8)
+    axes.set_xlabel("task")
+    axes.set_ylabel("test accuracy (fraction correct)")
+    axes.set_ylim(0, 1.05)
+    axes.set_title(
+        f"Per task: single vs merged ({method}, mean over the combinations with the task) vs head-only",
+        fontsize="medium",
+    )
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return save_figure(figure, path)
+
+
+def similarity_scatter(
+    combos: pd.DataFrame, similarity: pd.DataFrame, corr: pd.DataFrame, method: str, path: Path
+) -> Path:
+    """One panel per (kind, measure): each combination's similarity against its mean normalized accuracy, with ρ and p."""
+    joined = combos[combos["method"] == method].merge(similarity, on=["combination", "kind"])
+    kinds = [k for k in KINDS if (joined["kind"] == k).any()]
+    figure, axes = plt.subplots(
+        len(kinds), len(MEASURES), figsize=(3.4 * len(MEASURES), 3.4 * len(kinds)), squeeze=False
+    )
+    for row, kind in enumerate(kinds):
+        points = joined[joined["kind"] == kind]
+        for column, (measure, description) in enumerate(MEASURES.items()):
+            stats = corr[(corr["method"] == method) & (corr["kind"] == kind) & (corr["measure"] == measure)].iloc[0]
+            ax = axes[row, column]
+            ax.scatter(points[measure], points["normalized_accuracy"])
+            ax.locator_params(axis="x", nbins=4)
+            ax.set_title(f"{kind}s: ρ = {stats['rho']:.2f}, p = {stats['p']:.2f}, n = {stats['n']}", fontsize="small")
+            ax.set_xlabel(
+                textwrap.fill(description + (", mean of pairs" if kind == "triple" else ""), 32), fontsize="small"
+            )
+            ax.set_ylabel(NORMALIZED_LABEL if column == 0 else "", fontsize="small")
+    figure.suptitle(f"{method}: task similarity vs merge retention")
+    return save_figure(figure, path)

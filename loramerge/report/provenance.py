@@ -1,0 +1,90 @@
+"""How the run was made, for the report's Provenance section: data sizes, the model, the machine, stage runtimes.
+
+Read from what prepare and train recorded and from this repro's MLflow runs, never recomputed, so the report
+describes the run that produced its numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import pandas as pd
+import torch
+
+from loramerge import paths
+from loramerge.atomic import read_json
+from loramerge.config import Params
+from loramerge.tracking import repro_runs
+
+
+def data_sizes(params: Params) -> pd.DataFrame:
+    """Per task, from prepare's stats.json: where the data came from and how many rows each split kept."""
+    rows = []
+    for task in params.tasks:
+        stats = read_json(paths.prepared_dir(task) / "stats.json")
+        rows.append(
+            {
+                "task": task,
+                "source": stats["source"],
+                **{f"{s}_rows": stats["rows"][s] for s in paths.SPLITS},
+                "labels": len(stats["class_counts"]["train"]),
+                "empty_texts_dropped": sum(stats["empty_texts_dropped"].values()),
+                "texts_shared_across_splits": sum(stats["duplicates_across_splits"].values()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def model_table(params: Params) -> pd.DataFrame:
+    """The backbone and each task's LoRA adapter size, as training recorded it."""
+    rows = []
+    for task in params.tasks:
+        train = read_json(paths.train_metrics(task, "lora"))
+        rows.append(
+            {
+                "task": task,
+                "backbone": params.backbone.name,
+                "total_params": train["total_params"],
+                "lora_trainable_params": train["trainable_params"],
+                "lora_rank": params.lora.rank,
+                "lora_alpha": params.lora.alpha,
+                "lora_targets": params.lora.targets,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def machine_table() -> pd.DataFrame:
+    """The platform, CPUs and library versions of the machine that built the report."""
+    return pd.DataFrame(
+        [
+            {
+                "platform": platform.platform(),
+                "processor": platform.machine(),
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+            }
+        ]
+    )
+
+
+def stage_runtimes(params: Params) -> pd.DataFrame:
+    """Wall time of every stage run of this `dvc repro` (the MLflow runs sharing its repro_id).
+
+    Empty when the tracking store cannot be read: runtimes are nice to have, never a reason to fail.
+    """
+    runs = repro_runs(params.tracking)
+    rows = [
+        {
+            "stage": r.data.tags.get("dvc_stage", r.info.run_name),
+            "status": r.info.status,
+            "start_time": r.info.start_time,
+            "runtime_s": (r.info.end_time - r.info.start_time) / 1000,
+        }
+        for r in runs
+        if r.info.end_time
+    ]
+    table = pd.DataFrame(rows, columns=["stage", "status", "start_time", "runtime_s"])
+    return table.sort_values("start_time").drop_duplicates("stage", keep="last").drop(columns="start_time")

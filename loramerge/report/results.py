@@ -1,0 +1,133 @@
+"""Everything the report shows, computed once (`Results`), and the numbers it hands on: reports/metrics.json, the flat
+reports/headline/*.json that `dvc metrics show` prints, and the metrics of the MLflow summary run.
+
+One computation feeds the tables, figures, document and metrics, so none of them can disagree with another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from loramerge.config import Params
+from loramerge.report.statistics import correlations, similarity_table
+from loramerge.report.tables import (
+    KINDS,
+    RETENTION,
+    combination_table,
+    headline_table,
+    merged_table,
+    method_summary,
+    single_table,
+)
+from loramerge.similarity import MEASURES
+from loramerge.tracking import metric_key
+
+SHORT_NAMES = {"normalized_accuracy": "norm_acc", "gain_retention": "gain_retention"}  # MLflow metric prefixes
+
+
+@dataclass
+class Results:
+    """Everything the report shows, computed once."""
+
+    single: pd.DataFrame
+    merged: pd.DataFrame
+    combos: pd.DataFrame
+    summary: pd.DataFrame
+    headline: pd.DataFrame
+    similarity: pd.DataFrame
+    correlations: pd.DataFrame
+
+
+def compute_results(params: Params) -> Results:
+    """Every table and statistic, from the files earlier stages wrote."""
+    single = single_table(params)
+    merged = merged_table(params, single)
+    combos = combination_table(merged)
+    similarity = similarity_table(params)
+    return Results(
+        single,
+        merged,
+        combos,
+        method_summary(merged),
+        headline_table(combos),
+        similarity,
+        correlations(combos, similarity),
+    )
+
+
+def headline_metrics(results: Results) -> dict:
+    """reports/metrics.json: per method and kind the mean scores, and the median ρ of each measure over methods."""
+
+    def number(value: float) -> float | None:
+        return None if pd.isna(value) else float(value)
+
+    methods = {
+        method: {
+            kind: {m: number(group[group["kind"] == kind][m].mean()) for m in RETENTION}
+            for kind in KINDS
+            if (group["kind"] == kind).any()
+        }
+        for method, group in results.combos.groupby("method")
+    }
+    rho = results.correlations.groupby(["kind", "measure"])["rho"].median()
+    return {
+        "best": {k: number(v) for k, v in results.headline.iloc[0].items() if k != "best_method"},
+        "methods": methods,
+        "spearman_rho_median": {
+            kind: {measure: number(v) for (k, measure), v in rho.items() if k == kind} for kind in KINDS
+        },
+    }
+
+
+HEADLINE_KEYS = {
+    ("pair", "normalized_accuracy"): "pair_acc",
+    ("triple", "normalized_accuracy"): "triple_acc",
+    ("pair", "gain_retention"): "pair_gain",
+    ("triple", "gain_retention"): "triple_gain",
+}
+"""Short flat keys of reports/headline/<method>.json: `dvc metrics show` prints one row per file, one column per key."""
+
+
+def headline_files(results: Results) -> dict[str, dict[str, float]]:
+    """reports/headline/: one small flat file per method (mean normalized accuracy and gain retention, pairs and
+    triples) and `pipeline.json` (mean single-adapter test accuracy, training seconds, every mode and task), so that `dvc metrics show`
+    is a table of methods that fits a terminal; the detailed files stay stage outputs."""
+    files = {}
+    for method, group in results.combos.groupby("method"):
+        means = group.groupby("kind")[RETENTION].mean()
+        files[method] = {
+            key: round(float(means.loc[kind, m]), 4)
+            for (kind, m), key in HEADLINE_KEYS.items()
+            if kind in means.index and not pd.isna(means.loc[kind, m])
+        }
+    training_s = results.single[["lora_train_s", "head_only_train_s", "full_ft_train_s"]].to_numpy().sum()
+    files["pipeline"] = {
+        "single_acc": round(float(results.single["lora_accuracy"].mean()), 4),
+        "train_s": round(float(training_s), 1),
+    }
+    return files
+
+
+def tracked_metrics(results: Results) -> dict[str, float]:
+    """MLflow metric names that sort by measure, kind, method, combination (a method's mean is its prefix)."""
+    metrics = {}
+    for row in results.combos.itertuples():
+        metrics.update(
+            {metric_key(SHORT_NAMES[m], row.kind, row.method, row.combination): getattr(row, m) for m in RETENTION}
+        )
+    for method, by_kind in headline_metrics(results)["methods"].items():
+        for kind, scores in by_kind.items():
+            metrics.update({metric_key(SHORT_NAMES[m], kind, method): v for m, v in scores.items()})
+    for row in results.similarity.itertuples(index=False):
+        metrics.update(
+            {
+                metric_key("similarity", measure, row.kind, row.combination): getattr(row, measure)
+                for measure in MEASURES
+            }
+        )
+    for row in results.correlations.itertuples():
+        metrics[metric_key("spearman_rho", row.kind, row.method, row.measure)] = row.rho
+        metrics[metric_key("spearman_p", row.kind, row.method, row.measure)] = row.p
+    return {k: v for k, v in metrics.items() if v is not None and not pd.isna(v)}

@@ -1,0 +1,230 @@
+"""What the report says: its sections in order (headline, methods, heat-maps, triples, retention, similarity, sweep,
+export, provenance), each a title over its prose, tables and figures; and the older short reports/summary.md.
+
+The wording lives here, apart from the numbers (tables, statistics, results) and from the rendering (document).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from loramerge.config import Params
+from loramerge.report.document import Code, Figure, Section, Table, markdown_block
+from loramerge.report.provenance import data_sizes, machine_table, model_table, stage_runtimes
+from loramerge.report.results import Results
+from loramerge.report.statistics import verdict
+from loramerge.report.tables import KINDS, export_tables, triples_ranked
+from loramerge.similarity import MEASURES
+from loramerge.sweep import SWEEP_CSV, sweep_tables
+from loramerge.tracking import git_commit, repro_id
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def headline_text(headline: pd.DataFrame) -> str:
+    row = headline.iloc[0]
+    parts = [f"{row[f'normalized_accuracy_{k}s']:.3f} over {plural(row[f'{k}s'], k)}" for k in KINDS if row[f"{k}s"]]
+    return (
+        f"Best method: {row['best_method']}, with mean normalized accuracy (merged / single-adapter test accuracy) "
+        f"{' and '.join(parts)} ({row['normalized_accuracy_all']:.3f} over all combinations, each weighing once)."
+    )
+
+
+def similarity_section(results: Results, figures: list[Figure], params: Params) -> Section:
+    if not len(results.similarity):
+        return Section(
+            "similarity",
+            "Does task similarity predict merge retention?",
+            ["Not computed: run the `similarity` stage (loramerge similarity) first."],
+        )
+    measures = pd.DataFrame(
+        {
+            "measure": list(MEASURES),
+            "what it is": list(MEASURES.values()),
+            "larger means": ["less similar" if m == "data_mmd" else "more similar" for m in MEASURES],
+        }
+    )
+    cells = results.correlations.assign(
+        cell=[
+            f"{r:.2f} (p {p:.2f})" if pd.notna(r) else "–"
+            for r, p in results.correlations[["rho", "p"]].itertuples(index=False)
+        ]
+    )
+    pivot = (
+        cells.pivot(index=["kind", "measure"], columns="method", values="cell")
+        .reindex(cells.set_index(["kind", "measure"]).index.unique())
+        .reset_index()
+    )
+    return Section(
+        "similarity",
+        "Does task similarity predict merge retention?",
+        [
+            *verdict(results.correlations, params.similarity.significance_level),
+            f"The measures. Data measures embed at most {params.similarity.max_texts} training texts per task with the base encoder "
+            "(mean pooling); a triple's similarity is the mean of its three pairs'.",
+            Table(measures, "measures"),
+            Table(results.similarity, "similarity-table"),
+            "Spearman's ρ of each measure against mean normalized accuracy, per method, with its two-sided p-value from a "
+            "permutation test (exact up to 7 combinations); – where fewer than 3 combinations or constant scores:",
+            Table(pivot, "correlations"),
+            *figures,
+        ],
+    )
+
+
+def sweep_section() -> Section:
+    """The emotion study's grid, as `loramerge sweep collect` left it in metrics/sweep/sweep.csv."""
+    title = "The emotion study's sweep: LoRA settings vs full fine-tuning (DVC experiments)"
+    if not SWEEP_CSV.exists():
+        return Section(
+            "sweep",
+            title,
+            ["Not run yet: `loramerge sweep queue`, `dvc queue start -j 1`, then `loramerge sweep collect` (README)."],
+        )
+    table = pd.read_csv(SWEEP_CSV)
+    tables = sweep_tables(table)
+    setup = ", ".join(sorted({f"`{b}` on {h}" for b, h in table[["backbone", "hardware"]].itertuples(index=False)}))
+    return Section(
+        "sweep",
+        title,
+        [
+            f"{plural(len(table), 'experiment')} ({setup}), each a `dvc exp run` with `-S` overrides; the data sizes are this "
+            "pipeline's (Provenance). Validation, every setting:",
+            Table(tables["validation"], "sweep-validation"),
+            "Test, the best setting of each family (chosen on validation accuracy):",
+            Table(tables["test"], "sweep-test"),
+            "The study's published test numbers, for comparison only: BERT-base on a T4 GPU with the full emotion data, "
+            "so a different backbone, hardware and data size:",
+            Table(tables["study"], "sweep-study"),
+        ],
+    )
+
+
+def export_section(params: Params) -> Section:
+    models, by_task = export_tables(params)
+    title = "The shipped multi-task models: fp32, int8, bf16"
+    if models.empty:
+        return Section("export", title, ["Not exported yet: `dvc repro export` (models/export/<combo>)."])
+    return Section(
+        "export",
+        title,
+        [
+            "Each combination's merge with the best validation score, exported as one encoder (update folded in) feeding "
+            "every member's head (models/export/<combo>, registered in MLflow as loramerge-<combo>). Per precision: size of "
+            "the weights, mean test accuracy over the members (at most export.compression_examples texts per task), "
+            "latency of one text and throughput of batches of 64 on the machine that ran the stage (Provenance); "
+            "one_pass_vs_k_passes is the evaluate stage's measured speed-up of one merged pass over k adapter passes. "
+            "int8 is dynamic quantization of the linear layers; bf16 is measured only on CPUs with native bf16.",
+            Table(models, "export-table"),
+            "Per member task, test accuracy of each precision:",
+            Table(by_task, "export-tasks"),
+        ],
+    )
+
+
+def provenance_section(params: Params, single: pd.DataFrame) -> Section:
+    runtimes = stage_runtimes(params)
+    shown = params.model_dump(exclude={"pairs", "triples"})
+    return Section(
+        "provenance",
+        "Provenance",
+        [
+            f"Git commit {git_commit(Path('.'))}, repro_id {repro_id(Path('.'))}; report built "
+            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; {plural(len(params.pairs), 'pair')} and {plural(len(params.triples), 'triple')}.",
+            "Data (data/prepared/<task>/stats.json):",
+            Table(data_sizes(params), "data"),
+            "Model:",
+            Table(model_table(params), "model"),
+            "Machine that built this report:",
+            Table(machine_table(), "machine"),
+            "Training time per task in seconds (train_metrics.json of each mode):",
+            Table(single[["task", "lora_train_s", "head_only_train_s", "full_ft_train_s"]], "training-time"),
+            f"Stage runtimes of this repro (MLflow runs tagged repro_id; {runtimes['runtime_s'].sum():.0f} s in all):"
+            if len(runtimes)
+            else "Stage runtimes: none found in MLflow for this repro_id.",
+            Table(runtimes, "stage-runtimes"),
+            "Parameters (params.yaml as validated; pairs and triples omitted):",
+            Code(yaml.safe_dump(shown, sort_keys=False)),
+        ],
+    )
+
+
+def report_sections(results: Results, figures: dict[str, list[Figure]], params: Params) -> list[Section]:
+    summary = results.summary
+    return [
+        Section("headline", "Headline", [headline_text(results.headline), Table(results.headline, "headline-table")]),
+        Section(
+            "methods",
+            "Methods: normalized accuracy and gain retention over pairs and triples (test)",
+            [
+                "Normalized accuracy = merged test accuracy / single-adapter test accuracy, per member task, averaged per "
+                "combination, then over combinations. Gain retention = (merged − head-only) / (single adapter − head-only): the "
+                "share of what the adapter added over a trained head that survives the merge, pooled over a combination's tasks "
+                "(Σ numerators / Σ denominators, so a task whose adapter barely beat head-only cannot swamp it), then averaged over "
+                "combinations. Per-task values are in reports/tables and the summary.",
+                Table(summary, "methods-table"),
+            ],
+        ),
+        Section("heatmaps", "Pairwise heat-maps", figures["heatmaps"]),
+        Section(
+            "triples",
+            "Triples ranked",
+            [Table(triples_ranked(results.combos), "triples-table")]
+            if (results.combos["kind"] == "triple").any()
+            else ["No triples configured."],
+        ),
+        Section(
+            "retention",
+            "Per-task retention: single vs merged vs head-only",
+            [*figures["retention"], Table(results.single, "single-table")],
+        ),
+        similarity_section(results, figures["similarity"], params),
+        sweep_section(),
+        export_section(params),
+        provenance_section(params, results.single),
+    ]
+
+
+def summary_markdown(params: Params, results: Results) -> str:
+    """The original short summary (reports/summary.md), kept for readers and scripts that use it."""
+    merged, tasks = results.merged, list(params.tasks)
+    columns = [
+        "combination",
+        "method",
+        "task",
+        "accuracy",
+        "single_accuracy",
+        "head_only_accuracy",
+        "normalized_accuracy",
+        "gain_retention",
+        "beats_head_only",
+    ]
+    every = results.combos.pivot(
+        index=["combination", "kind"], columns="method", values="normalized_accuracy"
+    ).reset_index()
+    return (
+        "\n\n".join(
+            [
+                "# loramerge summary",
+                f"Backbone `{params.backbone.name}`, LoRA r={params.lora.rank} alpha={params.lora.alpha} on `{params.lora.targets}`; "
+                f"{len(tasks)} tasks, {merged['combination'].nunique()} combinations. Normalized accuracy = merged test accuracy / single-adapter test accuracy.",
+                "## Mean normalized accuracy and gain retention per method (test)\n\n"
+                + markdown_block(Table(results.summary)),
+                "## Single-task models on test: majority class, head-only, full fine-tuning, LoRA\n\n"
+                + markdown_block(Table(results.single)),
+                "## Merged vs head-only, per task and combination\n\nGain retention = (merged − head-only) / (LoRA − head-only): "
+                "the share of what the adapter added over a trained head that survives the merge.\n\n"
+                + markdown_block(Table(merged[columns])),
+                "## Every combination\n\n" + markdown_block(Table(every)),
+                "## Pairwise heat-maps\n\n"
+                + "\n".join(f"![{m}](figures/heatmap_{m}.png)" for m in params.merge.methods),
+            ]
+        )
+        + "\n"
+    )

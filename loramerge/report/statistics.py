@@ -1,0 +1,151 @@
+"""Does task similarity predict merge retention? Each combination's similarity, Spearman's ρ against its mean
+normalized accuracy with a permutation p-value, and the verdict on the vision study's finding in plain sentences.
+
+Apart from the tables because this is the report's only inference: a handful of points, p-values, and sentences whose
+wording depends on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
+
+from loramerge.atomic import read_json
+from loramerge.combinations import member_pairs
+from loramerge.config import Params
+from loramerge.paths import SIMILARITY
+from loramerge.report.tables import combination_kind
+from loramerge.similarity import MEASURES
+
+
+def similarity_table(params: Params) -> pd.DataFrame:
+    """Every measure per combination: a pair's as the similarity stage wrote it, a triple's as the
+    mean over its three pairs. Empty when the similarity stage has not run."""
+    if not SIMILARITY.exists():
+        return pd.DataFrame(columns=["combination", "kind", *MEASURES])
+    pairs = pd.DataFrame.from_dict(read_json(SIMILARITY)["pairs"], orient="index")[list(MEASURES)]
+    rows = []
+    for combo in params.combinations:
+        rows.append(
+            {"combination": combo, "kind": combination_kind(combo), **pairs.loc[member_pairs(combo)].mean().to_dict()}
+        )
+    return pd.DataFrame(rows)
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Spearman's ρ and its two-sided p-value from a permutation test.
+
+    scipy's spearmanr p-value comes from a t approximation that is badly off for the handful
+    of pairs and triples we have (it reports p = 0 for three points in order); the
+    permutation test is exact up to 7 points and a seeded Monte-Carlo estimate beyond.
+    NaN when fewer than 3 points or either side is constant (no ranking to compare).
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan"), float("nan")
+    rho = float(spearmanr(x, y).statistic)
+    ranks_y = rankdata(y)
+
+    def rank_correlation(ranks_x: np.ndarray, axis: int) -> np.ndarray:  # Pearson on ranks = Spearman, vectorized
+        return pearsonr(ranks_x, np.broadcast_to(ranks_y, ranks_x.shape), axis=axis).statistic
+
+    # one sample permuted against the fixed other: n! pairings, enumerated exactly when n! <= n_resamples
+    test = permutation_test(
+        (rankdata(x),), rank_correlation, permutation_type="pairings", vectorized=True, n_resamples=9999, rng=0
+    )
+    return rho, float(test.pvalue)
+
+
+def correlations(combos: pd.DataFrame, similarity: pd.DataFrame) -> pd.DataFrame:
+    """Per method, kind and measure: how the measure ranks combinations against their mean normalized accuracy."""
+    joined = combos.merge(similarity, on=["combination", "kind"])
+    rows = []
+    for (method, kind), group in joined.groupby(["method", "kind"], sort=False):
+        for measure in MEASURES:
+            rho, p = spearman(group[measure], group["normalized_accuracy"])
+            rows.append({"method": method, "kind": kind, "measure": measure, "n": len(group), "rho": rho, "p": p})
+    return pd.DataFrame(rows, columns=["method", "kind", "measure", "n", "rho", "p"])
+
+
+def direction_counts(corr: pd.DataFrame, kind: str, measure: str, significance: float) -> dict:
+    """How many methods see a positive / negative ρ for one measure, and how many of those are significant."""
+    rows = corr[(corr["kind"] == kind) & (corr["measure"] == measure)].dropna(subset=["rho"])
+    significant = rows["p"] < significance
+    return {
+        "methods": len(rows),
+        "n": int(rows["n"].max()) if len(rows) else 0,
+        "median_rho": rows["rho"].median(),
+        "negative": int((rows["rho"] < 0).sum()),
+        "positive": int((rows["rho"] > 0).sum()),
+        "significant_negative": int(((rows["rho"] < 0) & significant).sum()),
+        "significant_positive": int(((rows["rho"] > 0) & significant).sum()),
+    }
+
+
+def agreement(cos: dict, mmd: dict) -> str:
+    """Whether the two data measures point the same way: cosine with ρ < 0 and MMD with ρ > 0 both favour dissimilar data."""
+    if not mmd["methods"]:
+        return "MMD gives no ranking to compare."
+    cos_dissimilar, mmd_dissimilar = cos["negative"] > cos["methods"] / 2, mmd["positive"] > mmd["methods"] / 2
+    if cos_dissimilar == mmd_dissimilar:
+        return "the two data measures agree."
+    return (
+        f"the two data measures disagree (MMD {'favours dissimilar' if mmd_dissimilar else 'favours similar'} data), "
+        "so the data do not settle the question."
+    )
+
+
+def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
+    """Plain sentences, from the numbers, on the vision study's finding: dissimilar data merges better.
+
+    The finding predicts ρ(data cosine, normalized accuracy) < 0 over pairs, and ρ > 0 for the
+    MMD distance. It "holds" only when most methods show a significant negative ρ.
+    """
+    cos = direction_counts(corr, "pair", "data_cosine", significance)
+    if cos["methods"] == 0:
+        return [
+            "The vision study's finding (adapters on dissimilar data merge better) cannot be tested here: "
+            "fewer than 3 pairs with varying scores, or no similarity measured."
+        ]
+    majority = cos["methods"] / 2
+    if cos["significant_negative"] > majority:
+        answer = "holds here"
+    elif cos["significant_positive"] > majority:
+        answer = "is reversed here: pairs with more similar data merge better"
+    elif cos["negative"] > majority:
+        answer = "is not supported here: the direction agrees, but not significantly for most methods"
+    elif cos["positive"] > majority:
+        answer = "is not supported here: if anything, pairs with more similar data merge better, but not significantly"
+    else:
+        answer = "is not supported here: no consistent direction across methods"
+    mmd = direction_counts(corr, "pair", "data_mmd", significance)
+    sentences = [
+        f"The vision study's finding, that adapters on dissimilar data merge better, {answer}.",
+        f"Over {cos['n']} pairs, Spearman's ρ between data cosine similarity and mean normalized accuracy is negative for "
+        f"{cos['negative']} of the {cos['methods']} methods whose scores vary (median ρ = {cos['median_rho']:.2f}); significant (p < {significance:g}) "
+        f"and negative for {cos['significant_negative']}, significant and positive for {cos['significant_positive']}. The finding predicts ρ < 0.",
+        f"Data MMD, a distance (the finding predicts ρ > 0): ρ > 0 for {mmd['positive']} of {mmd['methods']} methods "
+        f"(median ρ = {mmd['median_rho']:.2f}); {agreement(cos, mmd)}",
+    ]
+    triples = direction_counts(corr, "triple", "data_cosine", significance)
+    if triples["methods"]:
+        sentences.append(
+            f"Over {triples['n']} triples (mean pairwise data cosine): median ρ = {triples['median_rho']:.2f}, "
+            f"negative for {triples['negative']} of {triples['methods']} methods, significant for "
+            f"{triples['significant_negative'] + triples['significant_positive']}."
+        )
+    small = cos["n"] < 10
+    sentences.append(
+        f"{'Small sample' if small else 'Sample'}: {cos['n']} pairs. Every method is scored on the same pairs, so the "
+        "methods' correlations are not independent evidence"
+        + (
+            "; with so few points only a very strong ranking reaches significance, so read these numbers as "
+            "indicative, not as a test of the finding."
+            if small
+            else "."
+        )
+    )
+    return sentences

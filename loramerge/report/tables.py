@@ -1,0 +1,182 @@
+"""The report's numbers as frames: the metrics files that evaluate and export wrote, read into tables, and the tables
+computed from them (per combination, per method, the headline, triples ranked, per-task retention, the shipped models).
+
+One definition per table, shared by the CSVs, the figures, the markdown and the HTML, so they show the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from loramerge import paths
+from loramerge.atomic import read_json
+from loramerge.config import Params, split_combination
+from loramerge.metrics import gain_retention
+
+KINDS = ("pair", "triple")
+"""The combination sizes the report compares, in the order it shows them."""
+RETENTION = ["normalized_accuracy", "gain_retention"]
+"""The two measures of what a merge keeps, per combination."""
+
+
+def single_table(params: Params) -> pd.DataFrame:
+    """Per task: the majority class, head-only, full fine-tuning and the LoRA adapter on test."""
+    rows = []
+    for task in params.tasks:
+        metrics = read_json(paths.single_metrics(task))
+        baselines = read_json(paths.baseline_metrics(task))
+        train = read_json(paths.train_metrics(task, "lora"))
+        rows.append(
+            {
+                "task": task,
+                "test_examples": metrics["test_examples"],
+                "majority_accuracy": metrics["majority_baseline_accuracy"],
+                "head_only_accuracy": baselines["head_only"]["accuracy"],
+                "full_ft_accuracy": baselines["full"]["accuracy"],
+                "lora_accuracy": metrics["accuracy"],
+                "lora_macro_f1": metrics["macro_f1"],
+                "lora_trainable_percent": train["trainable_percent"],
+                "lora_train_s": train["runtime_s"],
+                "head_only_train_s": baselines["head_only"]["train"]["runtime_s"],
+                "full_ft_train_s": baselines["full"]["train"]["runtime_s"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def merged_table(params: Params, single: pd.DataFrame) -> pd.DataFrame:
+    """One row per (combination, method, member task), with normalized accuracy and gain retention."""
+    head_only = single.set_index("task")["head_only_accuracy"].to_dict()
+    rows = []
+    for combo in params.combinations:
+        results = read_json(paths.merged_metrics(combo))
+        kind = combination_kind(combo)
+        for method, result in results["methods"].items():
+            for task, metrics in result["tasks"].items():
+                rows.append(
+                    {
+                        "combination": combo,
+                        "kind": kind,
+                        "method": method,
+                        "task": task,
+                        "accuracy": metrics["accuracy"],
+                        "single_accuracy": metrics["single_accuracy"],
+                        "normalized_accuracy": metrics["normalized_accuracy"],
+                        "macro_f1": metrics["macro_f1"],
+                        "head_only_accuracy": head_only[task],
+                        "beats_head_only": metrics["accuracy"] > head_only[task],
+                        "gain_retention": gain_retention(
+                            metrics["accuracy"], metrics["single_accuracy"], head_only[task]
+                        ),
+                        "adapter_gain": metrics["single_accuracy"] - head_only[task],
+                        "merged_gain": metrics["accuracy"] - head_only[task],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def combination_kind(combo: str) -> str:
+    return "pair" if len(split_combination(combo)) == 2 else "triple"
+
+
+def combination_table(merged: pd.DataFrame) -> pd.DataFrame:
+    """Per (combination, kind, method): the members' mean normalized accuracy, and their pooled gain
+    retention Σ(merged − head-only) / Σ(adapter − head-only).
+
+    Pooled, not averaged per task: a task whose adapter barely beat head-only (agnews: +0.010,
+    3 test examples in 300) would otherwise divide noise by almost nothing and swamp the mean.
+    """
+    groups = merged.groupby(["combination", "kind", "method"], sort=False)
+    table = groups["normalized_accuracy"].mean().to_frame()
+    gains = groups[["merged_gain", "adapter_gain"]].sum()
+    table["gain_retention"] = (gains["merged_gain"] / gains["adapter_gain"]).where(gains["adapter_gain"] > 0)
+    return table.reset_index()
+
+
+def method_summary(merged: pd.DataFrame) -> pd.DataFrame:
+    """Per method: mean normalized accuracy and gain retention over pairs and over triples.
+
+    Each combination weighs once (its members' mean first).
+    """
+    table = combination_table(merged).groupby(["method", "kind"])[RETENTION].mean().unstack("kind")
+    table.columns = [f"{measure}_{kind}" for measure, kind in table.columns]
+    order = [f"{m}_{k}" for m in RETENTION for k in KINDS if f"{m}_{k}" in table.columns]
+    return table[order].reset_index().sort_values(order[0], ascending=False)
+
+
+def headline_table(combos: pd.DataFrame) -> pd.DataFrame:
+    """The best method (highest mean normalized accuracy over every combination, each weighing once)
+    and its mean normalized accuracy over pairs, over triples and over both."""
+    overall = combos.groupby("method")["normalized_accuracy"].mean()
+    best = overall.idxmax()
+    row = {"best_method": best}
+    for kind in KINDS:
+        scores = combos[(combos["method"] == best) & (combos["kind"] == kind)]["normalized_accuracy"]
+        row[f"{kind}s"] = len(scores)
+        row[f"normalized_accuracy_{kind}s"] = scores.mean() if len(scores) else np.nan
+    row["normalized_accuracy_all"] = overall[best]
+    return pd.DataFrame([row])
+
+
+def triples_ranked(combos: pd.DataFrame) -> pd.DataFrame:
+    """Triples from best to worst by mean normalized accuracy over methods, with every method's score."""
+    triples = combos[combos["kind"] == "triple"]
+    table = triples.pivot(index="combination", columns="method", values="normalized_accuracy")
+    ranked = table.assign(mean_over_methods=table.mean(axis=1), best_method=table.idxmax(axis=1))
+    ranked = ranked.sort_values("mean_over_methods", ascending=False).reset_index().rename_axis(columns=None)
+    ranked.insert(0, "rank", range(1, len(ranked) + 1))
+    return ranked
+
+
+def retention_table(single: pd.DataFrame, merged: pd.DataFrame, method: str) -> pd.DataFrame:
+    """Per task: head-only, full fine-tuning and single-adapter test accuracy beside the method's
+    merged accuracy (mean over the pairs, and over the triples, that contain the task)."""
+    table = single.set_index("task")[["head_only_accuracy", "full_ft_accuracy", "lora_accuracy"]]
+    merged_mean = merged[merged["method"] == method].groupby(["task", "kind"])["accuracy"].mean().unstack("kind")
+    for kind in KINDS:
+        table[f"merged_{kind}s_accuracy"] = merged_mean[kind] if kind in merged_mean else np.nan
+    return table.reset_index()
+
+
+PRECISIONS = ["fp32", "int8", "bf16"]
+"""The exported model's variants, in the order the report shows them."""
+
+
+def export_tables(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The shipped models (stage `export`, metrics/export/<combo>.json): per precision the size, mean member
+    accuracy and latency, and per member task the accuracy of each precision; empty before any export ran."""
+    combos = params.combinations if params.export.combinations is None else params.export.combinations
+    models, tasks = [], []
+    for combo in combos:
+        path = paths.METRICS / "export" / f"{combo}.json"  # the export stage's metrics file
+        if not path.exists():
+            continue
+        export = read_json(path)
+        speedup = read_json(paths.merged_metrics(combo))["inference"]["speedup"]
+        precisions = export["compression"]["precisions"]
+        for precision in sorted(precisions, key=PRECISIONS.index):
+            row = precisions[precision]
+            models.append(
+                {
+                    "combination": combo,
+                    "method": export["method"],
+                    "precision": precision,
+                    "size_mib": row["size_bytes"] / 2**20,
+                    "mean_accuracy": float(np.mean(list(row["accuracy"].values()))),
+                    "latency_b1_p50_ms": row["latency_b1_p50_ms"],
+                    "latency_b1_p95_ms": row["latency_b1_p95_ms"],
+                    "throughput_b64_per_s": row["throughput_b64_per_s"],
+                    "one_pass_vs_k_passes": speedup,
+                }
+            )
+            tasks += [
+                {"combination": combo, "task": t, "precision": precision, "accuracy": a}
+                for t, a in row["accuracy"].items()
+            ]
+    by_task = pd.DataFrame(tasks)
+    if len(by_task):
+        by_task = by_task.pivot(index=["combination", "task"], columns="precision", values="accuracy")
+        by_task = by_task[[p for p in PRECISIONS if p in by_task.columns]].reset_index()
+        by_task.columns.name = None
+    return pd.DataFrame(models), by_task
