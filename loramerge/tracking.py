@@ -370,10 +370,17 @@ def repro_runs(config: TrackingConfig, root: Path = Path(".")) -> list:
 def stage_run(
     config: TrackingConfig, stage: str, params: Mapping[str, Any], root: Path = Path(".")
 ) -> Iterator[StageRun]:
-    """Open the stage's run (tags: git commit, DVC stage and experiment), close it FINISHED or FAILED."""
+    """Open the stage's run (tags: git commit, DVC stage and experiment), close it FINISHED or FAILED.
+
+    The `mlflow.source.*` tags fill the runs table's Source column: the DVC stage that ran, at its commit.
+    """
     os.environ.pop("MLFLOW_RUN_ID", None)  # a leaked id would make MLflow resume someone else's run
+    commit = git_commit(root)
     tags = {
-        "git_commit": git_commit(root),
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": f"dvc.yaml:{stage}",
+        "mlflow.source.git.commit": commit,
+        "git_commit": commit,
         "dvc_stage": stage,
         "loramerge.stage": stage.split("@")[0],
         "repro_id": repro_id(root),

@@ -1,8 +1,14 @@
-"""Synthetic task data with a learnable signal, shared by the fixtures and the tests."""
+"""Synthetic task data with a learnable signal, shared by the fixtures and the tests; and real MLflow servers."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from loramerge.config import all_combinations
@@ -14,6 +20,7 @@ WORDS = {
     "sad": ["tears", "cry", "gloom", "lonely", "loss", "grief"],
 }
 FILLER = ["the", "a", "today", "really", "very", "we", "it", "was", "so", "and"]
+REPO = Path(__file__).resolve().parents[1]
 TASK_LABELS = {"topics": ["money", "sport"], "moods": ["happy", "sad"]}
 
 
@@ -123,3 +130,43 @@ def require_task_data() -> None:
         pytest.fail(
             f"the task data is not at {shared_data_dir()}: the integration tests need ../shared/data (or set LORAMERGE_DATA_DIR)"
         )
+
+
+@contextmanager
+def serving(arguments: list[str], port: int, ready_path: str, tracking: str, cwd: Path, seconds: float = 120):
+    """A real `mlflow <arguments>` process (a model server, the tracking UI) for the block, answering on
+    127.0.0.1:`port` at `ready_path` before the block starts, stopped at its end whatever happens."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": tracking,
+        "PYTHONPATH": str(REPO),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # uvicorn, as in a venv
+    }
+    command = [str(Path(sys.executable).parent / "mlflow"), *arguments]
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + seconds
+        while not answers(f"http://127.0.0.1:{port}{ready_path}"):
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"mlflow {arguments[0]} exited {process.returncode}: {process.stdout.read()[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(f"mlflow {arguments[0]} did not answer on port {port} within {seconds} s")
+            time.sleep(1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False

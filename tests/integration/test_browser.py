@@ -1,5 +1,7 @@
 """The report as a reader gets it: reports/report.html of the sandbox's `dvc repro`, opened in headless
-Chromium; and the DVC views of the same run (`dvc metrics show`, `dvc plots show`).
+Chromium; the DVC views of the same run (`dvc metrics show`, `dvc plots show`); and the MLflow UI over
+the run's store, as the README's "Compare experiments" walk-through shows it (the screenshot there is
+this test's, written to $LORAMERGE_SCREENSHOT_DIR when that is set).
 
 Chromium is Debian's (`make test` installs the package `chromium` when apt can), driven by
 Playwright without any browser download of its own; without Chromium the browser test is
@@ -9,10 +11,12 @@ skipped with the reason.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port, serving
 from tests.sandbox import run, tiny_params
 
 pytestmark = pytest.mark.integration
@@ -26,6 +30,8 @@ LAUNCH_FLAGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
+SCREENSHOT_DIR = "LORAMERGE_SCREENSHOT_DIR"
+"""Where the MLflow UI test also saves its screenshot (e.g. docs/images for the README); a temp folder otherwise."""
 SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "export", "provenance"]
 
 
@@ -88,3 +94,31 @@ def test_dvc_plots_show_renders_the_merge_bars_every_figure_and_a_confusion_matr
         assert len(confusion["content"]["data"]["values"]) == 24  # one row per test example
     rendered = run(["dvc", "plots", "show", "-o", "dvc_plots"], repro)
     assert (repro / "dvc_plots" / "index.html").stat().st_size > 1000, rendered.stdout
+
+
+def test_the_mlflow_ui_shows_the_stage_runs_grouped_by_repro_with_the_data_each_read(browser, repro, tmp_path):
+    """`mlflow server` on the run's own store; the experiment opens on its training runs (not the GenAI overview),
+    Group by -> repro_id gathers one `dvc repro`'s stage runs, and the Dataset and Source columns are filled."""
+    from mlflow.tracking import MlflowClient
+
+    store, port = f"sqlite:///{repro / 'mlflow.db'}", free_port()
+    experiment = MlflowClient(store).get_experiment_by_name("loramerge").experiment_id
+    arguments = ["server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store, "--workers", "1"]
+    with serving(arguments, port, "/health", store, repro):
+        page = browser.new_page(viewport={"width": 1600, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs", wait_until="load")
+        page.get_by_role("link", name="train@emotion", exact=True).wait_for(timeout=90_000)
+        assert page.get_by_text("Training runs", exact=True).count() >= 1, "a model-training experiment"
+        if page.locator("[aria-label='Close']").count():  # MLflow's assistant panel, beside the table
+            page.locator("[aria-label='Close']").first.click()
+        page.get_by_role("button", name="Group by").click()
+        page.locator("[role=menu]").first.get_by_text("repro_id", exact=True).click()
+        page.keyboard.press("Escape")
+        page.get_by_text("Group:").first.wait_for(timeout=30_000)
+        assert page.get_by_text("emotion/train").count() >= 1, "the Dataset column names the split a run read"
+        assert page.get_by_text("dvc.yaml:").count() >= 1, "the Source column names the DVC stage"
+        folder = Path(os.environ.get(SCREENSHOT_DIR) or tmp_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(folder / "mlflow-runs-grouped.png"))
+        assert (folder / "mlflow-runs-grouped.png").stat().st_size > 10_000
+        page.close()

@@ -63,6 +63,7 @@ def test_mlflow_holds_one_finished_run_per_stage_with_params_metrics_and_artifac
     train = next(r for r in runs if r.data.tags["dvc_stage"] == "train@emotion")
     assert train.data.params["lora.rank"] == "8"
     assert "train_loss" in train.data.metrics and len(train.data.tags["git_commit"]) == 40
+    assert train.data.tags["mlflow.source.name"] == "dvc.yaml:train@emotion"
     assert any(a.path == "model" for a in client.list_artifacts(train.info.run_id))
     read = {r.data.tags["dvc_stage"]: {i.dataset.name for i in r.inputs.dataset_inputs} for r in runs}
     assert read["train@emotion"] == {"emotion/train", "emotion/validation"}, "the runs table's Dataset column"

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from loramerge.atomic import read_json, write_json
 from loramerge.cli import main
 from loramerge.config import load_params
 from loramerge.multitask import EXPORT_MANIFEST, MultiTaskModel
-from tests.helpers import free_port, tiny_params_dict, train_every_task
+from tests.helpers import free_port, serving, tiny_params_dict, train_every_task
 
 LOW_RANK_METHODS = {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}}
 REPO = Path(__file__).resolve().parents[2]
@@ -253,26 +250,10 @@ def test_an_unreachable_tracking_server_costs_one_warning_not_the_export(exporte
     assert read_json(Path("metrics/export") / f"{combo}.json")["registry"] is None
 
 
-def wait_until_serving(process: subprocess.Popen, port: int, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited {process.returncode}: {process.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"mlflow models serve did not answer on port {port} within {seconds} s")
-
-
 def serve_and_post(model_uri: str, tracking: str, texts: list[str], cwd: Path) -> list[dict]:
     """Start a real `mlflow models serve`, POST the texts to /invocations, stop the server; the predictions."""
-    import os
-
     port = free_port()
     command = [
-        str(Path(sys.executable).parent / "mlflow"),
         "models",
         "serve",
         "-m",
@@ -283,31 +264,14 @@ def serve_and_post(model_uri: str, tracking: str, texts: list[str], cwd: Path) -
         "127.0.0.1",
         "--port",
         str(port),
-        "--workers",
-        "1",
     ]
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": tracking,
-        "PYTHONPATH": str(REPO),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }  # uvicorn, as in an active venv
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_until_serving(process, port)
+    with serving([*command, "--workers", "1"], port, "/ping", tracking, cwd):
         body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=60) as answer:
             return json.loads(answer.read())["predictions"]
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_mlflow_models_serve_of_the_champion_answers_invocations_with_the_exported_models_labels(exported):
