@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 COMBO_SEPARATOR = "+"
@@ -143,10 +143,41 @@ class BaselinesConfig(Strict):
     full: TrainOverrides = TrainOverrides(learning_rate=5e-5, head_learning_rate=1e-3)
 
 
+class SearchSpace(RootModel[dict[str, Any]]):
+    """One method's hyper-parameters as params.yaml gives them: a scalar (or a mapping) is fixed, a list is searched.
+
+    The values themselves are the method's to check (its `Config`, through `loramerge.search.check_methods`);
+    this says which are fixed and which are searched, once, for every reader.
+    """
+
+    @field_validator("root")
+    @classmethod
+    def _no_empty_lists(cls, values: dict[str, Any]) -> dict[str, Any]:
+        empty = [key for key, value in values.items() if isinstance(value, list) and not value]
+        if empty:
+            raise ValueError(f"hyper-parameter {empty[0]!r} has an empty list of values to search")
+        return values
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        return {key: value for key, value in self.root.items() if not isinstance(value, list)}
+
+    @property
+    def searched(self) -> dict[str, list]:
+        return {key: list(value) for key, value in self.root.items() if isinstance(value, list)}
+
+    @property
+    def start(self) -> dict[str, Any]:
+        """The first point: fixed values and each searched list's first value."""
+        return {**self.fixed, **{key: values[0] for key, values in self.searched.items()}}
+
+
 class MergeConfig(Strict):
     """Methods and their hyper-parameters: a scalar is fixed, a list is searched on validation."""
 
-    methods: dict[str, dict[str, Any]] = Field(default={"task_arithmetic": {"scaling": [0.5, 1.0]}}, min_length=1)
+    methods: dict[str, SearchSpace] = Field(
+        default={"task_arithmetic": SearchSpace({"scaling": [0.5, 1.0]})}, min_length=1
+    )
     """Method name -> its hyper-parameters; `loramerge.search.check_methods` validates names and every value."""
     search: Literal["greedy", "grid"] = "greedy"
     search_max_examples: int | None = Field(default=200, gt=0)

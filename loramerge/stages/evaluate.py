@@ -22,7 +22,7 @@ from loramerge.config import Params, split_combination
 from loramerge.data import load_labels, load_split, prepared_splits
 from loramerge.evaluation import load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
-from loramerge.metrics import normalized_accuracy
+from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
 from loramerge.model import ClassificationHead, predict
 from loramerge.paths import MANIFEST
 from loramerge.tracking import stage_run
@@ -141,7 +141,9 @@ def score_merges(params: Params, combo: str, encoder, tokenizer) -> dict[str, di
         results[method] = {
             "tasks": per_task,
             "mean_accuracy": sum(m["accuracy"] for m in per_task.values()) / len(members),
-            "mean_normalized_accuracy": sum(m["normalized_accuracy"] for m in per_task.values()) / len(members),
+            "mean_normalized_accuracy": mean_normalized_accuracy(
+                {t: m["accuracy"] for t, m in per_task.items()}, single
+            ),
             "params": read_json(folder / MANIFEST)["params"],
         }
     return results

@@ -65,7 +65,7 @@ def test_a_saved_low_rank_merge_reloads_to_the_update_it_was_built_from(trained,
     encoder = load_encoder(trained.backbone)
     updates = load_updates(encoder, {t: project / "models/adapters" / t for t in combo.split("+")})
     method = get_method("task_arithmetic")
-    expected = method.merge(updates, method.Params(**chosen)).deltas
+    expected = method.merge(updates, method.Config(**chosen)).deltas
     reloaded = merged_deltas(encoder, merged / "task_arithmetic")
     for layer, delta in expected.items():
         torch.testing.assert_close(reloaded[layer], delta, atol=1e-6, rtol=1e-4)
