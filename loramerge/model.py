@@ -6,7 +6,7 @@ so the head lives outside the PEFT adapter and is saved on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +58,41 @@ class Classifier(nn.Module):
 
 
 @torch.inference_mode()
+def head_outputs(
+    encoder: nn.Module,
+    heads: Mapping[str, ClassificationHead],
+    batches: Iterable[dict[str, torch.Tensor]],
+    pooling: str,
+    output: Callable[[torch.Tensor], torch.Tensor],
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """`output(logits)` of every head, rows in input order, from one encoder pass per batch (the point of merging).
+
+    Heads run in float32 whatever the encoder's precision; `progress(n)` is told each batch's size.
+    """
+    encoder.eval()
+    chunks: dict[str, list[np.ndarray]] = {task: [] for task in heads}
+    order: list[np.ndarray] = []
+    for batch in batches:
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        pooled = pool(hidden, batch["attention_mask"], pooling).float()
+        order.append(batch["index"].numpy())
+        for task, head in heads.items():
+            chunks[task].append(output(head(pooled)).numpy())
+        if progress is not None:
+            progress(len(batch["index"]))
+    if not order:
+        return {}  # no inputs: the callers give each task its empty array of the right shape
+    positions = np.argsort(np.concatenate(order))
+    return {task: np.concatenate(c)[positions] for task, c in chunks.items()}
+
+
 def predict(
     encoder: nn.Module,
     heads: Mapping[str, ClassificationHead],
     batches: Iterable[dict[str, torch.Tensor]],
     pooling: str,
 ) -> dict[str, np.ndarray]:
-    """Predicted label ids for every head, from one encoder pass per batch (the point of merging)."""
-    encoder.eval()
-    predictions: dict[str, list[np.ndarray]] = {task: [] for task in heads}
-    order: list[np.ndarray] = []
-    for batch in batches:
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        pooled = pool(hidden, batch["attention_mask"], pooling)
-        order.append(batch["index"].numpy())
-        for task, head in heads.items():
-            predictions[task].append(head(pooled).argmax(-1).numpy())
-    positions = np.argsort(np.concatenate(order)) if order else np.array([], dtype=int)
-    return {task: np.concatenate(p)[positions] if p else np.array([], dtype=int) for task, p in predictions.items()}
+    """Predicted label ids for every head, from one encoder pass per batch."""
+    found = head_outputs(encoder, heads, batches, pooling, lambda logits: logits.argmax(-1))
+    return {task: found.get(task, np.array([], dtype=int)) for task in heads}
