@@ -172,6 +172,10 @@ class SearchSpace(RootModel[dict[str, Any]]):
         return {**self.fixed, **{key: values[0] for key, values in self.searched.items()}}
 
 
+PrecisionSetting = Literal["auto", "32", "bf16"]
+"""Inference number format: `auto` is bf16 where the hardware has bf16 units, else float32 (loramerge.precision)."""
+
+
 class MergeConfig(Strict):
     """Methods and their hyper-parameters: a scalar is fixed, a list is searched on validation."""
 
@@ -180,6 +184,8 @@ class MergeConfig(Strict):
     )
     """Method name -> its hyper-parameters; `loramerge.search.check_methods` validates names and every value."""
     search: Literal["greedy", "grid"] = "greedy"
+    precision: PrecisionSetting = "auto"
+    """Of the validation search's forward passes (scoring many candidate merges)."""
     search_max_examples: int | None = Field(default=200, gt=0)
     batch_size: int = Field(default=64, gt=0)
 
@@ -198,6 +204,8 @@ class SweepConfig(Strict):
 
 class EvaluateConfig(Strict):
     batch_size: int = Field(default=64, gt=0)
+    precision: PrecisionSetting = "auto"
+    """Of the test evaluations (single adapters, baselines, merges) and the similarity stage's embeddings."""
     timing_examples: int = Field(default=128, gt=0)  # test inputs per member task timed for the inference cost
 
 
@@ -315,6 +323,11 @@ class Params(Strict):
 
 def split_combination(combo: str) -> list[str]:
     return combo.split(COMBO_SEPARATOR)
+
+
+def combination_kind(combo: str) -> str:
+    """ "pair" or "triple": the dvc.yaml stage groups (merge_pair, evaluate_triple, ...) and the report split by it."""
+    return "pair" if len(split_combination(combo)) == 2 else "triple"
 
 
 def all_combinations(tasks: list[str], sizes: tuple[int, ...] = (2, 3)) -> list[str]:
