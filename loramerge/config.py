@@ -326,7 +326,7 @@ def split_combination(combo: str) -> list[str]:
 
 
 def combination_kind(combo: str) -> str:
-    """ "pair" or "triple": the dvc.yaml stage groups (merge_pair, evaluate_triple, ...) and the report split by it."""
+    """Pair or triple, as the dvc.yaml stage groups name it (merge_pair, evaluate_triple, ...) and the report splits."""
     return "pair" if len(split_combination(combo)) == 2 else "triple"
 
 

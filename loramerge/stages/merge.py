@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import save_file
 
 from loramerge import paths
-from loramerge.atomic import atomic_dir, read_json, write_json
+from loramerge.atomic import atomic_dir, read_json
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.config import COMBO_SEPARATOR, Params
+from loramerge.config import COMBO_SEPARATOR, Params, combination_kind
 from loramerge.data import file_digest, prepared_splits
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
@@ -29,6 +29,7 @@ from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.metrics import mean_normalized_accuracy
 from loramerge.model import ClassificationHead
 from loramerge.paths import DENSE_FILE, MANIFEST
+from loramerge.records import MemberHashes, MergeManifest, SearchRecord, ValidationSummary
 from loramerge.search import Trial, check_methods, run_search
 from loramerge.tracking import stage_run
 
@@ -90,13 +91,13 @@ def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> st
     return "dense_deltas"
 
 
-def member_record(task: str) -> dict[str, str]:
+def member_hashes(task: str) -> MemberHashes:
     adapter = paths.adapter_dir(task)
-    return {
-        "adapter": str(adapter),
-        "adapter_sha256": file_digest(adapter / "adapter_model.safetensors"),
-        "head_sha256": file_digest(adapter / "head.safetensors"),
-    }
+    return MemberHashes(
+        adapter=str(adapter),
+        adapter_sha256=file_digest(adapter / "adapter_model.safetensors"),
+        head_sha256=file_digest(adapter / "head.safetensors"),
+    )
 
 
 def merge_combination(params: Params, combo: str) -> Path:
@@ -127,7 +128,7 @@ def merge_combination(params: Params, combo: str) -> Path:
         "merge": params.merge.model_dump(),
         "backbone": params.backbone.name,
     }
-    stage = f"merge_{'pair' if len(members) == 2 else 'triple'}@{combo}"
+    stage = f"merge_{combination_kind(combo)}@{combo}"
     with stage_run(params.tracking, stage, run_params) as run, atomic_dir(paths.merged_dir(combo)) as out:
         run.log_datasets(split for task in members for split in prepared_splits(task, ("validation",)))
         for task in members:
@@ -136,8 +137,8 @@ def merge_combination(params: Params, combo: str) -> Path:
             shutil.copy2(paths.adapter_dir(task) / "labels.json", out / "heads" / task / "labels.json")
         for name, method in methods.items():
             manifest = merge_with(method, name, params, updates, objective, out / name, members)
-            run.log_metrics({f"val_norm_acc/{name}": manifest["validation"]["mean_normalized_accuracy"]})
-            pd.DataFrame(manifest["search"]["points"]).to_csv(out / name / "search.csv", index=False)
+            run.log_metrics({f"val_norm_acc/{name}": manifest.validation.mean_normalized_accuracy})
+            pd.DataFrame(manifest.search.points).to_csv(out / name / "search.csv", index=False)
             for record in (MANIFEST, "search.csv"):  # the weights themselves live in DVC's cache, not twice
                 run.log_artifacts(out / name / record, f"merged/{name}")
     return paths.merged_dir(combo)
@@ -151,29 +152,29 @@ def merge_with(
     objective: ValidationObjective,
     folder: Path,
     members: list[str],
-) -> dict:
+) -> MergeManifest:
     """Search the method's space on validation, save the best trial's merge and its manifest."""
     space = params.merge.methods[name]
     best, trials = run_search(method, space, params.merge.search, partial(objective.trial, method, updates))
-    manifest = {
-        "combination": COMBO_SEPARATOR.join(members),
-        "method": name,
-        "params": best.config.model_dump(),
-        "format": save_result(folder, best.result, paths.adapter_dir(members[0])),
-        "base_model": params.backbone.name,
-        "members": {t: member_record(t) for t in members},
-        "search": {
-            "strategy": params.merge.search,
-            "space": space.root,
-            "metric": "mean normalized validation accuracy",
-            "points": [t.row() for t in trials],
-        },
-        "validation": {
-            "examples": {t: len(objective.splits[t].labels) for t in members},
-            "single_accuracy": dict(objective.single),
-            "merged_accuracy": best.accuracy,
-            "mean_normalized_accuracy": best.score,
-        },
-    }
-    write_json(folder / MANIFEST, manifest)
+    manifest = MergeManifest(
+        combination=COMBO_SEPARATOR.join(members),
+        method=name,
+        params=best.config.model_dump(),
+        format=save_result(folder, best.result, paths.adapter_dir(members[0])),
+        base_model=params.backbone.name,
+        members={t: member_hashes(t) for t in members},
+        search=SearchRecord(
+            strategy=params.merge.search,
+            space=space.root,
+            metric="mean normalized validation accuracy",
+            points=[t.row() for t in trials],
+        ),
+        validation=ValidationSummary(
+            examples={t: len(objective.splits[t].labels) for t in members},
+            single_accuracy=dict(objective.single),
+            merged_accuracy=best.accuracy,
+            mean_normalized_accuracy=best.score,
+        ),
+    )
+    manifest.write(folder / MANIFEST)
     return manifest

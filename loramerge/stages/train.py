@@ -41,6 +41,7 @@ from loramerge.data import file_digest, load_labels, load_split, prepared_splits
 from loramerge.lora import add_lora
 from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, Classifier
+from loramerge.records import TrainMetrics
 from loramerge.tracking import lightning_logger, stage_run, untracked
 
 CHECKPOINT_FILES = ("last.ckpt", "best.ckpt")
@@ -187,7 +188,8 @@ class ClassifierModule(L.LightningModule):
         return super().load_state_dict(state_dict, strict=False, assign=assign)
 
 
-def count_parameters(model: torch.nn.Module) -> dict[str, float]:
+def count_parameters(model: torch.nn.Module) -> dict[str, int | float]:
+    """TrainMetrics' parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return {"trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total}
@@ -368,10 +370,9 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
         metrics = final_metrics(module, data, trainer, int(best["global_step"]), runtime, config)
-        metrics.update(count_parameters(classifier))
-        run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+        run.log_metrics({f"final/{k}": v for k, v in metrics.model_dump().items()})
         out = save_model(paths.model_dir(task, mode), mode, encoder, head, labels, metrics)
-        write_json(paths.train_metrics(task, mode), metrics)
+        metrics.write(paths.train_metrics(task, mode))
         clear_checkpoints(folder)
         for item in sorted(out.iterdir()):  # a fully fine-tuned encoder stays in DVC's cache only
             if item.name != "encoder":
@@ -386,8 +387,8 @@ def final_metrics(
     best_step: int,
     runtime: float,
     config: TrainConfig,
-) -> dict:
-    """The best checkpoint's validation scores and the run's cost (time, steps, memory)."""
+) -> TrainMetrics:
+    """The best checkpoint's validation scores, the run's cost (time, steps, memory) and the model's size."""
     module.eval()
     trues, preds = [], []
     with torch.inference_mode():
@@ -395,20 +396,23 @@ def final_metrics(
             preds.append(module.classifier(batch["input_ids"], batch["attention_mask"]).argmax(-1).numpy())
             trues.append(batch["labels"].numpy())
     scores = classification_metrics(np.concatenate(trues), np.concatenate(preds))
-    return {
+    return TrainMetrics(
         **{f"val_{k}": v for k, v in scores.items()},
-        "global_steps": trainer.global_step,
-        "best_step": best_step,
-        "runtime_s": runtime,
-        "steps_per_s": trainer.global_step / runtime if runtime > 0 else 0.0,
-        "train_samples_per_s": trainer.global_step * config.batch_size / runtime if runtime > 0 else 0.0,
-        "train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
-    }
+        global_steps=trainer.global_step,
+        best_step=best_step,
+        runtime_s=runtime,
+        steps_per_s=trainer.global_step / runtime if runtime > 0 else 0.0,
+        train_samples_per_s=trainer.global_step * config.batch_size / runtime if runtime > 0 else 0.0,
+        train_loss=float(trainer.callback_metrics.get("train_loss", float("nan"))),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
+        **count_parameters(module.classifier),
+    )
 
 
-def save_model(folder: Path, mode: str, encoder, head: ClassificationHead, labels: list[str], metrics: dict) -> Path:
+def save_model(
+    folder: Path, mode: str, encoder, head: ClassificationHead, labels: list[str], metrics: TrainMetrics
+) -> Path:
     """The head always; the LoRA adapter (PEFT format) or the fine-tuned encoder (safetensors) by mode."""
     with atomic_dir(folder) as out:
         if mode == "lora":
@@ -417,5 +421,5 @@ def save_model(folder: Path, mode: str, encoder, head: ClassificationHead, label
             encoder.save_pretrained(str(out / "encoder"), safe_serialization=True)
         head.save(out)
         write_json(out / "labels.json", {"labels": labels})
-        write_json(out / "train_metrics.json", metrics)
+        metrics.write(out / paths.TRAIN_METRICS_FILE)
     return folder
