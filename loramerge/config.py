@@ -9,10 +9,19 @@ from __future__ import annotations
 import re
 from itertools import combinations as iter_combinations
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 COMBO_SEPARATOR = "+"
@@ -172,7 +181,7 @@ class SearchSpace(RootModel[dict[str, Any]]):
         return {**self.fixed, **{key: values[0] for key, values in self.searched.items()}}
 
 
-PrecisionSetting = Literal["auto", "32", "bf16"]
+PrecisionSetting = Annotated[Literal["auto", "32", "bf16"], BeforeValidator(lambda v: "32" if v == 32 else v)]
 """Inference number format: `auto` is bf16 where the hardware has bf16 units, else float32 (loramerge.precision)."""
 
 

@@ -78,7 +78,7 @@ def head_outputs(
         pooled = pool(hidden, batch["attention_mask"], pooling).float()
         order.append(batch["index"].numpy())
         for task, head in heads.items():
-            chunks[task].append(output(head(pooled)).numpy())
+            chunks[task].append(output(head(pooled).float()).numpy())  # bf16 logits under autocast
         if progress is not None:
             progress(len(batch["index"]))
     if not order:

@@ -115,6 +115,13 @@ class TrainMetrics(Record):
         return f"{paths.TRAINING_STAGES.get(mode, 'train')}@{task}"  # models/adapters/<task>: the lora mode
 
 
+class PrecisionRecord(Strict):
+    """The number format a stage's inference ran in (`32` or `bf16`) and why (loramerge.precision)."""
+
+    name: Literal["32", "bf16"]
+    reason: str
+
+
 class SingleMetrics(Scores, Record):
     """metrics/single/<task>.json: the task's LoRA adapter on its test split, beside the majority class."""
 
@@ -122,6 +129,7 @@ class SingleMetrics(Scores, Record):
 
     majority_baseline_accuracy: float
     test_examples: int
+    precision: PrecisionRecord
 
 
 class BaselineScores(Scores):
@@ -135,6 +143,7 @@ class BaselineMetrics(Record):
 
     head_only: BaselineScores
     full: BaselineScores
+    precision: PrecisionRecord
 
 
 class MemberHashes(Strict):
@@ -161,6 +170,7 @@ class ValidationSummary(Strict):
     single_accuracy: dict[str, float]
     merged_accuracy: dict[str, float]
     mean_normalized_accuracy: float
+    precision: PrecisionRecord
 
 
 class MergeManifest(Record):
@@ -215,6 +225,7 @@ class MergedMetrics(Record):
     members: list[str]
     methods: dict[str, MethodResult]
     inference: InferenceCost
+    precision: PrecisionRecord
 
     @classmethod
     def stage(cls, path: Path) -> str:

@@ -52,7 +52,7 @@ def embed_texts(
         )
         for b in batches
     ]
-    return torch.cat(pooled).numpy()
+    return torch.cat(pooled).float().numpy()  # float32 also when the encoder ran under bf16 autocast
 
 
 def cosine(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:

@@ -24,6 +24,7 @@ from loramerge.evaluation import load_head, load_task_split, merged_deltas, scor
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
 from loramerge.model import ClassificationHead, predict
+from loramerge.precision import resolve
 from loramerge.records import (
     BaselineMetrics,
     BaselineScores,
@@ -32,6 +33,7 @@ from loramerge.records import (
     MergedTaskScores,
     MergeManifest,
     MethodResult,
+    PrecisionRecord,
     PreparedStats,
     SingleMetrics,
     TrainMetrics,
@@ -45,9 +47,11 @@ def evaluate_single(params: Params, task: str) -> Path:
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     (update,) = load_updates(encoder, {task: paths.adapter_dir(task)})
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
-    with stage_run(params.tracking, f"evaluate@{task}", {"task": task, "split": "test"}) as run:
+    precision = resolve(params.evaluate.precision)
+    settings = {"task": task, "split": "test", "precision": precision.record()}
+    with stage_run(params.tracking, f"evaluate@{task}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
-        with patched(encoder, deltas_of(update)):
+        with patched(encoder, deltas_of(update)), precision.context():
             scores, predicted = score(
                 encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling
             )
@@ -62,6 +66,7 @@ def evaluate_single(params: Params, task: str) -> Path:
                 "test"
             ],
             test_examples=len(test.labels),
+            precision=PrecisionRecord(**precision.record()),
         )
         metrics.write(paths.single_metrics(task))
         run.log_metrics({f"test/{task}/{k}": v for k, v in metrics.model_dump().items()})
@@ -74,8 +79,10 @@ def evaluate_baselines(params: Params, task: str) -> Path:
         paths.trained_model(task, mode)
     tokenizer = load_tokenizer(params.backbone)
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
+    precision = resolve(params.evaluate.precision)
     results = {}
-    with stage_run(params.tracking, f"evaluate_baselines@{task}", {"task": task, "split": "test"}) as run:
+    settings = {"task": task, "split": "test", "precision": precision.record()}
+    with stage_run(params.tracking, f"evaluate_baselines@{task}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
         for mode in ("head_only", "full"):
             folder = paths.model_dir(task, mode)
@@ -84,16 +91,17 @@ def evaluate_baselines(params: Params, task: str) -> Path:
                 if mode == "head_only"
                 else params.backbone.model_copy(update={"name": str(folder / "encoder")})
             )
-            metrics, _ = score(
-                load_encoder(backbone),
-                ClassificationHead.load(folder),
-                test,
-                params.evaluate.batch_size,
-                params.backbone.pooling,
-            )
+            with precision.context():
+                metrics, _ = score(
+                    load_encoder(backbone),
+                    ClassificationHead.load(folder),
+                    test,
+                    params.evaluate.batch_size,
+                    params.backbone.pooling,
+                )
             results[mode] = BaselineScores(**metrics, train=TrainMetrics.read(folder / paths.TRAIN_METRICS_FILE))
             run.log_metrics({f"test/{task}/{mode}/{k}": v for k, v in metrics.items()})
-        BaselineMetrics(**results).write(paths.baseline_metrics(task))
+        BaselineMetrics(**results, precision=PrecisionRecord(**precision.record())).write(paths.baseline_metrics(task))
     return paths.baseline_metrics(task)
 
 
@@ -117,28 +125,36 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     members = check_merged(params, combo)
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
-    kind = combination_kind(combo)
-    with stage_run(params.tracking, f"evaluate_{kind}@{combo}", {"combination": combo, "split": "test"}) as run:
+    kind, precision = combination_kind(combo), resolve(params.evaluate.precision)
+    settings = {"combination": combo, "split": "test", "precision": precision.record()}
+    with stage_run(params.tracking, f"evaluate_{kind}@{combo}", settings) as run, precision.context():
         run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
-        results = score_merges(params, combo, encoder, tokenizer)
+        results = score_merges(params, combo, encoder, tokenizer, heads)
         for method, result in results.items():
             run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result.mean_normalized_accuracy})
         timing = inference_cost(
             params, encoder, tokenizer, members, heads, paths.merged_dir(combo) / next(iter(params.merge.methods))
         )
         run.log_metrics({f"inference/{kind}/{combo}/{k}": v for k, v in timing.model_dump().items()})
-        merged = MergedMetrics(combination=combo, members=members, methods=results, inference=timing)
+        merged = MergedMetrics(
+            combination=combo,
+            members=members,
+            methods=results,
+            inference=timing,
+            precision=PrecisionRecord(**precision.record()),
+        )
         merged.write(paths.merged_metrics(combo))
     return paths.merged_metrics(combo)
 
 
-def score_merges(params: Params, combo: str, encoder, tokenizer) -> dict[str, MethodResult]:
+def score_merges(
+    params: Params, combo: str, encoder, tokenizer, heads: dict[str, ClassificationHead]
+) -> dict[str, MethodResult]:
     """Each method's merged model on every member's test split, normalized by the single adapters.
     Reads and writes nothing but the merge stage's outputs, so benchmarks can time it alone."""
     members = split_combination(combo)
     single = {t: SingleMetrics.read(paths.single_metrics(t)).accuracy for t in members}
     tests = {t: load_task_split(t, "test", tokenizer, params.backbone.max_length) for t in members}
-    heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
     results = {}
     for method in params.merge.methods:
         folder = paths.merged_dir(combo) / method

@@ -29,7 +29,8 @@ from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.metrics import mean_normalized_accuracy
 from loramerge.model import ClassificationHead
 from loramerge.paths import DENSE_FILE, MANIFEST
-from loramerge.records import MemberHashes, MergeManifest, SearchRecord, ValidationSummary
+from loramerge.precision import resolve
+from loramerge.records import MemberHashes, MergeManifest, PrecisionRecord, SearchRecord, ValidationSummary
 from loramerge.search import Trial, check_methods, run_search
 from loramerge.tracking import stage_run
 
@@ -52,7 +53,8 @@ def check_members(params: Params, members: list[str]) -> None:
 class ValidationObjective:
     """Mean normalized validation accuracy of a merge over its members (higher is better).
 
-    The members' single-adapter accuracies on the same examples are measured once, as the normalizer.
+    The members' single-adapter accuracies on the same examples are measured once, as the normalizer;
+    every forward pass runs in `merge.precision` (bf16 on CPUs with bf16 units under `auto`).
     """
 
     def __init__(
@@ -60,11 +62,12 @@ class ValidationObjective:
     ) -> None:
         self.encoder, self.heads, self.splits = encoder, heads, splits
         self.batch_size, self.pooling = params.merge.batch_size, params.backbone.pooling
+        self.precision = resolve(params.merge.precision)
         self.single: dict[str, float] = {}
 
     def accuracies(self, deltas: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, float]:
         """Accuracy of the encoder patched with `deltas` on each task's validation split (all members by default)."""
-        with patched(self.encoder, deltas):
+        with patched(self.encoder, deltas), self.precision.context():
             return {
                 t: score(self.encoder, self.heads[t], self.splits[t], self.batch_size, self.pooling)[0]["accuracy"]
                 for t in tasks or self.splits
@@ -127,6 +130,7 @@ def merge_combination(params: Params, combo: str) -> Path:
         "members": members,
         "merge": params.merge.model_dump(),
         "backbone": params.backbone.name,
+        "precision": objective.precision.record(),
     }
     stage = f"merge_{combination_kind(combo)}@{combo}"
     with stage_run(params.tracking, stage, run_params) as run, atomic_dir(paths.merged_dir(combo)) as out:
@@ -174,6 +178,7 @@ def merge_with(
             single_accuracy=dict(objective.single),
             merged_accuracy=best.accuracy,
             mean_normalized_accuracy=best.score,
+            precision=PrecisionRecord(**objective.precision.record()),
         ),
     )
     manifest.write(folder / MANIFEST)
