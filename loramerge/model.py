@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from loramerge.backbone import pool
+from loramerge.batching import TokenizedTexts
 
 HEAD_FILE = "head.safetensors"
 
@@ -55,6 +56,23 @@ class Classifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(input_ids, attention_mask))
+
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A batch of texts through encoder and head, or of cached pooled features through the head alone."""
+        if "features" in batch:
+            return self.head(batch["features"])
+        return self(batch["input_ids"], batch["attention_mask"])
+
+
+@torch.inference_mode()
+def pooled_features(encoder: nn.Module, texts: TokenizedTexts, batch_size: int, pooling: str) -> torch.Tensor:
+    """The encoder's pooled float32 vector of every text, rows in input order, in eval mode (no dropout)."""
+    encoder.eval()
+    rows = torch.empty(len(texts), encoder.config.hidden_size)
+    for batch in texts.sorted_batches(batch_size):
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        rows[batch["index"]] = pool(hidden, batch["attention_mask"], pooling).float()
+    return rows
 
 
 @torch.inference_mode()

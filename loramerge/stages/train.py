@@ -4,7 +4,9 @@
 (adapter_config.json + adapter_model.safetensors); the baselines a user would pick
 instead write models/baselines/{head_only,full}/<task>/ (the frozen backbone with a trained
 head; all backbone weights fine-tuned). Every mode saves head.safetensors, labels.json and
-train_metrics.json. Lightning checkpoints hold only the trainable weights and persist in
+train_metrics.json. Head-only training reads the frozen encoder's pooled vector of each text,
+computed once in eval mode (the encoder never changes, so running it every epoch was waste);
+the head keeps its own dropout. Lightning checkpoints hold only the trainable weights and persist in
 models/checkpoints/<mode>/<task>/, so a killed run resumes instead of starting over; they are
 read as plain weights only (`weights_only=True`), and removed once the model is saved, so a
 later rerun (changed code, `dvc repro -f`) trains again instead of "resuming" a finished run.
@@ -35,12 +37,12 @@ from transformers import get_linear_schedule_with_warmup
 from loramerge import paths
 from loramerge.atomic import atomic_dir, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.batching import TokenizedTexts
+from loramerge.batching import CachedFeatures, TokenizedTexts
 from loramerge.config import ConfigError, Params, TrainConfig
 from loramerge.data import file_digest, load_labels, load_split, prepared_splits
 from loramerge.lora import add_lora
 from loramerge.metrics import classification_metrics
-from loramerge.model import ClassificationHead, Classifier
+from loramerge.model import ClassificationHead, Classifier, pooled_features
 from loramerge.records import TrainMetrics
 from loramerge.tracking import lightning_logger, stage_run, untracked
 
@@ -92,12 +94,20 @@ class TaskDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
 
     def setup(self, stage: str | None = None) -> None:
+        """Tokenise once: Lightning calls this again at `fit`, which must keep the splits (and cached features)."""
+        if getattr(self, "splits", None):
+            return
         self.splits = {}
         for split in ("train", "validation"):
             frame = load_split(self.task, split)
             self.splits[split] = TokenizedTexts(
                 self.tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), self.max_length
             )
+
+    def cache_features(self, encoder: torch.nn.Module, pooling: str) -> None:
+        """Replace both splits' texts by the frozen encoder's pooled vectors, computed once (head-only training)."""
+        for split, texts in self.splits.items():
+            self.splits[split] = CachedFeatures(pooled_features(encoder, texts, self.batch_size * 2, pooling), texts)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         """The seeded order, sharded by Lightning's own wrapper: process r takes every N-th example.
@@ -108,7 +118,7 @@ class TaskDataModule(L.LightningDataModule):
         """
         data = self.splits["train"]
         processes, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-        order = LengthGroupedSampler([len(ids) for ids in data.input_ids], self.batch_size, self.seed)
+        order = LengthGroupedSampler(data.lengths(), self.batch_size, self.seed)
         shard = DistributedSamplerWrapper(order, num_replicas=processes, rank=rank, shuffle=False)
         return torch.utils.data.DataLoader(
             data, batch_size=per_process_batch(self.batch_size, processes), sampler=shard, collate_fn=data.collate
@@ -148,13 +158,13 @@ class ClassifierModule(L.LightningModule):
         torch.manual_seed(step_seed(self.config.seed, self.global_step))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self.classifier(batch["input_ids"], batch["attention_mask"])
+        logits = self.classifier.logits(batch)
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.classifier(batch["input_ids"], batch["attention_mask"])
+        logits = self.classifier.logits(batch)
         self._val_loss.append(float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum")))
         self._val_true.append(batch["labels"].numpy())
         self._val_pred.append(logits.argmax(-1).numpy())
@@ -348,11 +358,15 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     ).train()  # from_pretrained leaves eval mode: no dropout
     data = TaskDataModule(task, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
     data.setup()
+    if mode == "head_only":
+        data.cache_features(encoder, params.backbone.pooling)
     steps_per_epoch = -(-len(data.splits["train"]) // config.batch_size)
     module = ClassifierModule(classifier, config, total_steps=steps_per_epoch * config.max_epochs)
     settings = {"task": task, "mode": mode, "backbone": params.backbone.model_dump(), "train": config.model_dump()}
     if mode == "lora":
         settings["lora"] = params.lora.model_dump()
+    if mode == "head_only":
+        settings["head_inputs"] = "the frozen encoder's pooled features, computed once in eval mode"
     folder = paths.checkpoint_dir(task, mode)
     trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch))
     per_process_batch(config.batch_size, trainer.world_size)
@@ -393,7 +407,7 @@ def final_metrics(
     trues, preds = [], []
     with torch.inference_mode():
         for batch in data.splits["validation"].sorted_batches(config.batch_size * 2):
-            preds.append(module.classifier(batch["input_ids"], batch["attention_mask"]).argmax(-1).numpy())
+            preds.append(module.classifier.logits(batch).argmax(-1).numpy())
             trues.append(batch["labels"].numpy())
     scores = classification_metrics(np.concatenate(trues), np.concatenate(preds))
     return TrainMetrics(
