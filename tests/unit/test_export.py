@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from loramerge.atomic import read_json, write_json
 from loramerge.cli import main
 from loramerge.config import load_params
 from loramerge.multitask import EXPORT_MANIFEST, MultiTaskModel
-from tests.helpers import free_port, serving, tiny_params_dict, train_every_task
+from tests.helpers import free_port, opened_project, serving, tiny_params_dict, train_every_task
 
 LOW_RANK_METHODS = {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}}
 REPO = Path(__file__).resolve().parents[2]
@@ -33,15 +32,11 @@ def exported(tmp_path_factory, tiny_backbone, tiny_data):
     from loramerge.stages.export import export_combination
     from loramerge.stages.merge import merge_combination
 
-    folder = tmp_path_factory.mktemp("export-project")
     raw = tiny_params_dict(tiny_backbone, tiny_data)
     raw["merge"]["methods"] = LOW_RANK_METHODS
     raw["export"] = {"latency_calls": 3, "throughput_repeats": 1}
     raw.setdefault("sweep", {})["task"] = next(iter(raw["tasks"]))
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        params = load_params(folder / "params.yaml")
+    with opened_project(tmp_path_factory.mktemp("export-project"), raw) as params:
         train_every_task(params)
         combo = params.combinations[0]
         merge_combination(params, combo)
