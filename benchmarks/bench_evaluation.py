@@ -33,6 +33,7 @@ from loramerge.data import load_split
 from loramerge.evaluation import merged_deltas
 from loramerge.lora import patched
 from loramerge.model import ClassificationHead
+from loramerge.precision import resolve
 from loramerge.stages.evaluate import score_merges
 
 
@@ -77,7 +78,9 @@ def main() -> None:
     for combo in combos:
         members = split_combination(combo)
         started = time.perf_counter()
-        score_merges(params, combo, encoder, tokenizer)
+        heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
+        with resolve(params.evaluate.precision).context():
+            score_merges(params, combo, encoder, tokenizer, heads)
         stage_s = time.perf_counter() - started
         texts = {t: load_split(t, "test")["text"].tolist() for t in members}
         examples = len(params.merge.methods) * sum(len(v) for v in texts.values())

@@ -42,7 +42,7 @@ def measure(params, k: int, examples: int, calls: int, repeats: int) -> list[dic
     hidden = load_encoder(params.backbone).config.hidden_size
     heads = {u.name: ClassificationHead(hidden, 6, 0.0).eval() for u in updates}
     method = get_method("task_arithmetic")
-    merged = multitask(params, method.merge(updates, method.Params(scaling=1.0)).deltas, heads)
+    merged = multitask(params, method.merge(updates, method.Config(scaling=1.0)).deltas, heads)
     singles = [multitask(params, deltas_of(u), {u.name: heads[u.name]}) for u in updates]
     rows = []
     for precision in ("fp32", "int8"):

@@ -79,7 +79,7 @@ def measure(params, k: int, examples: int, repeats: int) -> dict:
     peft_model = peft_model_with_adapters(params, k)
     updates = updates_of(peft_model, k)
     encoder = load_encoder(params.backbone).eval()
-    merged = get_method("task_arithmetic").merge(updates, get_method("task_arithmetic").Params(scaling=1.0))
+    merged = get_method("task_arithmetic").merge(updates, get_method("task_arithmetic").Config(scaling=1.0))
     pooling = params.backbone.pooling
     with torch.inference_mode():
         with patched(encoder, merged.deltas):

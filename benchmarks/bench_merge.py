@@ -194,7 +194,7 @@ def run(quick: bool, with_peft: bool) -> list[Row]:
             if case.only is not None and not quick and (n, rank) not in case.only:
                 continue
             method = get_method(case.method)
-            params = method.Params(**case.params(n, rank))
+            params = method.Config(**case.params(n, rank))
             row = Row(
                 case.label,
                 n,

@@ -3,7 +3,7 @@
 Pairs grow as n(n-1)/2 and triples as n(n-1)(n-2)/6, and each combination costs a merge
 with a validation search per method plus a test evaluation per method. For n = 2…6 (the six
 task folders in data.local_dir), every pair and triple is merged and evaluated with the
-stages' own code (`merge_with`'s search over `ValidationObjective`, `score`) on a reduced
+stages' own code (`run_search` over `ValidationObjective.trial`, `score`) on a reduced
 workload: three methods (task arithmetic, TIES, KnOTS-TIES, searched as params.yaml says),
 `--val` validation and `--test` test texts per task. Adapters and heads are random (time
 does not depend on their values) with the configured rank and targets.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 from itertools import combinations
 from math import comb
 
@@ -31,13 +32,14 @@ from benchmarks.common import task_texts
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.combinations import choose_combinations, coverage
-from loramerge.config import load_params
+from loramerge.config import SearchSpace, load_params
 from loramerge.data import local_data_dir
 from loramerge.evaluation import TaskSplit, score
 from loramerge.lora import patched
 from loramerge.merging import get_method
 from loramerge.model import ClassificationHead
-from loramerge.stages.merge import ValidationObjective, search_method
+from loramerge.search import run_search
+from loramerge.stages.merge import ValidationObjective
 
 METHODS = ("task_arithmetic", "ties", "knots_ties")
 
@@ -56,10 +58,9 @@ def merge_and_evaluate(params, encoder, members, updates, heads, val, test) -> N
     objective = ValidationObjective(encoder, {t: heads[t] for t in members}, {t: val[t] for t in members}, params)
     objective.measure_singles(chosen)
     for name in METHODS:
-        _, _, merged = search_method(
-            get_method(name), params.merge.methods.get(name, {}), params.merge.search, chosen, objective
-        )
-        with patched(encoder, merged.deltas):
+        method, space = get_method(name), params.merge.methods.get(name, SearchSpace({}))
+        best, _ = run_search(method, space, params.merge.search, partial(objective.trial, method, chosen))
+        with patched(encoder, best.result.deltas):
             for task in members:
                 score(encoder, heads[task], test[task], params.evaluate.batch_size, params.backbone.pooling)
 

@@ -16,7 +16,6 @@ Run: `python -m benchmarks.bench_training [--task emotion] [--examples 1500] [--
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
@@ -31,6 +30,7 @@ from loramerge.backbone import load_tokenizer, resolve_backbone
 from loramerge.config import load_params
 from loramerge.data import load_split
 from loramerge.model import ClassificationHead, Classifier
+from loramerge.records import TrainMetrics
 from loramerge.stages.train import ClassifierModule, TaskDataModule, build_encoder
 
 
@@ -183,11 +183,11 @@ def main() -> None:
     )
     recorded = paths.train_metrics(args.task, "lora")
     if recorded.exists():
-        stage = json.loads(recorded.read_text())
+        stage = TrainMetrics.read(recorded)
         print(
-            f"\nFor comparison, the `train@{args.task}` stage itself (all {stage['global_steps']} steps, plus validation every "
+            f"\nFor comparison, the `train@{args.task}` stage itself (all {stage.global_steps} steps, plus validation every "
             f"{params.task_train(args.task).val_check_interval} steps, checkpoints and per-step MLflow logging) recorded "
-            f"{stage['train_samples_per_s']:.1f} samples/s in its last run ({recorded})."
+            f"{stage.train_samples_per_s:.1f} samples/s in its last run ({recorded})."
         )
 
 

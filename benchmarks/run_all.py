@@ -27,6 +27,7 @@ BENCHMARKS = {
     "pipeline": "benchmarks.bench_pipeline",
     "scaling": "benchmarks.bench_scaling",
     "export": "benchmarks.bench_export",
+    "precision": "benchmarks.bench_precision",
 }
 
 

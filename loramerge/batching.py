@@ -27,6 +27,10 @@ class TokenizedTexts(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def lengths(self) -> list[int]:
+        """Tokens per text: what the training sampler groups batches by."""
+        return [len(ids) for ids in self.input_ids]
+
     def __getitem__(self, index: int) -> dict:
         item = {"input_ids": self.input_ids[index], "index": index}
         if self.labels is not None:
@@ -51,3 +55,36 @@ class TokenizedTexts(torch.utils.data.Dataset):
         order = sorted(range(len(self)), key=lambda i: len(self.input_ids[i]))
         for start in range(0, len(order), batch_size):
             yield self.collate([self[i] for i in order[start : start + batch_size]])
+
+
+class CachedFeatures(torch.utils.data.Dataset):
+    """The frozen encoder's pooled vector of every text, computed once, standing in for the texts themselves.
+
+    A head trained on a frozen encoder sees the same vector for a text at every epoch, so the encoder runs
+    once per text instead of once per text and epoch. It keeps the texts' lengths, so the training sampler
+    orders examples exactly as it orders the texts.
+    """
+
+    def __init__(self, features: torch.Tensor, texts: TokenizedTexts) -> None:
+        self.features, self.labels, self.token_lengths = features, texts.labels, texts.lengths()
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def lengths(self) -> list[int]:
+        return self.token_lengths
+
+    def __getitem__(self, index: int) -> dict:
+        return {"features": self.features[index], "labels": self.labels[index], "index": index}
+
+    def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        return {
+            "features": torch.stack([i["features"] for i in items]),
+            "labels": torch.tensor([i["labels"] for i in items]),
+            "index": torch.tensor([i["index"] for i in items]),
+        }
+
+    def sorted_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches in input order (no padding to save, so no sorting needed)."""
+        for start in range(0, len(self), batch_size):
+            yield self.collate([self[i] for i in range(start, min(start + batch_size, len(self)))])

@@ -22,16 +22,7 @@ import numpy as np
 import torch
 
 from loramerge.multitask import MultiTaskModel
-
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 flags); read at run time."""
-    if cpuinfo.exists():
-        flags = set(cpuinfo.read_text(encoding="utf-8", errors="replace").split())
-        return any(flag in flags for flag in BF16_CPU_FLAGS)
-    return "AMX" in torch.backends.cpu.get_cpu_capability()
+from loramerge.precision import cpu_has_bf16
 
 
 def variant(model: MultiTaskModel, name: str) -> MultiTaskModel:

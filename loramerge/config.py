@@ -9,10 +9,19 @@ from __future__ import annotations
 import re
 from itertools import combinations as iter_combinations
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 COMBO_SEPARATOR = "+"
@@ -143,12 +152,49 @@ class BaselinesConfig(Strict):
     full: TrainOverrides = TrainOverrides(learning_rate=5e-5, head_learning_rate=1e-3)
 
 
+class SearchSpace(RootModel[dict[str, Any]]):
+    """One method's hyper-parameters as params.yaml gives them: a scalar (or a mapping) is fixed, a list is searched.
+
+    The values themselves are the method's to check (its `Config`, through `loramerge.search.check_methods`);
+    this says which are fixed and which are searched, once, for every reader.
+    """
+
+    @field_validator("root")
+    @classmethod
+    def _no_empty_lists(cls, values: dict[str, Any]) -> dict[str, Any]:
+        empty = [key for key, value in values.items() if isinstance(value, list) and not value]
+        if empty:
+            raise ValueError(f"hyper-parameter {empty[0]!r} has an empty list of values to search")
+        return values
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        return {key: value for key, value in self.root.items() if not isinstance(value, list)}
+
+    @property
+    def searched(self) -> dict[str, list]:
+        return {key: list(value) for key, value in self.root.items() if isinstance(value, list)}
+
+    @property
+    def start(self) -> dict[str, Any]:
+        """The first point: fixed values and each searched list's first value."""
+        return {**self.fixed, **{key: values[0] for key, values in self.searched.items()}}
+
+
+PrecisionSetting = Annotated[Literal["auto", "32", "bf16"], BeforeValidator(lambda v: "32" if v == 32 else v)]
+"""Inference number format: `auto` is bf16 where the hardware has bf16 units, else float32 (loramerge.precision)."""
+
+
 class MergeConfig(Strict):
     """Methods and their hyper-parameters: a scalar is fixed, a list is searched on validation."""
 
-    methods: dict[str, dict[str, Any]] = Field(default={"task_arithmetic": {"scaling": [0.5, 1.0]}}, min_length=1)
+    methods: dict[str, SearchSpace] = Field(
+        default={"task_arithmetic": SearchSpace({"scaling": [0.5, 1.0]})}, min_length=1
+    )
     """Method name -> its hyper-parameters; `loramerge.search.check_methods` validates names and every value."""
     search: Literal["greedy", "grid"] = "greedy"
+    precision: PrecisionSetting = "auto"
+    """Of the validation search's forward passes (scoring many candidate merges)."""
     search_max_examples: int | None = Field(default=200, gt=0)
     batch_size: int = Field(default=64, gt=0)
 
@@ -167,6 +213,8 @@ class SweepConfig(Strict):
 
 class EvaluateConfig(Strict):
     batch_size: int = Field(default=64, gt=0)
+    precision: PrecisionSetting = "auto"
+    """Of the test evaluations (single adapters, baselines, merges) and the similarity stage's embeddings."""
     timing_examples: int = Field(default=128, gt=0)  # test inputs per member task timed for the inference cost
 
 
@@ -284,6 +332,11 @@ class Params(Strict):
 
 def split_combination(combo: str) -> list[str]:
     return combo.split(COMBO_SEPARATOR)
+
+
+def combination_kind(combo: str) -> str:
+    """Pair or triple, as the dvc.yaml stage groups name it (merge_pair, evaluate_triple, ...) and the report splits."""
+    return "pair" if len(split_combination(combo)) == 2 else "triple"
 
 
 def all_combinations(tasks: list[str], sizes: tuple[int, ...] = (2, 3)) -> list[str]:

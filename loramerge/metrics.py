@@ -22,6 +22,11 @@ def normalized_accuracy(merged: float, single: float) -> float:
     return merged / single if single > 0 else float("nan")
 
 
+def mean_normalized_accuracy(merged: dict[str, float], single: dict[str, float]) -> float:
+    """The members' mean normalized accuracy: what the merge search maximizes and the report ranks methods by."""
+    return sum(normalized_accuracy(merged[task], single[task]) for task in merged) / len(merged)
+
+
 def gain_retention(merged: float, single: float, head_only: float) -> float:
     """Share of what the adapter added over a head-only model that survives the merge.
 

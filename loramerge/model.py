@@ -6,7 +6,7 @@ so the head lives outside the PEFT adapter and is saved on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from loramerge.backbone import pool
+from loramerge.batching import TokenizedTexts
 
 HEAD_FILE = "head.safetensors"
 
@@ -56,23 +57,60 @@ class Classifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(input_ids, attention_mask))
 
+    def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A batch of texts through encoder and head, or of cached pooled features through the head alone."""
+        if "features" in batch:
+            return self.head(batch["features"])
+        return self(batch["input_ids"], batch["attention_mask"])
+
 
 @torch.inference_mode()
+def pooled_features(encoder: nn.Module, texts: TokenizedTexts, batch_size: int, pooling: str) -> torch.Tensor:
+    """The encoder's pooled float32 vector of every text, rows in input order, in eval mode (no dropout)."""
+    encoder.eval()
+    rows = torch.empty(len(texts), encoder.config.hidden_size)
+    for batch in texts.sorted_batches(batch_size):
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        rows[batch["index"]] = pool(hidden, batch["attention_mask"], pooling).float()
+    return rows
+
+
+@torch.inference_mode()
+def head_outputs(
+    encoder: nn.Module,
+    heads: Mapping[str, ClassificationHead],
+    batches: Iterable[dict[str, torch.Tensor]],
+    pooling: str,
+    output: Callable[[torch.Tensor], torch.Tensor],
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """`output(logits)` of every head, rows in input order, from one encoder pass per batch (the point of merging).
+
+    Heads run in float32 whatever the encoder's precision; `progress(n)` is told each batch's size.
+    """
+    encoder.eval()
+    chunks: dict[str, list[np.ndarray]] = {task: [] for task in heads}
+    order: list[np.ndarray] = []
+    for batch in batches:
+        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        pooled = pool(hidden, batch["attention_mask"], pooling).float()
+        order.append(batch["index"].numpy())
+        for task, head in heads.items():
+            chunks[task].append(output(head(pooled).float()).numpy())  # bf16 logits under autocast
+        if progress is not None:
+            progress(len(batch["index"]))
+    if not order:
+        return {}  # no inputs: the callers give each task its empty array of the right shape
+    positions = np.argsort(np.concatenate(order))
+    return {task: np.concatenate(c)[positions] for task, c in chunks.items()}
+
+
 def predict(
     encoder: nn.Module,
     heads: Mapping[str, ClassificationHead],
     batches: Iterable[dict[str, torch.Tensor]],
     pooling: str,
 ) -> dict[str, np.ndarray]:
-    """Predicted label ids for every head, from one encoder pass per batch (the point of merging)."""
-    encoder.eval()
-    predictions: dict[str, list[np.ndarray]] = {task: [] for task in heads}
-    order: list[np.ndarray] = []
-    for batch in batches:
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        pooled = pool(hidden, batch["attention_mask"], pooling)
-        order.append(batch["index"].numpy())
-        for task, head in heads.items():
-            predictions[task].append(head(pooled).argmax(-1).numpy())
-    positions = np.argsort(np.concatenate(order)) if order else np.array([], dtype=int)
-    return {task: np.concatenate(p)[positions] if p else np.array([], dtype=int) for task, p in predictions.items()}
+    """Predicted label ids for every head, from one encoder pass per batch."""
+    found = head_outputs(encoder, heads, batches, pooling, lambda logits: logits.argmax(-1))
+    return {task: found.get(task, np.array([], dtype=int)) for task in heads}

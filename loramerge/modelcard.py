@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+from loramerge.records import BaselineMetrics, MergedMetrics, SingleMetrics
+
 CARD_TEMPLATE = """---
 {front_matter}
 ---
@@ -124,13 +126,18 @@ def compression_table(compression: dict) -> str:
 
 
 def model_card(
-    manifest: dict, merged: dict, singles: dict[str, dict], baselines: dict[str, dict], compression: dict, folder: str
+    manifest: dict,
+    merged: MergedMetrics,
+    singles: dict[str, SingleMetrics],
+    baselines: dict[str, BaselineMetrics],
+    compression: dict,
+    folder: str,
 ) -> str:
     """The card's text from the export manifest, metrics/merged/<combo>.json, the single and baseline metrics."""
     members, method = manifest["members"], manifest["method"]
     validation = manifest["validation"]
-    test = merged["methods"][method]["tasks"]
-    inference = merged["inference"]
+    test = merged.methods[method].tasks
+    inference = merged.inference
     member_rows = [
         [t, ", ".join(manifest["labels"][t]), manifest["member_hashes"][t]["adapter_sha256"][:12]] for t in members
     ]
@@ -140,10 +147,10 @@ def model_card(
     test_rows = [
         [
             t,
-            _pct(test[t]["accuracy"]),
-            _pct(singles[t]["accuracy"]),
-            _pct(baselines[t]["head_only"]["accuracy"]),
-            _pct(baselines[t]["full"]["accuracy"]),
+            _pct(test[t].accuracy),
+            _pct(singles[t].accuracy),
+            _pct(baselines[t].head_only.accuracy),
+            _pct(baselines[t].full.accuracy),
         ]
         for t in members
     ]
@@ -167,10 +174,10 @@ def model_card(
         val_examples=", ".join(f"{n} {t}" for t, n in validation["examples"].items()) + " examples",
         validation_table=_table(["task", "merged", "single adapter"], validation_rows),
         test_table=_table(["task", "merged", "single adapter", "head only", "full fine-tuning"], test_rows),
-        examples=inference["examples"],
-        merged_s=inference["merged_s"],
-        unmerged_s=inference["unmerged_s"],
-        speedup=inference["speedup"],
+        examples=inference.examples,
+        merged_s=inference.merged_s,
+        unmerged_s=inference.unmerged_s,
+        speedup=inference.speedup,
         compression_table=compression_table(compression),
         git_commit=manifest["git_commit"],
         candidates=", ".join(manifest["candidates"]),

@@ -18,9 +18,8 @@ import pandas as pd
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from loramerge.backbone import pool
 from loramerge.batching import TokenizedTexts
-from loramerge.model import ClassificationHead
+from loramerge.model import ClassificationHead, head_outputs
 
 EXPORT_MANIFEST = "export.json"
 HEADS = "heads"
@@ -38,7 +37,6 @@ def fold(encoder: torch.nn.Module, deltas: Mapping[str, torch.Tensor]) -> torch.
     return encoder
 
 
-@torch.inference_mode()
 def predict_probabilities(
     encoder: torch.nn.Module,
     heads: Mapping[str, ClassificationHead],
@@ -46,25 +44,10 @@ def predict_probabilities(
     pooling: str,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Each head's class probabilities (rows in input order) from one encoder pass per batch.
-
-    The same computation as `model.predict`, keeping the softmax instead of only the argmax,
-    so label ids agree with the evaluate stage's. `progress(n)` is told each batch's size.
-    """
-    encoder.eval()
-    chunks: dict[str, list[np.ndarray]] = {task: [] for task in heads}
-    order: list[np.ndarray] = []
-    for batch in batches:
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        pooled = pool(hidden, batch["attention_mask"], pooling)
-        order.append(batch["index"].numpy())
-        for task, head in heads.items():
-            chunks[task].append(torch.softmax(head(pooled.float()), -1).numpy())  # heads stay fp32 in every variant
-        if progress is not None:
-            progress(len(batch["index"]))
-    positions = np.argsort(np.concatenate(order)) if order else np.array([], dtype=int)
-    empty = {task: np.zeros((0, head.linear.out_features)) for task, head in heads.items()}
-    return {task: np.concatenate(c)[positions] if c else empty[task] for task, c in chunks.items()}
+    """Each head's class probabilities (rows in input order) from one encoder pass per batch: `model.predict`'s
+    computation keeping the softmax instead of only the argmax, so label ids agree with the evaluate stage's."""
+    found = head_outputs(encoder, heads, batches, pooling, lambda logits: torch.softmax(logits, -1), progress)
+    return {task: found.get(task, np.zeros((0, head.linear.out_features))) for task, head in heads.items()}
 
 
 class MultiTaskModel:

@@ -19,10 +19,17 @@ DENSE_FILE = "deltas.safetensors"
 """A merged update that is not exactly low-rank, saved per layer beside its manifest."""
 MANIFEST = "manifest.json"
 """What a merge stage records per method: members, chosen hyper-parameters, every search point."""
+TRAIN_METRICS_FILE = "train_metrics.json"
+"""What training recorded (best validation scores, cost, parameter counts), in every trained model's folder."""
 
 
 def prepared_dir(task: str) -> Path:
     return PREPARED / task
+
+
+def prepared_stats(task: str) -> Path:
+    """What prepare counted: rows per split, dropped and shared texts, class counts, the majority baseline."""
+    return prepared_dir(task) / "stats.json"
 
 
 def adapter_dir(task: str) -> Path:
@@ -54,6 +61,10 @@ def checkpoint_dir(task: str, mode: str) -> Path:
 
 def merged_dir(combo: str) -> Path:
     return MERGED / combo
+
+
+def merge_manifest(combo: str, method: str) -> Path:
+    return merged_dir(combo) / method / MANIFEST
 
 
 def single_metrics(task: str) -> Path:

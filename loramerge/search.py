@@ -1,33 +1,45 @@
 """Choosing a merge method's hyper-parameters on validation data, never on test.
 
-params.yaml gives each hyper-parameter either a value (fixed) or a list (searched).
-`greedy` tunes one at a time in the method's `search_order` (the KnOTS recipe: scaling,
-then density/top-k, then drop probability), starting from each list's first value;
-`grid` tries every combination.
+params.yaml gives each hyper-parameter either a value (fixed) or a list (searched), typed as a
+`SearchSpace`. `greedy` tunes one at a time in the method's `search_order` (the KnOTS recipe:
+scaling, then density/top-k, then drop probability), starting from each list's first value;
+`grid` tries every combination. Each point tried is one `Trial`: the point, the method's `Config`
+built from it once, and whatever the caller's scoring returns (score, per-task accuracies, the merge).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from loramerge.config import ConfigError, describe
-from loramerge.merging import MergeMethod, get_method
+from loramerge.config import ConfigError, SearchSpace, describe
+from loramerge.merging import MergeMethod, MergeResult, MethodConfig, get_method
 
 Point = dict[str, Any]
 
 
-def split_space(spec: Mapping[str, Any]) -> tuple[Point, dict[str, list]]:
-    """Fixed values and searched lists of a method's spec from params.yaml."""
-    fixed = {k: v for k, v in spec.items() if not isinstance(v, list)}
-    searched = {k: list(v) for k, v in spec.items() if isinstance(v, list)}
-    for key, values in searched.items():
-        if not values:
-            raise ValueError(f"hyper-parameter {key!r} has an empty list of values to search")
-    return fixed, searched
+@dataclass
+class Trial:
+    """One point of a search and what it scored: the record the manifest's search table is written from."""
+
+    point: Point
+    config: MethodConfig
+    score: float
+    accuracy: dict[str, float] = field(default_factory=dict)
+    """Per member task, on validation."""
+    result: MergeResult | None = None
+    """The merged update itself, so the best trial's merge need not be recomputed."""
+
+    def row(self) -> dict[str, Any]:
+        return {**self.point, "score": self.score}
+
+
+Scoring = Callable[[Point, MethodConfig], Trial]
+"""Merges with one config and scores the merge: the caller's half of a trial."""
 
 
 def search_order(method: MergeMethod, searched: Mapping[str, list]) -> list[str]:
@@ -35,53 +47,53 @@ def search_order(method: MergeMethod, searched: Mapping[str, list]) -> list[str]
     return known + sorted(k for k in searched if k not in known)
 
 
-def validate_points(method: MergeMethod, spec: Mapping[str, Any]) -> None:
+def candidate_points(method: MergeMethod, space: SearchSpace) -> list[Point]:
+    """The points that validate every value a search could try: the start, and each searched value in turn with
+    the other keys at their first value (a grid point's values are each valid, since they are checked key by key)."""
+    start = space.start
+    return [start] + [{**start, key: value} for key, values in space.searched.items() for value in values]
+
+
+def validate_points(method: MergeMethod, space: SearchSpace) -> None:
     """Check every value a search could try, before any compute: errors name the key."""
-    fixed, searched = split_space(spec)
-    for key, values in searched.items():
-        for value in values:
-            method.Params(**{**fixed, **{k: v[0] for k, v in searched.items()}, key: value})
-    method.Params(**{**fixed, **{k: v[0] for k, v in searched.items()}})
+    for point in candidate_points(method, space):
+        method.Config(**point)
 
 
-def run_search(
-    method: MergeMethod, spec: Mapping[str, Any], strategy: str, objective: Callable[[Point], float]
-) -> tuple[Point, list[dict]]:
-    """The best point and the table of every point tried with its score."""
-    fixed, searched = split_space(spec)
-    table: list[dict] = []
-    cache: dict[tuple, float] = {}
+def run_search(method: MergeMethod, space: SearchSpace, strategy: str, scoring: Scoring) -> tuple[Trial, list[Trial]]:
+    """The best trial and every trial, in the order tried; a point met twice (greedy revisits its start) is scored
+    once."""
+    trials: list[Trial] = []
 
-    def evaluate(point: Point) -> float:
-        key = tuple(sorted((k, repr(v)) for k, v in point.items()))
-        if key not in cache:
-            cache[key] = objective(point)
-            table.append({**point, "score": cache[key]})
-        return cache[key]
+    def trial(point: Point) -> Trial:
+        done = next((t for t in trials if t.point == point), None)
+        if done is None:
+            done = scoring(point, method.Config(**point))
+            trials.append(done)
+        return done
 
     if strategy == "grid":
-        names = list(searched)
-        points = [{**fixed, **dict(zip(names, values))} for values in itertools.product(*searched.values())]
-        best = max(points, key=evaluate) if points else dict(fixed)
+        names = list(space.searched)
+        points = [
+            {**space.fixed, **dict(zip(names, values))} for values in itertools.product(*space.searched.values())
+        ]
+        best = max((trial(p) for p in points), key=lambda t: t.score)
     else:
-        best = {**fixed, **{k: v[0] for k, v in searched.items()}}
-        for name in search_order(method, searched):
-            candidates = [{**best, name: value} for value in searched[name]]
-            best = max(candidates, key=evaluate)
-    if not table:
-        evaluate(best)
-    return best, table
+        best = trial(space.start)
+        for name in search_order(method, space.searched):
+            best = max((trial({**best.point, name: value}) for value in space.searched[name]), key=lambda t: t.score)
+    return best, trials
 
 
-def check_methods(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, MergeMethod]:
+def check_methods(methods: Mapping[str, SearchSpace]) -> dict[str, MergeMethod]:
     """Every configured method, with every value its search could try validated: the whole of `merge.methods` is
     checked when any stage starts, so a typo fails in seconds, not after the training it would follow."""
     resolved = {}
-    for name, spec in methods.items():
+    for name, space in methods.items():
         key = f"merge.methods.{name}"
         try:
             resolved[name] = get_method(name)
-            validate_points(resolved[name], spec)
+            validate_points(resolved[name], space)
         except ValidationError as error:
             raise ConfigError(f"invalid params.yaml: {describe(error, key)}") from None
         except ValueError as error:

@@ -15,9 +15,9 @@ from scipy.linalg import subspace_angles
 from sklearn.feature_extraction.text import CountVectorizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from loramerge.backbone import pool
 from loramerge.batching import TokenizedTexts
 from loramerge.merging import TaskUpdate
+from loramerge.model import pooled_features
 
 MEASURES: dict[str, str] = {
     "data_cosine": "cosine of mean sentence embeddings",
@@ -32,7 +32,6 @@ MEASURES: dict[str, str] = {
 All but `data_mmd` grow with similarity; `data_mmd` is a distance."""
 
 
-@torch.inference_mode()
 def embed_texts(
     encoder: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -41,18 +40,8 @@ def embed_texts(
     batch_size: int,
     pooling: str,
 ) -> np.ndarray:
-    """One pooled base-encoder vector per text (rows in no particular order: only the set matters)."""
-    encoder.eval()
-    batches = TokenizedTexts(tokenizer, texts, None, max_length).sorted_batches(batch_size)
-    pooled = [
-        pool(
-            encoder(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state,
-            b["attention_mask"],
-            pooling,
-        )
-        for b in batches
-    ]
-    return torch.cat(pooled).numpy()
+    """One pooled base-encoder vector per text (float32, also when the encoder ran under bf16 autocast)."""
+    return pooled_features(encoder, TokenizedTexts(tokenizer, texts, None, max_length), batch_size, pooling).numpy()
 
 
 def cosine(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -170,3 +171,17 @@ def answers(url: str) -> bool:
             return True
     except OSError:
         return False
+
+
+@contextmanager
+def opened_project(folder: Path, raw: dict) -> Iterator:
+    """`raw` written as `folder`'s params.yaml, `folder` the working directory for the block, its params loaded."""
+    import pytest
+    import yaml
+
+    from loramerge.config import load_params
+
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        yield load_params(folder / "params.yaml")

@@ -10,13 +10,13 @@ DARE, sign election, low-rank sums and SVDs), `_knots` (the shared SVD basis) an
 
 from __future__ import annotations
 
-from loramerge.merging.base import LayerFactors, MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging.base import LayerFactors, MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import available_methods, get_method, register
 
 __all__ = [
     "LayerFactors",
     "MergeMethod",
-    "MergeParams",
+    "MethodConfig",
     "MergeResult",
     "TaskUpdate",
     "available_methods",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from loramerge.merging._ops import Tasks, check_updates, factors32, low_rank_result, low_rank_svd
+from loramerge.merging._ops import MemberDeltas, check_updates, factors32, low_rank_result, low_rank_svd
 from loramerge.merging.base import MergeResult, TaskUpdate
 
 RELATIVE_TOLERANCE = 1e-5
@@ -37,7 +37,7 @@ class SharedBasis:
     """Per layer the shared left basis U (O × k), and per member its representation R_i (k × I)."""
 
     basis: dict[str, torch.Tensor]
-    representations: Tasks
+    representations: MemberDeltas
 
 
 def layer_decomposition(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -58,7 +58,7 @@ def shared_basis(updates: Sequence[TaskUpdate]) -> SharedBasis:
     """KnOTS' decomposition of every layer."""
     layers = check_updates(updates)
     basis: dict[str, torch.Tensor] = {}
-    representations: Tasks = [{} for _ in updates]
+    representations: MemberDeltas = [{} for _ in updates]
     for layer in layers:
         u, blocks = layer_decomposition([factors32(update, layer) for update in updates])
         basis[layer] = u
@@ -68,7 +68,7 @@ def shared_basis(updates: Sequence[TaskUpdate]) -> SharedBasis:
 
 
 def knots_merge(
-    updates: Sequence[TaskUpdate], merge_representations: Callable[[Tasks], dict[str, torch.Tensor]]
+    updates: Sequence[TaskUpdate], merge_representations: Callable[[MemberDeltas], dict[str, torch.Tensor]]
 ) -> MergeResult:
     """Decompose, merge the members' representations with the given rule, map back through U."""
     shared = shared_basis(updates)

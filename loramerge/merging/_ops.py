@@ -1,7 +1,7 @@
 """The maths the merge methods share, written once.
 
-Members are handled as `Tasks`: one dict {layer: tensor} per member, in the members' order.
-The tensors are dense updates ΔW_i for the plain methods and KnOTS' per-task
+Members are handled as `MemberDeltas`: one dict {layer: tensor} per member, in the members' order.
+The tensors are dense updates ΔW_i for the plain methods and KnOTS' per-member
 representations for the KnOTS methods, so pruning, dropping, sign election and the
 disjoint mean below serve both. Where PEFT's `merge_utils` has the exact operation (sign
 election, disjoint mean) it is used as is; what it lacks (a seeded random drop, a magnitude
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from peft.utils.merge_utils import calculate_majority_sign_mask, disjoint_merge
 
-from loramerge.merging._params import DareTiesParams, MajoritySign, PruneScope, TiesParams
+from loramerge.merging._config import DareTiesConfig, MajoritySign, PruneScope, TiesConfig
 from loramerge.merging.base import LayerFactors, MergeResult, TaskUpdate
 
-Tasks = list[dict[str, torch.Tensor]]
+MemberDeltas = list[dict[str, torch.Tensor]]
 
 
 # --- members ---------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def factors32(update: TaskUpdate, layer: str) -> LayerFactors:
     return b.detach().float(), a.detach().float()
 
 
-def dense_tasks(updates: Sequence[TaskUpdate]) -> Tasks:
+def dense_members(updates: Sequence[TaskUpdate]) -> MemberDeltas:
     """Each member's exact ΔW = B·A per layer, in float32 (after `check_updates`)."""
     layers = check_updates(updates)
     return [{layer: _product(factors32(update, layer)) for layer in layers} for update in updates]
@@ -130,15 +130,15 @@ def dense_truncated_factors(delta: torch.Tensor, rank: int) -> LayerFactors:
 # --- sums ------------------------------------------------------------------------------------
 
 
-def scaled_sum(tasks: Tasks, scaling: float) -> dict[str, torch.Tensor]:
+def scaled_sum(members: MemberDeltas, scaling: float) -> dict[str, torch.Tensor]:
     """λ·Σ_i T_i per layer."""
-    return {layer: scaling * torch.stack([task[layer] for task in tasks]).sum(dim=0) for layer in tasks[0]}
+    return {layer: scaling * torch.stack([member[layer] for member in members]).sum(dim=0) for layer in members[0]}
 
 
 # --- magnitude pruning -----------------------------------------------------------------------
 
 
-def prune_magnitude(task: dict[str, torch.Tensor], density: float, scope: PruneScope) -> dict[str, torch.Tensor]:
+def prune_magnitude(member: dict[str, torch.Tensor], density: float, scope: PruneScope) -> dict[str, torch.Tensor]:
     """One member's entries outside its top `density` fraction by magnitude set to zero.
 
     scope "layer": each layer keeps its own top int(density·numel) entries (as PEFT's
@@ -149,11 +149,11 @@ def prune_magnitude(task: dict[str, torch.Tensor], density: float, scope: PruneS
     (barring exact ties) but is about 3x slower on CPU.
     """
     if density >= 1.0:
-        return dict(task)
+        return dict(member)
     if scope == "layer":
-        return {layer: keep_above(tensor, magnitude_threshold([tensor], density)) for layer, tensor in task.items()}
-    threshold = magnitude_threshold(list(task.values()), density)
-    return {layer: keep_above(tensor, threshold) for layer, tensor in task.items()}
+        return {layer: keep_above(tensor, magnitude_threshold([tensor], density)) for layer, tensor in member.items()}
+    threshold = magnitude_threshold(list(member.values()), density)
+    return {layer: keep_above(tensor, threshold) for layer, tensor in member.items()}
 
 
 def keep_above(tensor: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -175,8 +175,8 @@ def magnitude_threshold(tensors: Sequence[torch.Tensor], density: float) -> floa
     return torch.kthvalue(magnitudes, magnitudes.numel() - k + 1).values.item()
 
 
-def prune_tasks(tasks: Tasks, density: float, scope: PruneScope) -> Tasks:
-    return [prune_magnitude(task, density, scope) for task in tasks]
+def prune_members(members: MemberDeltas, density: float, scope: PruneScope) -> MemberDeltas:
+    return [prune_magnitude(member, density, scope) for member in members]
 
 
 # --- DARE ------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def prune_tasks(tasks: Tasks, density: float, scope: PruneScope) -> Tasks:
 def dare_generator(seed: int, task_index: int, layer_index: int) -> torch.Generator:
     """A generator for one (member, layer), reproducible from the seed alone.
 
-    The three numbers are mixed by numpy's SeedSequence rather than added (seed + task +
+    The three numbers are mixed by numpy's SeedSequence rather than added (seed + member +
     layer would give member 0/layer 1 and member 1/layer 0 the same random stream), so every
     (member, layer) gets an independent stream.
     """
@@ -205,41 +205,41 @@ def random_drop(tensor: torch.Tensor, drop_prob: float, generator: torch.Generat
     return torch.where(keep, tensor / (1.0 - drop_prob), torch.zeros((), dtype=tensor.dtype))
 
 
-def drop_tasks(tasks: Tasks, drop_prob: float, seed: int) -> Tasks:
+def drop_members(members: MemberDeltas, drop_prob: float, seed: int) -> MemberDeltas:
     """DARE on every member; layers are numbered in sorted-name order for the generators."""
-    order = {layer: index for index, layer in enumerate(sorted(tasks[0]))}
+    order = {layer: index for index, layer in enumerate(sorted(members[0]))}
     return [
         {
             layer: random_drop(tensor, drop_prob, dare_generator(seed, i, order[layer]))
-            for layer, tensor in task.items()
+            for layer, tensor in member.items()
         }
-        for i, task in enumerate(tasks)
+        for i, member in enumerate(members)
     ]
 
 
 # --- TIES ------------------------------------------------------------------------------------
 
 
-def ties_merge(tasks: Tasks, majority_sign: MajoritySign, scaling: float) -> dict[str, torch.Tensor]:
+def ties_merge(members: MemberDeltas, majority_sign: MajoritySign, scaling: float) -> dict[str, torch.Tensor]:
     """Per layer: elect a sign per entry, average the members' non-zero entries that agree, times λ.
 
     Entries whose elected sign a member does not share, and zeros, do not count in the mean
     (PEFT's `calculate_majority_sign_mask` + `disjoint_merge`; an exact tie of the sum elects +).
-    The pruning step is separate (`prune_tasks`), so TIES, DARE-TIES and their KnOTS variants
+    The pruning step is separate (`prune_members`), so TIES, DARE-TIES and their KnOTS variants
     share this function.
     """
     merged = {}
-    for layer in tasks[0]:
-        stacked = torch.stack([task[layer] for task in tasks])
+    for layer in members[0]:
+        stacked = torch.stack([member[layer] for member in members])
         merged[layer] = scaling * disjoint_merge(stacked, calculate_majority_sign_mask(stacked, method=majority_sign))
     return merged
 
 
-def ties_pipeline(tasks: Tasks, params: TiesParams) -> dict[str, torch.Tensor]:
+def ties_pipeline(members: MemberDeltas, config: TiesConfig) -> dict[str, torch.Tensor]:
     """TIES' three steps: trim to `density`, elect signs, disjoint mean, times λ."""
-    return ties_merge(prune_tasks(tasks, params.density, params.prune_scope), params.majority_sign, params.scaling)
+    return ties_merge(prune_members(members, config.density, config.prune_scope), config.majority_sign, config.scaling)
 
 
-def dare_ties_pipeline(tasks: Tasks, params: DareTiesParams) -> dict[str, torch.Tensor]:
+def dare_ties_pipeline(members: MemberDeltas, config: DareTiesConfig) -> dict[str, torch.Tensor]:
     """DARE's seeded drop and rescale, then TIES."""
-    return ties_pipeline(drop_tasks(tasks, params.drop_prob, params.seed), params)
+    return ties_pipeline(drop_members(members, config.drop_prob, config.seed), config)

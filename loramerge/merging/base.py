@@ -47,7 +47,7 @@ class MergeResult:
     factors: dict[str, LayerFactors] | None = None
 
 
-class MergeParams(BaseModel):
+class MethodConfig(BaseModel):
     """Base of every method's hyper-parameters: unknown keys are an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -61,9 +61,9 @@ class MergeMethod(ABC):
     """
 
     name: ClassVar[str]
-    Params: ClassVar[type[MergeParams]]
+    Config: ClassVar[type[MethodConfig]]
     search_order: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
         """Merge the members' updates into one update per layer."""

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from loramerge.merging._config import EmptyConfig, expect
 from loramerge.merging._ops import weighted_low_rank_sum
-from loramerge.merging._params import NoParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class Cat(MergeMethod):
     name = "cat"
-    Params = NoParams
+    Config = EmptyConfig
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        expect(params, NoParams)
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        expect(config, EmptyConfig)
         return weighted_low_rank_sum(updates, [1.0] * len(updates))

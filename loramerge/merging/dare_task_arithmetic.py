@@ -11,21 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loramerge.merging._ops import dense_tasks, drop_tasks, scaled_sum, weighted_low_rank_sum
-from loramerge.merging._params import DareParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging._config import DareConfig, expect
+from loramerge.merging._ops import dense_members, drop_members, scaled_sum, weighted_low_rank_sum
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class DareTaskArithmetic(MergeMethod):
     name = "dare_task_arithmetic"
-    Params = DareParams
+    Config = DareConfig
     search_order = ("scaling", "drop_prob")
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        p = expect(params, DareParams)
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        p = expect(config, DareConfig)
         if p.drop_prob == 0:
             return weighted_low_rank_sum(updates, [p.scaling] * len(updates))
-        tasks = drop_tasks(dense_tasks(updates), p.drop_prob, p.seed)
-        return MergeResult(deltas=scaled_sum(tasks, p.scaling))
+        members = drop_members(dense_members(updates), p.drop_prob, p.seed)
+        return MergeResult(deltas=scaled_sum(members, p.scaling))

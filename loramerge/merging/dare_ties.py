@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loramerge.merging._ops import dare_ties_pipeline, dense_tasks
-from loramerge.merging._params import DareTiesParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging._config import DareTiesConfig, expect
+from loramerge.merging._ops import dare_ties_pipeline, dense_members
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class DareTies(MergeMethod):
     name = "dare_ties"
-    Params = DareTiesParams
+    Config = DareTiesConfig
     search_order = ("scaling", "density", "drop_prob")
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        return MergeResult(deltas=dare_ties_pipeline(dense_tasks(updates), expect(params, DareTiesParams)))
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        return MergeResult(deltas=dare_ties_pipeline(dense_members(updates), expect(config, DareTiesConfig)))

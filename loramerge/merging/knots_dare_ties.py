@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from loramerge.merging._config import DareTiesConfig, expect
 from loramerge.merging._knots import knots_merge
 from loramerge.merging._ops import dare_ties_pipeline
-from loramerge.merging._params import DareTiesParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class KnotsDareTies(MergeMethod):
     name = "knots_dare_ties"
-    Params = DareTiesParams
+    Config = DareTiesConfig
     search_order = ("scaling", "density", "drop_prob")
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        p = expect(params, DareTiesParams)
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        p = expect(config, DareTiesConfig)
         return knots_merge(updates, lambda representations: dare_ties_pipeline(representations, p))

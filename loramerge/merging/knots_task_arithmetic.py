@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from loramerge.merging._config import ScalingConfig, expect
 from loramerge.merging._knots import knots_merge
 from loramerge.merging._ops import scaled_sum
-from loramerge.merging._params import ScalingParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class KnotsTaskArithmetic(MergeMethod):
     name = "knots_task_arithmetic"
-    Params = ScalingParams
+    Config = ScalingConfig
     search_order = ("scaling",)
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        scaling = expect(params, ScalingParams).scaling
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        scaling = expect(config, ScalingConfig).scaling
         return knots_merge(updates, lambda representations: scaled_sum(representations, scaling))

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from loramerge.merging._config import TiesConfig, expect
 from loramerge.merging._knots import knots_merge
 from loramerge.merging._ops import ties_pipeline
-from loramerge.merging._params import TiesParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class KnotsTies(MergeMethod):
     name = "knots_ties"
-    Params = TiesParams
+    Config = TiesConfig
     search_order = ("scaling", "density")
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        p = expect(params, TiesParams)
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        p = expect(config, TiesConfig)
         return knots_merge(updates, lambda representations: ties_pipeline(representations, p))

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loramerge.merging._ops import dense_tasks, prune_tasks, scaled_sum
-from loramerge.merging._params import MagnitudeParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging._config import MagnitudeConfig, expect
+from loramerge.merging._ops import dense_members, prune_members, scaled_sum
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class MagnitudePrune(MergeMethod):
     name = "magnitude_prune"
-    Params = MagnitudeParams
+    Config = MagnitudeConfig
     search_order = ("scaling", "density")
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        p = expect(params, MagnitudeParams)
-        tasks = prune_tasks(dense_tasks(updates), p.density, p.prune_scope)
-        return MergeResult(deltas=scaled_sum(tasks, p.scaling))
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        p = expect(config, MagnitudeConfig)
+        members = prune_members(dense_members(updates), p.density, p.prune_scope)
+        return MergeResult(deltas=scaled_sum(members, p.scaling))

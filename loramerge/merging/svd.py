@@ -15,15 +15,15 @@ from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from loramerge.merging._config import expect
 from loramerge.merging._ops import dense_truncated_factors, low_rank_result, low_rank_svd, truncated_factors
-from loramerge.merging._params import expect
-from loramerge.merging.base import LayerFactors, MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging.base import LayerFactors, MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import available_methods, get_method, register
 
 SVD = "svd"
 
 
-class SvdParams(MergeParams):
+class SvdConfig(MethodConfig):
     """`base`: the registered method to run first; `base_params`: its hyper-parameters; `rank`: the output rank."""
 
     base: str = "task_arithmetic"
@@ -44,7 +44,7 @@ class SvdParams(MergeParams):
         base = info.data.get("base")
         if base is not None:
             try:
-                get_method(base).Params(**base_params)
+                get_method(base).Config(**base_params)
             except ValueError as error:
                 raise ValueError(f"base_params are not valid for {base!r}: {error}") from None
         return base_params
@@ -53,13 +53,13 @@ class SvdParams(MergeParams):
 @register
 class Svd(MergeMethod):
     name = SVD
-    Params = SvdParams
+    Config = SvdConfig
     search_order = ("rank",)
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        p = expect(params, SvdParams)
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        p = expect(config, SvdConfig)
         base = get_method(p.base)
-        result = base.merge(updates, base.Params(**p.base_params))
+        result = base.merge(updates, base.Config(**p.base_params))
         return low_rank_result({layer: self._refactor(result, layer, p.rank) for layer in result.deltas})
 
     @staticmethod

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from loramerge.merging._config import ScalingConfig, expect
 from loramerge.merging._ops import weighted_low_rank_sum
-from loramerge.merging._params import ScalingParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class TaskArithmetic(MergeMethod):
     name = "task_arithmetic"
-    Params = ScalingParams
+    Config = ScalingConfig
     search_order = ("scaling",)
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        scaling = expect(params, ScalingParams).scaling
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        scaling = expect(config, ScalingConfig).scaling
         return weighted_low_rank_sum(updates, [scaling] * len(updates))

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from loramerge.merging._ops import dense_tasks, ties_pipeline
-from loramerge.merging._params import TiesParams, expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging._config import TiesConfig, expect
+from loramerge.merging._ops import dense_members, ties_pipeline
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 @register
 class Ties(MergeMethod):
     name = "ties"
-    Params = TiesParams
+    Config = TiesConfig
     search_order = ("scaling", "density")
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        return MergeResult(deltas=ties_pipeline(dense_tasks(updates), expect(params, TiesParams)))
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        return MergeResult(deltas=ties_pipeline(dense_members(updates), expect(config, TiesConfig)))

@@ -11,13 +11,13 @@ from typing import Annotated
 
 from pydantic import Field
 
+from loramerge.merging._config import expect
 from loramerge.merging._ops import weighted_low_rank_sum
-from loramerge.merging._params import expect
-from loramerge.merging.base import MergeMethod, MergeParams, MergeResult, TaskUpdate
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
-class WeightedSumParams(MergeParams):
+class WeightedSumConfig(MethodConfig):
     """`weights`: one finite float per member, in the order the updates are given; None means all 1."""
 
     weights: list[Annotated[float, Field(allow_inf_nan=False)]] | None = None
@@ -26,9 +26,9 @@ class WeightedSumParams(MergeParams):
 @register
 class WeightedSum(MergeMethod):
     name = "weighted_sum"
-    Params = WeightedSumParams
+    Config = WeightedSumConfig
     search_order = ("weights",)
 
-    def merge(self, updates: Sequence[TaskUpdate], params: MergeParams) -> MergeResult:
-        weights = expect(params, WeightedSumParams).weights
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        weights = expect(config, WeightedSumConfig).weights
         return weighted_low_rank_sum(updates, [1.0] * len(updates) if weights is None else weights)

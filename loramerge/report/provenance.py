@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from loramerge import paths
-from loramerge.atomic import read_json
 from loramerge.config import Params
+from loramerge.records import PreparedStats, TrainMetrics
 from loramerge.tracking import repro_runs
 
 
@@ -22,15 +22,15 @@ def data_sizes(params: Params) -> pd.DataFrame:
     """Per task, from prepare's stats.json: where the data came from and how many rows each split kept."""
     rows = []
     for task in params.tasks:
-        stats = read_json(paths.prepared_dir(task) / "stats.json")
+        stats = PreparedStats.read(paths.prepared_stats(task))
         rows.append(
             {
                 "task": task,
-                "source": stats["source"],
-                **{f"{s}_rows": stats["rows"][s] for s in paths.SPLITS},
-                "labels": len(stats["class_counts"]["train"]),
-                "empty_texts_dropped": sum(stats["empty_texts_dropped"].values()),
-                "texts_shared_across_splits": sum(stats["duplicates_across_splits"].values()),
+                "source": stats.source,
+                **{f"{s}_rows": stats.rows[s] for s in paths.SPLITS},
+                "labels": len(stats.class_counts["train"]),
+                "empty_texts_dropped": sum(stats.empty_texts_dropped.values()),
+                "texts_shared_across_splits": sum(stats.duplicates_across_splits.values()),
             }
         )
     return pd.DataFrame(rows)
@@ -40,13 +40,13 @@ def model_table(params: Params) -> pd.DataFrame:
     """The backbone and each task's LoRA adapter size, as training recorded it."""
     rows = []
     for task in params.tasks:
-        train = read_json(paths.train_metrics(task, "lora"))
+        train = TrainMetrics.read(paths.train_metrics(task, "lora"))
         rows.append(
             {
                 "task": task,
                 "backbone": params.backbone.name,
-                "total_params": train["total_params"],
-                "lora_trainable_params": train["trainable_params"],
+                "total_params": train.total_params,
+                "lora_trainable_params": train.trainable_params,
                 "lora_rank": params.lora.rank,
                 "lora_alpha": params.lora.alpha,
                 "lora_targets": params.lora.targets,

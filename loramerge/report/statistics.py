@@ -13,9 +13,8 @@ from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
 from loramerge.atomic import read_json
 from loramerge.combinations import member_pairs
-from loramerge.config import Params
+from loramerge.config import Params, combination_kind
 from loramerge.paths import SIMILARITY
-from loramerge.report.tables import combination_kind
 from loramerge.similarity import MEASURES
 
 

@@ -11,8 +11,9 @@ import pandas as pd
 
 from loramerge import paths
 from loramerge.atomic import read_json
-from loramerge.config import Params, split_combination
+from loramerge.config import Params, combination_kind
 from loramerge.metrics import gain_retention
+from loramerge.records import BaselineMetrics, MergedMetrics, SingleMetrics, TrainMetrics
 
 KINDS = ("pair", "triple")
 """The combination sizes the report compares, in the order it shows them."""
@@ -24,22 +25,22 @@ def single_table(params: Params) -> pd.DataFrame:
     """Per task: the majority class, head-only, full fine-tuning and the LoRA adapter on test."""
     rows = []
     for task in params.tasks:
-        metrics = read_json(paths.single_metrics(task))
-        baselines = read_json(paths.baseline_metrics(task))
-        train = read_json(paths.train_metrics(task, "lora"))
+        metrics = SingleMetrics.read(paths.single_metrics(task))
+        baselines = BaselineMetrics.read(paths.baseline_metrics(task))
+        train = TrainMetrics.read(paths.train_metrics(task, "lora"))
         rows.append(
             {
                 "task": task,
-                "test_examples": metrics["test_examples"],
-                "majority_accuracy": metrics["majority_baseline_accuracy"],
-                "head_only_accuracy": baselines["head_only"]["accuracy"],
-                "full_ft_accuracy": baselines["full"]["accuracy"],
-                "lora_accuracy": metrics["accuracy"],
-                "lora_macro_f1": metrics["macro_f1"],
-                "lora_trainable_percent": train["trainable_percent"],
-                "lora_train_s": train["runtime_s"],
-                "head_only_train_s": baselines["head_only"]["train"]["runtime_s"],
-                "full_ft_train_s": baselines["full"]["train"]["runtime_s"],
+                "test_examples": metrics.test_examples,
+                "majority_accuracy": metrics.majority_baseline_accuracy,
+                "head_only_accuracy": baselines.head_only.accuracy,
+                "full_ft_accuracy": baselines.full.accuracy,
+                "lora_accuracy": metrics.accuracy,
+                "lora_macro_f1": metrics.macro_f1,
+                "lora_trainable_percent": train.trainable_percent,
+                "lora_train_s": train.runtime_s,
+                "head_only_train_s": baselines.head_only.train.runtime_s,
+                "full_ft_train_s": baselines.full.train.runtime_s,
             }
         )
     return pd.DataFrame(rows)
@@ -50,34 +51,28 @@ def merged_table(params: Params, single: pd.DataFrame) -> pd.DataFrame:
     head_only = single.set_index("task")["head_only_accuracy"].to_dict()
     rows = []
     for combo in params.combinations:
-        results = read_json(paths.merged_metrics(combo))
+        results = MergedMetrics.read(paths.merged_metrics(combo))
         kind = combination_kind(combo)
-        for method, result in results["methods"].items():
-            for task, metrics in result["tasks"].items():
+        for method, result in results.methods.items():
+            for task, metrics in result.tasks.items():
                 rows.append(
                     {
                         "combination": combo,
                         "kind": kind,
                         "method": method,
                         "task": task,
-                        "accuracy": metrics["accuracy"],
-                        "single_accuracy": metrics["single_accuracy"],
-                        "normalized_accuracy": metrics["normalized_accuracy"],
-                        "macro_f1": metrics["macro_f1"],
+                        "accuracy": metrics.accuracy,
+                        "single_accuracy": metrics.single_accuracy,
+                        "normalized_accuracy": metrics.normalized_accuracy,
+                        "macro_f1": metrics.macro_f1,
                         "head_only_accuracy": head_only[task],
-                        "beats_head_only": metrics["accuracy"] > head_only[task],
-                        "gain_retention": gain_retention(
-                            metrics["accuracy"], metrics["single_accuracy"], head_only[task]
-                        ),
-                        "adapter_gain": metrics["single_accuracy"] - head_only[task],
-                        "merged_gain": metrics["accuracy"] - head_only[task],
+                        "beats_head_only": metrics.accuracy > head_only[task],
+                        "gain_retention": gain_retention(metrics.accuracy, metrics.single_accuracy, head_only[task]),
+                        "adapter_gain": metrics.single_accuracy - head_only[task],
+                        "merged_gain": metrics.accuracy - head_only[task],
                     }
                 )
     return pd.DataFrame(rows)
-
-
-def combination_kind(combo: str) -> str:
-    return "pair" if len(split_combination(combo)) == 2 else "triple"
 
 
 def combination_table(merged: pd.DataFrame) -> pd.DataFrame:
@@ -153,7 +148,7 @@ def export_tables(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
         if not path.exists():
             continue
         export = read_json(path)
-        speedup = read_json(paths.merged_metrics(combo))["inference"]["speedup"]
+        speedup = MergedMetrics.read(paths.merged_metrics(combo)).inference.speedup
         precisions = export["compression"]["precisions"]
         for precision in sorted(precisions, key=PRECISIONS.index):
             row = precisions[precision]

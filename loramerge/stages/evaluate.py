@@ -15,16 +15,29 @@ from pathlib import Path
 import pandas as pd
 
 from loramerge import paths
-from loramerge.atomic import read_json, write_json, write_text
+from loramerge.atomic import write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
-from loramerge.config import Params, split_combination
+from loramerge.config import Params, combination_kind, split_combination
 from loramerge.data import load_labels, load_split, prepared_splits
 from loramerge.evaluation import load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
-from loramerge.metrics import normalized_accuracy
+from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
 from loramerge.model import ClassificationHead, predict
-from loramerge.paths import MANIFEST
+from loramerge.precision import resolve
+from loramerge.records import (
+    BaselineMetrics,
+    BaselineScores,
+    InferenceCost,
+    MergedMetrics,
+    MergedTaskScores,
+    MergeManifest,
+    MethodResult,
+    PrecisionRecord,
+    PreparedStats,
+    SingleMetrics,
+    TrainMetrics,
+)
 from loramerge.tracking import stage_run
 
 
@@ -34,10 +47,12 @@ def evaluate_single(params: Params, task: str) -> Path:
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     (update,) = load_updates(encoder, {task: paths.adapter_dir(task)})
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
-    with stage_run(params.tracking, f"evaluate@{task}", {"task": task, "split": "test"}) as run:
+    precision = resolve(params.evaluate.precision)
+    settings = {"task": task, "split": "test", "precision": precision.record()}
+    with stage_run(params.tracking, f"evaluate@{task}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
-        with patched(encoder, deltas_of(update)):
-            metrics, predicted = score(
+        with patched(encoder, deltas_of(update)), precision.context():
+            scores, predicted = score(
                 encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling
             )
         labels = load_labels(task)
@@ -45,11 +60,16 @@ def evaluate_single(params: Params, task: str) -> Path:
             {"actual": [labels[i] for i in test.labels], "predicted": [labels[i] for i in predicted]}
         )
         write_text(paths.single_predictions(task), predictions.to_csv(index=False))
-        stats = read_json(paths.prepared_dir(task) / "stats.json")
-        metrics["majority_baseline_accuracy"] = stats["majority_baseline_accuracy"]["test"]
-        metrics["test_examples"] = len(test.labels)
-        write_json(paths.single_metrics(task), metrics)
-        run.log_metrics({f"test/{task}/{k}": v for k, v in metrics.items()})
+        metrics = SingleMetrics(
+            **scores,
+            majority_baseline_accuracy=PreparedStats.read(paths.prepared_stats(task)).majority_baseline_accuracy[
+                "test"
+            ],
+            test_examples=len(test.labels),
+            precision=PrecisionRecord(**precision.record()),
+        )
+        metrics.write(paths.single_metrics(task))
+        run.log_metrics({f"test/{task}/{k}": v for k, v in metrics.model_dump().items()})
     return paths.single_metrics(task)
 
 
@@ -59,8 +79,10 @@ def evaluate_baselines(params: Params, task: str) -> Path:
         paths.trained_model(task, mode)
     tokenizer = load_tokenizer(params.backbone)
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
+    precision = resolve(params.evaluate.precision)
     results = {}
-    with stage_run(params.tracking, f"evaluate_baselines@{task}", {"task": task, "split": "test"}) as run:
+    settings = {"task": task, "split": "test", "precision": precision.record()}
+    with stage_run(params.tracking, f"evaluate_baselines@{task}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
         for mode in ("head_only", "full"):
             folder = paths.model_dir(task, mode)
@@ -69,25 +91,26 @@ def evaluate_baselines(params: Params, task: str) -> Path:
                 if mode == "head_only"
                 else params.backbone.model_copy(update={"name": str(folder / "encoder")})
             )
-            metrics, _ = score(
-                load_encoder(backbone),
-                ClassificationHead.load(folder),
-                test,
-                params.evaluate.batch_size,
-                params.backbone.pooling,
-            )
-            results[mode] = {**metrics, "train": read_json(folder / "train_metrics.json")}
+            with precision.context():
+                metrics, _ = score(
+                    load_encoder(backbone),
+                    ClassificationHead.load(folder),
+                    test,
+                    params.evaluate.batch_size,
+                    params.backbone.pooling,
+                )
+            results[mode] = BaselineScores(**metrics, train=TrainMetrics.read(folder / paths.TRAIN_METRICS_FILE))
             run.log_metrics({f"test/{task}/{mode}/{k}": v for k, v in metrics.items()})
-        write_json(paths.baseline_metrics(task), results)
+        BaselineMetrics(**results, precision=PrecisionRecord(**precision.record())).write(paths.baseline_metrics(task))
     return paths.baseline_metrics(task)
 
 
 def check_merged(params: Params, combo: str) -> list[str]:
     """The combination's members, once its merge stage's outputs are known to exist (checked before any model loads)."""
     members = params.members(combo)
-    stage = f"merge_{'pair' if len(members) == 2 else 'triple'}@{combo}"
+    stage = f"merge_{combination_kind(combo)}@{combo}"
     needed = [paths.merged_dir(combo) / "heads" / t / "head.safetensors" for t in members]
-    needed += [paths.merged_dir(combo) / m / MANIFEST for m in params.merge.methods]
+    needed += [paths.merge_manifest(combo, m) for m in params.merge.methods]
     needed += [paths.single_metrics(t) for t in members]
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
@@ -102,54 +125,63 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     members = check_merged(params, combo)
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
-    kind = "pair" if len(members) == 2 else "triple"
-    with stage_run(params.tracking, f"evaluate_{kind}@{combo}", {"combination": combo, "split": "test"}) as run:
+    kind, precision = combination_kind(combo), resolve(params.evaluate.precision)
+    settings = {"combination": combo, "split": "test", "precision": precision.record()}
+    with stage_run(params.tracking, f"evaluate_{kind}@{combo}", settings) as run, precision.context():
         run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
-        results = score_merges(params, combo, encoder, tokenizer)
+        results = score_merges(params, combo, encoder, tokenizer, heads)
         for method, result in results.items():
-            run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result["mean_normalized_accuracy"]})
+            run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result.mean_normalized_accuracy})
         timing = inference_cost(
             params, encoder, tokenizer, members, heads, paths.merged_dir(combo) / next(iter(params.merge.methods))
         )
-        run.log_metrics({f"inference/{kind}/{combo}/{k}": v for k, v in timing.items()})
-        write_json(
-            paths.merged_metrics(combo),
-            {"combination": combo, "members": members, "methods": results, "inference": timing},
+        run.log_metrics({f"inference/{kind}/{combo}/{k}": v for k, v in timing.model_dump().items()})
+        merged = MergedMetrics(
+            combination=combo,
+            members=members,
+            methods=results,
+            inference=timing,
+            precision=PrecisionRecord(**precision.record()),
         )
+        merged.write(paths.merged_metrics(combo))
     return paths.merged_metrics(combo)
 
 
-def score_merges(params: Params, combo: str, encoder, tokenizer) -> dict[str, dict]:
+def score_merges(
+    params: Params, combo: str, encoder, tokenizer, heads: dict[str, ClassificationHead]
+) -> dict[str, MethodResult]:
     """Each method's merged model on every member's test split, normalized by the single adapters.
     Reads and writes nothing but the merge stage's outputs, so benchmarks can time it alone."""
     members = split_combination(combo)
-    single = {t: read_json(paths.single_metrics(t))["accuracy"] for t in members}
+    single = {t: SingleMetrics.read(paths.single_metrics(t)).accuracy for t in members}
     tests = {t: load_task_split(t, "test", tokenizer, params.backbone.max_length) for t in members}
-    heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
     results = {}
     for method in params.merge.methods:
         folder = paths.merged_dir(combo) / method
         per_task = {}
         with patched(encoder, merged_deltas(encoder, folder)):
             for task in members:
-                metrics, _ = score(
+                scores, _ = score(
                     encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling
                 )
-                metrics["single_accuracy"] = single[task]
-                metrics["normalized_accuracy"] = normalized_accuracy(metrics["accuracy"], single[task])
-                per_task[task] = metrics
-        results[method] = {
-            "tasks": per_task,
-            "mean_accuracy": sum(m["accuracy"] for m in per_task.values()) / len(members),
-            "mean_normalized_accuracy": sum(m["normalized_accuracy"] for m in per_task.values()) / len(members),
-            "params": read_json(folder / MANIFEST)["params"],
-        }
+                per_task[task] = MergedTaskScores(
+                    **scores,
+                    single_accuracy=single[task],
+                    normalized_accuracy=normalized_accuracy(scores["accuracy"], single[task]),
+                )
+        accuracy = {t: m.accuracy for t, m in per_task.items()}
+        results[method] = MethodResult(
+            tasks=per_task,
+            mean_accuracy=sum(accuracy.values()) / len(members),
+            mean_normalized_accuracy=mean_normalized_accuracy(accuracy, single),
+            params=MergeManifest.read(paths.merge_manifest(combo, method)).params,
+        )
     return results
 
 
 def inference_cost(
     params: Params, encoder, tokenizer, members: list[str], heads: dict[str, ClassificationHead], merged_folder: Path
-) -> dict[str, float]:
+) -> InferenceCost:
     """Seconds to classify the members' test inputs for every member task: the merged model
     (one encoder pass feeding every head) versus the unmerged adapters (one pass per task).
 
@@ -170,10 +202,10 @@ def inference_cost(
             started = time.perf_counter()
             predict(encoder, {update.name: heads[update.name]}, batches, params.backbone.pooling)
             unmerged_s += time.perf_counter() - started
-    return {
-        "examples": len(texts),
-        "tasks": len(members),
-        "merged_s": merged_s,
-        "unmerged_s": unmerged_s,
-        "speedup": unmerged_s / merged_s,
-    }
+    return InferenceCost(
+        examples=len(texts),
+        tasks=len(members),
+        merged_s=merged_s,
+        unmerged_s=unmerged_s,
+        speedup=unmerged_s / merged_s,
+    )

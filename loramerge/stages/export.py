@@ -24,7 +24,7 @@ from loramerge.data import load_split, prepared_splits, stratified_subsample
 from loramerge.evaluation import merged_deltas
 from loramerge.modelcard import model_card
 from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, MultiTaskModel, fold
-from loramerge.paths import MANIFEST
+from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics
 from loramerge.tracking import git_commit, stage_run
 
 EXPORT = Path("models/export")
@@ -56,7 +56,7 @@ def choose_method(params: Params, combo: str) -> tuple[str, dict[str, float]]:
     """The method with the best mean normalized validation accuracy (ties: first in merge.methods), and every
     method's score."""
     scores = {
-        m: read_json(paths.merged_dir(combo) / m / MANIFEST)["validation"]["mean_normalized_accuracy"]
+        m: MergeManifest.read(paths.merge_manifest(combo, m)).validation.mean_normalized_accuracy
         for m in params.merge.methods
     }
     best = max(scores.values())
@@ -82,7 +82,7 @@ def write_model_files(out: Path, params: Params, combo: str, method: str) -> Non
     load_tokenizer(params.backbone).save_pretrained(out)
     for task in split_combination(combo):
         shutil.copytree(merged / "heads" / task, out / HEADS / task)
-    if read_json(merged / method / MANIFEST)["format"] == "peft_adapter":
+    if MergeManifest.read(paths.merge_manifest(combo, method)).format == "peft_adapter":
         (out / ADAPTER).mkdir()
         for name in ("adapter_config.json", "adapter_model.safetensors"):
             shutil.copy2(merged / method / name, out / ADAPTER / name)
@@ -90,22 +90,22 @@ def write_model_files(out: Path, params: Params, combo: str, method: str) -> Non
 
 def export_manifest(params: Params, combo: str, method: str, scores: dict[str, float], out: Path) -> dict:
     """export.json: what the model is (members, method, hyper-parameters, hashes) and where it came from."""
-    merge = read_json(paths.merged_dir(combo) / method / MANIFEST)
+    merge = MergeManifest.read(paths.merge_manifest(combo, method))
     members = split_combination(combo)
     return {
         "combination": combo,
         "members": members,
         "method": method,
-        "params": merge["params"],
-        "format": merge["format"],
+        "params": merge.params,
+        "format": merge.format,
         "base_model": params.backbone.name,
         "pooling": params.backbone.pooling,
         "max_length": params.backbone.max_length,
         "labels": {t: read_json(out / HEADS / t / LABELS_FILE)["labels"] for t in members},
-        "validation": merge["validation"],
+        "validation": merge.validation.model_dump(),
         "candidates": scores,
         "selection": "best mean normalized validation accuracy; ties: first in merge.methods",
-        "member_hashes": merge["members"],
+        "member_hashes": {t: hashes.model_dump() for t, hashes in merge.members.items()},
         "git_commit": git_commit(Path(".")),
         "content_sha256": content_hash(out),
     }
@@ -133,9 +133,9 @@ def export_combination(params: Params, combo: str) -> Path:
             f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro export@{combo}`)"
         )
     method, scores = choose_method(params, combo)
-    merged_metrics = read_json(paths.merged_metrics(combo))
-    singles = {t: read_json(paths.single_metrics(t)) for t in members}
-    baselines = {t: read_json(paths.baseline_metrics(t)) for t in members}
+    merged_metrics = MergedMetrics.read(paths.merged_metrics(combo))
+    singles = {t: SingleMetrics.read(paths.single_metrics(t)) for t in members}
+    baselines = {t: BaselineMetrics.read(paths.baseline_metrics(t)) for t in members}
     run_params = {"combination": combo, "members": members, "method": method, "export": params.export.model_dump()}
     with stage_run(params.tracking, f"export@{combo}", run_params) as run:
         run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))

@@ -11,6 +11,7 @@ task's own head.
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -18,17 +19,19 @@ import torch
 from safetensors.torch import save_file
 
 from loramerge import paths
-from loramerge.atomic import atomic_dir, read_json, write_json
+from loramerge.atomic import atomic_dir, read_json
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.config import Params
+from loramerge.config import COMBO_SEPARATOR, Params, combination_kind
 from loramerge.data import file_digest, prepared_splits
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
-from loramerge.merging import MergeMethod, MergeResult, TaskUpdate
-from loramerge.metrics import normalized_accuracy
+from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
+from loramerge.metrics import mean_normalized_accuracy
 from loramerge.model import ClassificationHead
 from loramerge.paths import DENSE_FILE, MANIFEST
-from loramerge.search import check_methods, run_search
+from loramerge.precision import resolve
+from loramerge.records import MemberHashes, MergeManifest, PrecisionRecord, SearchRecord, ValidationSummary
+from loramerge.search import Trial, check_methods, run_search
 from loramerge.tracking import stage_run
 
 
@@ -48,34 +51,37 @@ def check_members(params: Params, members: list[str]) -> None:
 
 
 class ValidationObjective:
-    """Mean normalized validation accuracy of a merge over its members (higher is better)."""
+    """Mean normalized validation accuracy of a merge over its members (higher is better).
+
+    The members' single-adapter accuracies on the same examples are measured once, as the normalizer;
+    every forward pass runs in `merge.precision` (bf16 on CPUs with bf16 units under `auto`).
+    """
 
     def __init__(
         self, encoder, heads: dict[str, ClassificationHead], splits: dict[str, TaskSplit], params: Params
     ) -> None:
         self.encoder, self.heads, self.splits = encoder, heads, splits
         self.batch_size, self.pooling = params.merge.batch_size, params.backbone.pooling
+        self.precision = resolve(params.merge.precision)
         self.single: dict[str, float] = {}
-        self.per_task: dict[str, dict[str, float]] = {}
 
-    def accuracies(self, deltas: dict[str, torch.Tensor]) -> dict[str, float]:
-        with patched(self.encoder, deltas):
+    def accuracies(self, deltas: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, float]:
+        """Accuracy of the encoder patched with `deltas` on each task's validation split (all members by default)."""
+        with patched(self.encoder, deltas), self.precision.context():
             return {
                 t: score(self.encoder, self.heads[t], self.splits[t], self.batch_size, self.pooling)[0]["accuracy"]
-                for t in self.splits
+                for t in tasks or self.splits
             }
 
     def measure_singles(self, updates: list[TaskUpdate]) -> None:
         for update in updates:
-            with patched(self.encoder, deltas_of(update)):
-                self.single[update.name] = score(
-                    self.encoder, self.heads[update.name], self.splits[update.name], self.batch_size, self.pooling
-                )[0]["accuracy"]
+            self.single[update.name] = self.accuracies(deltas_of(update), [update.name])[update.name]
 
-    def __call__(self, result: MergeResult, key: str) -> float:
+    def trial(self, method: MergeMethod, updates: list[TaskUpdate], point: dict, config: MethodConfig) -> Trial:
+        """Merge with one config and score it on every member's validation split."""
+        result = method.merge(updates, config)
         accuracy = self.accuracies(result.deltas)
-        self.per_task[key] = accuracy
-        return sum(normalized_accuracy(accuracy[t], self.single[t]) for t in accuracy) / len(accuracy)
+        return Trial(point, config, mean_normalized_accuracy(accuracy, self.single), accuracy, result)
 
 
 def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> str:
@@ -88,13 +94,13 @@ def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> st
     return "dense_deltas"
 
 
-def member_record(task: str) -> dict[str, str]:
+def member_hashes(task: str) -> MemberHashes:
     adapter = paths.adapter_dir(task)
-    return {
-        "adapter": str(adapter),
-        "adapter_sha256": file_digest(adapter / "adapter_model.safetensors"),
-        "head_sha256": file_digest(adapter / "head.safetensors"),
-    }
+    return MemberHashes(
+        adapter=str(adapter),
+        adapter_sha256=file_digest(adapter / "adapter_model.safetensors"),
+        head_sha256=file_digest(adapter / "head.safetensors"),
+    )
 
 
 def merge_combination(params: Params, combo: str) -> Path:
@@ -124,8 +130,9 @@ def merge_combination(params: Params, combo: str) -> Path:
         "members": members,
         "merge": params.merge.model_dump(),
         "backbone": params.backbone.name,
+        "precision": objective.precision.record(),
     }
-    stage = f"merge_{'pair' if len(members) == 2 else 'triple'}@{combo}"
+    stage = f"merge_{combination_kind(combo)}@{combo}"
     with stage_run(params.tracking, stage, run_params) as run, atomic_dir(paths.merged_dir(combo)) as out:
         run.log_datasets(split for task in members for split in prepared_splits(task, ("validation",)))
         for task in members:
@@ -134,26 +141,11 @@ def merge_combination(params: Params, combo: str) -> Path:
             shutil.copy2(paths.adapter_dir(task) / "labels.json", out / "heads" / task / "labels.json")
         for name, method in methods.items():
             manifest = merge_with(method, name, params, updates, objective, out / name, members)
-            run.log_metrics({f"val_norm_acc/{name}": manifest["validation"]["mean_normalized_accuracy"]})
-            pd.DataFrame(manifest["search"]["points"]).to_csv(out / name / "search.csv", index=False)
+            run.log_metrics({f"val_norm_acc/{name}": manifest.validation.mean_normalized_accuracy})
+            pd.DataFrame(manifest.search.points).to_csv(out / name / "search.csv", index=False)
             for record in (MANIFEST, "search.csv"):  # the weights themselves live in DVC's cache, not twice
                 run.log_artifacts(out / name / record, f"merged/{name}")
     return paths.merged_dir(combo)
-
-
-def search_method(
-    method: MergeMethod, spec: dict, strategy: str, updates: list[TaskUpdate], objective: ValidationObjective
-) -> tuple[dict, list[dict], MergeResult]:
-    """The best hyper-parameters on validation, the table of every point tried, and the chosen merge."""
-    results: dict[str, MergeResult] = {}
-
-    def evaluate_point(point: dict) -> float:
-        key = repr(sorted(point.items()))
-        results[key] = method.merge(updates, method.Params(**point))
-        return objective(results[key], key)
-
-    best, table = run_search(method, spec, strategy, evaluate_point)
-    return best, table, results[repr(sorted(best.items()))]
 
 
 def merge_with(
@@ -164,30 +156,30 @@ def merge_with(
     objective: ValidationObjective,
     folder: Path,
     members: list[str],
-) -> dict:
-    spec = params.merge.methods[name]
-    best, table, chosen = search_method(method, spec, params.merge.search, updates, objective)
-    accuracy = objective.per_task[repr(sorted(best.items()))]
-    manifest = {
-        "combination": "+".join(members),
-        "method": name,
-        "params": method.Params(**best).model_dump(),
-        "format": save_result(folder, chosen, paths.adapter_dir(members[0])),
-        "base_model": params.backbone.name,
-        "members": {t: member_record(t) for t in members},
-        "search": {
-            "strategy": params.merge.search,
-            "space": spec,
-            "metric": "mean normalized validation accuracy",
-            "points": table,
-        },
-        "validation": {
-            "examples": {t: len(objective.splits[t].labels) for t in members},
-            "single_accuracy": dict(objective.single),
-            "merged_accuracy": accuracy,
-            "mean_normalized_accuracy": sum(normalized_accuracy(accuracy[t], objective.single[t]) for t in members)
-            / len(members),
-        },
-    }
-    write_json(folder / MANIFEST, manifest)
+) -> MergeManifest:
+    """Search the method's space on validation, save the best trial's merge and its manifest."""
+    space = params.merge.methods[name]
+    best, trials = run_search(method, space, params.merge.search, partial(objective.trial, method, updates))
+    manifest = MergeManifest(
+        combination=COMBO_SEPARATOR.join(members),
+        method=name,
+        params=best.config.model_dump(),
+        format=save_result(folder, best.result, paths.adapter_dir(members[0])),
+        base_model=params.backbone.name,
+        members={t: member_hashes(t) for t in members},
+        search=SearchRecord(
+            strategy=params.merge.search,
+            space=space.root,
+            metric="mean normalized validation accuracy",
+            points=[t.row() for t in trials],
+        ),
+        validation=ValidationSummary(
+            examples={t: len(objective.splits[t].labels) for t in members},
+            single_accuracy=dict(objective.single),
+            merged_accuracy=best.accuracy,
+            mean_normalized_accuracy=best.score,
+            precision=PrecisionRecord(**objective.precision.record()),
+        ),
+    )
+    manifest.write(folder / MANIFEST)
     return manifest

@@ -15,6 +15,7 @@ from loramerge import paths
 from loramerge.atomic import atomic_dir, write_json
 from loramerge.config import Params
 from loramerge.data import DataError, local_data_dir, read_raw_splits, stratified_subsample
+from loramerge.records import PreparedStats
 
 
 def drop_empty_texts(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -60,25 +61,25 @@ def prepare_task(params: Params, task: str) -> Path:
     final = {s: stratified_subsample(f, limits[s], seed) for s, f in cleaned.items()}
     label_ids = {label: i for i, label in enumerate(labels)}
     majority = final["train"]["label"].value_counts().idxmax()
-    stats = {
-        "task": task,
-        "source": source,
-        "rows_raw": {s: len(f) for s, f in raw.items()},
-        "empty_texts_dropped": dropped,
-        "duplicates_across_splits": duplicates,
-        "rows": {s: len(f) for s, f in final.items()},
-        "class_counts": {s: f["label"].value_counts().sort_index().to_dict() for s, f in final.items()},
-        "majority_label": majority,
-        "majority_baseline_accuracy": {
+    stats = PreparedStats(
+        task=task,
+        source=source,
+        rows_raw={s: len(f) for s, f in raw.items()},
+        empty_texts_dropped=dropped,
+        duplicates_across_splits=duplicates,
+        rows={s: len(f) for s, f in final.items()},
+        class_counts={s: f["label"].value_counts().sort_index().to_dict() for s, f in final.items()},
+        majority_label=majority,
+        majority_baseline_accuracy={
             s: float((f["label"] == majority).mean()) for s, f in final.items() if s != "train"
         },
-    }
+    )
     with atomic_dir(paths.prepared_dir(task)) as out:
         for split, frame in final.items():
             frame = frame.assign(label_id=frame["label"].map(label_ids).astype("int64"))
             frame.to_parquet(out / f"{split}.parquet", index=False)
         write_json(out / "labels.json", {"labels": labels})
-        write_json(out / "stats.json", stats)
+        stats.write(out / paths.prepared_stats(task).name)
     report_problems(task, dropped, duplicates)
     return paths.prepared_dir(task)
 

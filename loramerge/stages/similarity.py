@@ -19,6 +19,7 @@ from loramerge.combinations import scored_pairs
 from loramerge.config import Params, split_combination
 from loramerge.data import load_labels, load_split, prepared_splits, stratified_subsample
 from loramerge.lora import load_updates
+from loramerge.precision import Precision, resolve
 from loramerge.similarity import MEASURES, cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
 from loramerge.tracking import metric_key, stage_run
 
@@ -52,12 +53,14 @@ def pair_measures(a: TaskProfile, b: TaskProfile) -> dict[str, float]:
     }
 
 
-def measure_pairs(params: Params) -> dict[str, dict[str, float]]:
-    """Every measure of `MEASURES` for every scored pair."""
+def measure_pairs(params: Params, precision: Precision) -> dict[str, dict[str, float]]:
+    """Every measure of `MEASURES` for every scored pair; the texts are embedded in `precision`, the adapters'
+    updates compared in float32/64 whatever it is."""
     pairs = scored_pairs(params)
     tasks = list(dict.fromkeys(t for pair in pairs for t in split_combination(pair)))
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
-    profiles = {t: task_profile(params, t, encoder, tokenizer) for t in tasks}  # before load_updates wraps the encoder
+    with precision.context():  # before load_updates wraps the encoder
+        profiles = {t: task_profile(params, t, encoder, tokenizer) for t in tasks}
     updates = {u.name: u for u in load_updates(encoder, {t: paths.adapter_dir(t) for t in tasks})} if tasks else {}
     results = {}
     for pair in pairs:
@@ -68,13 +71,15 @@ def measure_pairs(params: Params) -> dict[str, dict[str, float]]:
 
 
 def write_similarity(params: Params) -> Path:
-    with stage_run(
-        params.tracking, "similarity", {"similarity": params.similarity.model_dump(), "pairs": scored_pairs(params)}
-    ) as run:
+    """The embeddings run in `evaluate.precision` (bf16 on CPUs with bf16 units under `auto`), recorded in the file."""
+    precision = resolve(params.evaluate.precision)
+    settings = {"similarity": params.similarity.model_dump(), "pairs": scored_pairs(params)}
+    with stage_run(params.tracking, "similarity", {**settings, "precision": precision.record()}) as run:
         tasks = dict.fromkeys(t for pair in scored_pairs(params) for t in split_combination(pair))
         run.log_datasets(split for task in tasks for split in prepared_splits(task, ("train",)))
-        pairs = measure_pairs(params)
-        write_json(paths.SIMILARITY, {"max_texts": params.similarity.max_texts, "pairs": pairs})
+        pairs = measure_pairs(params, precision)
+        record = {"max_texts": params.similarity.max_texts, "precision": precision.record(), "pairs": pairs}
+        write_json(paths.SIMILARITY, record)
         run.log_metrics(
             {
                 metric_key("similarity", name, "pair", pair): value

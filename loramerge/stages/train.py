@@ -4,7 +4,9 @@
 (adapter_config.json + adapter_model.safetensors); the baselines a user would pick
 instead write models/baselines/{head_only,full}/<task>/ (the frozen backbone with a trained
 head; all backbone weights fine-tuned). Every mode saves head.safetensors, labels.json and
-train_metrics.json. Lightning checkpoints hold only the trainable weights and persist in
+train_metrics.json. Head-only training reads the frozen encoder's pooled vector of each text,
+computed once in eval mode (the encoder never changes, so running it every epoch was waste);
+the head keeps its own dropout. Lightning checkpoints hold only the trainable weights and persist in
 models/checkpoints/<mode>/<task>/, so a killed run resumes instead of starting over; they are
 read as plain weights only (`weights_only=True`), and removed once the model is saved, so a
 later rerun (changed code, `dvc repro -f`) trains again instead of "resuming" a finished run.
@@ -35,12 +37,13 @@ from transformers import get_linear_schedule_with_warmup
 from loramerge import paths
 from loramerge.atomic import atomic_dir, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.batching import TokenizedTexts
+from loramerge.batching import CachedFeatures, TokenizedTexts
 from loramerge.config import ConfigError, Params, TrainConfig
 from loramerge.data import file_digest, load_labels, load_split, prepared_splits
 from loramerge.lora import add_lora
 from loramerge.metrics import classification_metrics
-from loramerge.model import ClassificationHead, Classifier
+from loramerge.model import ClassificationHead, Classifier, pooled_features
+from loramerge.records import TrainMetrics
 from loramerge.tracking import lightning_logger, stage_run, untracked
 
 CHECKPOINT_FILES = ("last.ckpt", "best.ckpt")
@@ -91,12 +94,20 @@ class TaskDataModule(L.LightningDataModule):
         self.batch_size, self.seed = batch_size, seed
 
     def setup(self, stage: str | None = None) -> None:
+        """Tokenise once: Lightning calls this again at `fit`, which must keep the splits (and cached features)."""
+        if getattr(self, "splits", None):
+            return
         self.splits = {}
         for split in ("train", "validation"):
             frame = load_split(self.task, split)
             self.splits[split] = TokenizedTexts(
                 self.tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), self.max_length
             )
+
+    def cache_features(self, encoder: torch.nn.Module, pooling: str) -> None:
+        """Replace both splits' texts by the frozen encoder's pooled vectors, computed once (head-only training)."""
+        for split, texts in self.splits.items():
+            self.splits[split] = CachedFeatures(pooled_features(encoder, texts, self.batch_size * 2, pooling), texts)
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         """The seeded order, sharded by Lightning's own wrapper: process r takes every N-th example.
@@ -107,7 +118,7 @@ class TaskDataModule(L.LightningDataModule):
         """
         data = self.splits["train"]
         processes, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-        order = LengthGroupedSampler([len(ids) for ids in data.input_ids], self.batch_size, self.seed)
+        order = LengthGroupedSampler(data.lengths(), self.batch_size, self.seed)
         shard = DistributedSamplerWrapper(order, num_replicas=processes, rank=rank, shuffle=False)
         return torch.utils.data.DataLoader(
             data, batch_size=per_process_batch(self.batch_size, processes), sampler=shard, collate_fn=data.collate
@@ -147,13 +158,13 @@ class ClassifierModule(L.LightningModule):
         torch.manual_seed(step_seed(self.config.seed, self.global_step))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        logits = self.classifier(batch["input_ids"], batch["attention_mask"])
+        logits = self.classifier.logits(batch)
         loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.classifier(batch["input_ids"], batch["attention_mask"])
+        logits = self.classifier.logits(batch)
         self._val_loss.append(float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum")))
         self._val_true.append(batch["labels"].numpy())
         self._val_pred.append(logits.argmax(-1).numpy())
@@ -187,7 +198,8 @@ class ClassifierModule(L.LightningModule):
         return super().load_state_dict(state_dict, strict=False, assign=assign)
 
 
-def count_parameters(model: torch.nn.Module) -> dict[str, float]:
+def count_parameters(model: torch.nn.Module) -> dict[str, int | float]:
+    """TrainMetrics' parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return {"trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / total}
@@ -346,11 +358,15 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     ).train()  # from_pretrained leaves eval mode: no dropout
     data = TaskDataModule(task, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
     data.setup()
+    if mode == "head_only":
+        data.cache_features(encoder, params.backbone.pooling)
     steps_per_epoch = -(-len(data.splits["train"]) // config.batch_size)
     module = ClassifierModule(classifier, config, total_steps=steps_per_epoch * config.max_epochs)
     settings = {"task": task, "mode": mode, "backbone": params.backbone.model_dump(), "train": config.model_dump()}
     if mode == "lora":
         settings["lora"] = params.lora.model_dump()
+    if mode == "head_only":
+        settings["head_inputs"] = "the frozen encoder's pooled features, computed once in eval mode"
     folder = paths.checkpoint_dir(task, mode)
     trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch))
     per_process_batch(config.batch_size, trainer.world_size)
@@ -368,10 +384,9 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
         metrics = final_metrics(module, data, trainer, int(best["global_step"]), runtime, config)
-        metrics.update(count_parameters(classifier))
-        run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
+        run.log_metrics({f"final/{k}": v for k, v in metrics.model_dump().items()})
         out = save_model(paths.model_dir(task, mode), mode, encoder, head, labels, metrics)
-        write_json(paths.train_metrics(task, mode), metrics)
+        metrics.write(paths.train_metrics(task, mode))
         clear_checkpoints(folder)
         for item in sorted(out.iterdir()):  # a fully fine-tuned encoder stays in DVC's cache only
             if item.name != "encoder":
@@ -386,29 +401,32 @@ def final_metrics(
     best_step: int,
     runtime: float,
     config: TrainConfig,
-) -> dict:
-    """The best checkpoint's validation scores and the run's cost (time, steps, memory)."""
+) -> TrainMetrics:
+    """The best checkpoint's validation scores, the run's cost (time, steps, memory) and the model's size."""
     module.eval()
     trues, preds = [], []
     with torch.inference_mode():
         for batch in data.splits["validation"].sorted_batches(config.batch_size * 2):
-            preds.append(module.classifier(batch["input_ids"], batch["attention_mask"]).argmax(-1).numpy())
+            preds.append(module.classifier.logits(batch).argmax(-1).numpy())
             trues.append(batch["labels"].numpy())
     scores = classification_metrics(np.concatenate(trues), np.concatenate(preds))
-    return {
+    return TrainMetrics(
         **{f"val_{k}": v for k, v in scores.items()},
-        "global_steps": trainer.global_step,
-        "best_step": best_step,
-        "runtime_s": runtime,
-        "steps_per_s": trainer.global_step / runtime if runtime > 0 else 0.0,
-        "train_samples_per_s": trainer.global_step * config.batch_size / runtime if runtime > 0 else 0.0,
-        "train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
-    }
+        global_steps=trainer.global_step,
+        best_step=best_step,
+        runtime_s=runtime,
+        steps_per_s=trainer.global_step / runtime if runtime > 0 else 0.0,
+        train_samples_per_s=trainer.global_step * config.batch_size / runtime if runtime > 0 else 0.0,
+        train_loss=float(trainer.callback_metrics.get("train_loss", float("nan"))),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
+        **count_parameters(module.classifier),
+    )
 
 
-def save_model(folder: Path, mode: str, encoder, head: ClassificationHead, labels: list[str], metrics: dict) -> Path:
+def save_model(
+    folder: Path, mode: str, encoder, head: ClassificationHead, labels: list[str], metrics: TrainMetrics
+) -> Path:
     """The head always; the LoRA adapter (PEFT format) or the fine-tuned encoder (safetensors) by mode."""
     with atomic_dir(folder) as out:
         if mode == "lora":
@@ -417,5 +435,5 @@ def save_model(folder: Path, mode: str, encoder, head: ClassificationHead, label
             encoder.save_pretrained(str(out / "encoder"), safe_serialization=True)
         head.save(out)
         write_json(out / "labels.json", {"labels": labels})
-        write_json(out / "train_metrics.json", metrics)
+        metrics.write(out / paths.TRAIN_METRICS_FILE)
     return folder

@@ -27,7 +27,7 @@ from loramerge.stages import train as train_stage
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.prepare import prepare_task
 from loramerge.stages.train import CheckpointError, train_task
-from tests.helpers import tiny_params_dict
+from tests.helpers import opened_project, tiny_params_dict
 
 MARKER_ENV = "LORAMERGE_TEST_MARKER"
 
@@ -53,13 +53,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_backbone, tiny_data) -> Path:
-    """A project with both tasks prepared and their LoRA adapters trained (the working directory)."""
+def adapters_folder(tmp_path_factory, tiny_backbone, tiny_data) -> Path:
+    """The folder of a project with both tasks prepared and their LoRA adapters trained (the working directory)."""
     folder = tmp_path_factory.mktemp("bad-input")
-    (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params_dict(tiny_backbone, tiny_data)))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        params = load_params(folder / "params.yaml")
+    with opened_project(folder, tiny_params_dict(tiny_backbone, tiny_data)) as params:
         for task in params.tasks:
             prepare_task(params, task)
             train_task(params, task)
@@ -124,31 +121,31 @@ def test_every_stage_validates_params_first_and_names_the_offending_key(project,
     ],
 )
 def test_a_merge_hyper_parameter_out_of_range_is_refused_before_any_model_is_loaded(
-    trained, no_compute, method, spec, named
+    adapters_folder, no_compute, method, spec, named
 ):
     params = load_params(
-        write_params(trained, "bad-merge.yaml", lambda raw: raw["merge"].update(methods={method: spec}))
+        write_params(adapters_folder, "bad-merge.yaml", lambda raw: raw["merge"].update(methods={method: spec}))
     )
-    before = snapshot(trained)
+    before = snapshot(adapters_folder)
     with pytest.raises(ValueError, match=rf"(?s)merge\.methods\.{method}.*{named}"):
         merge_combination(params, "topics+moods")
-    assert snapshot(trained) == before
+    assert snapshot(adapters_folder) == before
 
 
-def test_adapters_trained_on_different_base_models_are_not_merged(trained, no_compute):
-    config = trained / "models/adapters/moods/adapter_config.json"
+def test_adapters_trained_on_different_base_models_are_not_merged(adapters_folder, no_compute):
+    config = adapters_folder / "models/adapters/moods/adapter_config.json"
     original = config.read_text()
     config.write_text(json.dumps({**json.loads(original), "base_model_name_or_path": "FacebookAI/roberta-base"}))
-    before = snapshot(trained)
+    before = snapshot(adapters_folder)
     try:
         with pytest.raises(AdapterError, match=r"'moods': 'FacebookAI/roberta-base'.*another base model"):
-            merge_combination(load_params(trained / "params.yaml"), "topics+moods")
-        assert snapshot(trained) == before
+            merge_combination(load_params(adapters_folder / "params.yaml"), "topics+moods")
+        assert snapshot(adapters_folder) == before
     finally:
         config.write_text(original)
 
 
-def test_a_combination_not_listed_in_params_is_refused(trained, capsys):
+def test_a_combination_not_listed_in_params_is_refused(adapters_folder, capsys):
     assert main(["merge", "--combo", "topics+nope"]) == 2
     assert "'topics+nope' is not listed" in capsys.readouterr().err
 
@@ -156,14 +153,16 @@ def test_a_combination_not_listed_in_params_is_refused(trained, capsys):
 # ---------------------------------------------------------------- the backbone
 
 
-def test_a_base_model_path_that_does_not_exist_stops_training_and_keeps_the_trained_adapter(trained, capsys):
+def test_a_base_model_path_that_does_not_exist_stops_training_and_keeps_the_trained_adapter(adapters_folder, capsys):
     bad = write_params(
-        trained, "bad-backbone.yaml", lambda raw: raw["backbone"].update(name=str(trained / "no-such-model"))
+        adapters_folder,
+        "bad-backbone.yaml",
+        lambda raw: raw["backbone"].update(name=str(adapters_folder / "no-such-model")),
     )
-    before = snapshot(trained)
+    before = snapshot(adapters_folder)
     assert main(["--params", str(bad), "train", "--task", "topics"]) == 2
     assert "backbone.name" in capsys.readouterr().err
-    assert snapshot(trained) == before
+    assert snapshot(adapters_folder) == before
 
 
 def test_backbone_weights_load_only_from_safetensors_never_from_a_pickle(tiny_backbone, tmp_path):
@@ -206,9 +205,9 @@ def test_remote_code_in_a_backbone_folder_runs_only_when_params_say_so(tiny_back
 # ---------------------------------------------------------------- adapters and checkpoints
 
 
-def test_an_adapter_saved_as_a_pickle_is_refused_unread(tiny_backbone, trained, tmp_path):
+def test_an_adapter_saved_as_a_pickle_is_refused_unread(tiny_backbone, adapters_folder, tmp_path):
     adapter = tmp_path / "pickled-adapter"
-    shutil.copytree(trained / "models/adapters/topics", adapter)
+    shutil.copytree(adapters_folder / "models/adapters/topics", adapter)
     (adapter / "adapter_model.safetensors").unlink()
     torch.save({"payload": Payload(tmp_path / "marker")}, adapter / "adapter_model.bin")
     with pytest.raises(AdapterError, match="only from safetensors"):
@@ -217,9 +216,9 @@ def test_an_adapter_saved_as_a_pickle_is_refused_unread(tiny_backbone, trained, 
 
 
 @pytest.fixture
-def poisoned_checkpoint(trained, tmp_path):
+def poisoned_checkpoint(adapters_folder, tmp_path):
     """A last.ckpt beside the fingerprint of the current configuration, carrying pickled code."""
-    folder = trained / "models/checkpoints/lora/topics"
+    folder = adapters_folder / "models/checkpoints/lora/topics"
     marker = tmp_path / "marker"
     torch.save({"epoch": 0, "global_step": 4, "state_dict": {}, "payload": Payload(marker)}, folder / "last.ckpt")
     yield marker
@@ -227,24 +226,24 @@ def poisoned_checkpoint(trained, tmp_path):
 
 
 def test_a_resume_checkpoint_carrying_code_is_refused_before_training_naming_the_folder_to_delete(
-    trained, poisoned_checkpoint
+    adapters_folder, poisoned_checkpoint
 ):
-    before = snapshot(trained)
+    before = snapshot(adapters_folder)
     with pytest.raises(CheckpointError, match=r"delete models/checkpoints/lora/topics to start over"):
-        train_task(load_params(trained / "params.yaml"), "topics")
+        train_task(load_params(adapters_folder / "params.yaml"), "topics")
     assert not poisoned_checkpoint.exists()
-    assert snapshot(trained) == before
+    assert snapshot(adapters_folder) == before
 
 
 def test_lightnings_own_resume_loads_plain_weights_only_even_if_torch_is_told_otherwise(
-    trained, poisoned_checkpoint, monkeypatch
+    adapters_folder, poisoned_checkpoint, monkeypatch
 ):
     """Past loramerge's own check, `trainer.fit(ckpt_path=…, weights_only=True)` refuses the file too,
     even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (which flips torch.load's default, not an explicit flag)."""
     monkeypatch.setattr(train_stage, "checkpoint_position", lambda path: (1, 4))
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(pickle.UnpicklingError):
-        train_task(load_params(trained / "params.yaml"), "topics")
+        train_task(load_params(adapters_folder / "params.yaml"), "topics")
     assert not poisoned_checkpoint.exists()
 
 
@@ -346,16 +345,16 @@ def test_an_empty_label_in_a_csv_is_refused_with_its_count_and_file(project, par
     ids=["unknown backbone", "max_length beyond the model", "unknown strategy", "gpu on a CPU machine"],
 )
 def test_a_backbone_or_hardware_setting_that_cannot_work_stops_training_in_one_line_and_keeps_the_adapter(
-    trained, change, named, capsys
+    adapters_folder, change, named, capsys
 ):
-    bad = write_params(trained, "bad-train.yaml", change)
-    before = snapshot(trained)
+    bad = write_params(adapters_folder, "bad-train.yaml", change)
+    before = snapshot(adapters_folder)
     assert main(["--params", str(bad), "train", "--task", "topics"]) == 2
     assert named in one_line_error(capsys)
-    assert snapshot(trained) == before
+    assert snapshot(adapters_folder) == before
 
 
-def test_evaluating_an_unlisted_combination_is_refused_before_any_model_loads(trained, monkeypatch, capsys):
+def test_evaluating_an_unlisted_combination_is_refused_before_any_model_loads(adapters_folder, monkeypatch, capsys):
     from loramerge.stages import evaluate as evaluate_stage
 
     monkeypatch.setattr(evaluate_stage, "load_encoder", lambda *a, **k: pytest.fail("the encoder was loaded first"))
@@ -363,7 +362,7 @@ def test_evaluating_an_unlisted_combination_is_refused_before_any_model_loads(tr
     assert "'moods+topics' is not listed in params.yaml" in one_line_error(capsys)
 
 
-def test_evaluating_a_combination_before_its_merge_names_the_merge_stage_to_run(trained, monkeypatch, capsys):
+def test_evaluating_a_combination_before_its_merge_names_the_merge_stage_to_run(adapters_folder, monkeypatch, capsys):
     from loramerge.stages import evaluate as evaluate_stage
 
     monkeypatch.setattr(evaluate_stage, "load_encoder", lambda *a, **k: pytest.fail("the encoder was loaded first"))

@@ -36,13 +36,23 @@ def test_per_task_training_overrides_replace_shared_values(project, params_dict)
         ("lora", "dropout", 1.5, "lora.dropout"),
         ("train", "learning_rate", 0, "train.learning_rate"),
         ("train", "unknown_knob", 1, "train.unknown_knob"),
+        ("evaluate", "precision", "fp16", "evaluate.precision"),
+        ("merge", "precision", 16, "merge.precision"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(project, params_dict, section, key, value, named):
-    params_dict[section][key] = value
+    params_dict.setdefault(section, {})[key] = value
     write(project, params_dict)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_params(project / "params.yaml")
+
+
+def test_precision_32_may_be_written_as_a_number_or_a_string(project, params_dict):
+    params_dict["evaluate"] = {"precision": 32}
+    params_dict["merge"]["precision"] = "bf16"
+    write(project, params_dict)
+    params = load_params(project / "params.yaml")
+    assert (params.evaluate.precision, params.merge.precision) == ("32", "bf16")
 
 
 def test_a_task_name_that_is_not_a_safe_path_component_is_refused(project, params_dict):

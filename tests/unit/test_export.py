@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from loramerge.atomic import read_json, write_json
 from loramerge.cli import main
 from loramerge.config import load_params
 from loramerge.multitask import EXPORT_MANIFEST, MultiTaskModel
-from tests.helpers import free_port, serving, tiny_params_dict, train_every_task
+from tests.helpers import free_port, opened_project, serving, tiny_params_dict, train_every_task
 
 LOW_RANK_METHODS = {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}}
 REPO = Path(__file__).resolve().parents[2]
@@ -33,15 +32,11 @@ def exported(tmp_path_factory, tiny_backbone, tiny_data):
     from loramerge.stages.export import export_combination
     from loramerge.stages.merge import merge_combination
 
-    folder = tmp_path_factory.mktemp("export-project")
     raw = tiny_params_dict(tiny_backbone, tiny_data)
     raw["merge"]["methods"] = LOW_RANK_METHODS
     raw["export"] = {"latency_calls": 3, "throughput_repeats": 1}
     raw.setdefault("sweep", {})["task"] = next(iter(raw["tasks"]))
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        params = load_params(folder / "params.yaml")
+    with opened_project(tmp_path_factory.mktemp("export-project"), raw) as params:
         train_every_task(params)
         combo = params.combinations[0]
         merge_combination(params, combo)
@@ -131,12 +126,17 @@ def test_the_method_with_the_best_validation_score_is_chosen_and_ties_go_to_the_
     from loramerge.stages.export import choose_method
 
     params, combo, _ = exported
+    manifest = read_json(Path("models/merged") / combo / "linear" / "manifest.json")  # a whole one, to vary
     monkeypatch.chdir(tmp_path)
     methods = {"ties": {}, "linear": {}, "task_arithmetic": {}}
     for method, score in zip(methods, (0.8, 0.9, 0.9)):
         write_json(
             Path("models/merged") / combo / method / "manifest.json",
-            {"validation": {"mean_normalized_accuracy": score}},
+            {
+                **manifest,
+                "method": method,
+                "validation": {**manifest["validation"], "mean_normalized_accuracy": score},
+            },
         )
     ordered = params.model_copy(update={"merge": params.merge.model_copy(update={"methods": methods})})
     assert choose_method(ordered, combo) == ("linear", {"ties": 0.8, "linear": 0.9, "task_arithmetic": 0.9})
@@ -155,7 +155,7 @@ def test_exporting_a_combination_not_merged_yet_names_the_missing_folder_and_wri
 
 
 def test_the_compression_table_has_fp32_and_int8_and_bf16_exactly_when_the_cpu_has_bf16_units(exported):
-    from loramerge.compression import cpu_has_bf16
+    from loramerge.precision import cpu_has_bf16
 
     _, combo, _ = exported
     table = read_json(Path("metrics/export") / f"{combo}.json")["compression"]["precisions"]
@@ -165,14 +165,6 @@ def test_the_compression_table_has_fp32_and_int8_and_bf16_exactly_when_the_cpu_h
         assert (
             set(row["accuracy"]) == set(combo.split("+")) and row["latency_b1_p95_ms"] >= row["latency_b1_p50_ms"] > 0
         )
-
-
-def test_bf16_support_is_read_from_the_cpu_flags(tmp_path):
-    from loramerge.compression import cpu_has_bf16
-
-    (tmp_path / "with").write_text("flags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
-    (tmp_path / "without").write_text("flags\t\t: fpu avx2 avx512f\n")
-    assert cpu_has_bf16(tmp_path / "with") and not cpu_has_bf16(tmp_path / "without")
 
 
 def registry_client():

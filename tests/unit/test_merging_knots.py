@@ -64,7 +64,7 @@ def reference_knots_ties(updates: list[TaskUpdate], scaling: float, density: flo
 def test_knots_ties_matches_the_dense_reference(ranks, density, scaling):
     updates = [random_update(f"t{i}", SHAPES, r, 100 + i) for i, r in enumerate(ranks)]
     method = get_method("knots_ties")
-    ours = method.merge(updates, method.Params(scaling=scaling, density=density)).deltas
+    ours = method.merge(updates, method.Config(scaling=scaling, density=density)).deltas
     reference = reference_knots_ties(updates, scaling, density)
     for layer in SHAPES:
         torch.testing.assert_close(ours[layer], reference[layer].float(), atol=1e-4, rtol=1e-4)
@@ -98,7 +98,7 @@ def test_numerically_zero_directions_are_dropped():
     twice = TaskUpdate("b", {"l": (2.0 * first.factors["l"][0], first.factors["l"][1])})
     zero = TaskUpdate("c", {"l": (torch.zeros(8, 3), torch.randn(3, 6))})
     method = get_method("knots_task_arithmetic")
-    result = method.merge([first, twice, zero], method.Params())
+    result = method.merge([first, twice, zero], method.Config())
     assert result.factors["l"][0].shape == (8, 2)  # the concatenation has rank 2, not 2 + 2 + 3
     torch.testing.assert_close(result.deltas["l"], 3.0 * first.delta("l"), atol=1e-5, rtol=1e-5)
 
@@ -107,7 +107,7 @@ def test_all_zero_members_give_a_zero_rank_one_update():
     zero = TaskUpdate("z", {"l": (torch.zeros(5, 2), torch.randn(2, 4))})
     for name in ["knots_task_arithmetic", "knots_ties", "knots_dare_ties"]:
         method = get_method(name)
-        result = method.merge([zero, zero], method.Params())
+        result = method.merge([zero, zero], method.Config())
         assert result.factors["l"][1].shape == (1, 4)
         assert torch.count_nonzero(result.deltas["l"]) == 0
 
@@ -116,7 +116,7 @@ def test_knots_dare_ties_drops_entries_of_the_representation_not_of_the_update()
     (update,) = [random_update("a", {"l": (9, 7)}, 3, 5)]
     representation = shared_basis([update]).representations[0]["l"]
     method = get_method("knots_dare_ties")
-    merged = method.merge([update], method.Params(drop_prob=0.5, seed=1)).factors["l"][1]
+    merged = method.merge([update], method.Config(drop_prob=0.5, seed=1)).factors["l"][1]
     kept = merged != 0
     torch.testing.assert_close(merged[kept], representation[kept] / 0.5)
     assert 0 < int(kept.sum()) < merged.numel()

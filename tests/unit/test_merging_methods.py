@@ -53,7 +53,7 @@ def dense_update(name: str, deltas: dict[str, list[list[float]]]) -> TaskUpdate:
 
 def merge(method: str, updates: list[TaskUpdate], **params) -> MergeResult:
     m = get_method(method)
-    return m.merge(updates, m.Params(**params))
+    return m.merge(updates, m.Config(**params))
 
 
 def exact_sum(updates: list[TaskUpdate], scaling: float = 1.0) -> dict[str, torch.Tensor]:
@@ -110,11 +110,11 @@ def test_an_unknown_method_name_lists_the_known_ones():
 )
 def test_bad_hyper_parameters_are_refused_naming_the_parameter(method, params, named):
     with pytest.raises(ValueError, match=named):
-        get_method(method).Params(**params)
+        get_method(method).Config(**params)
 
 
 def test_hyper_parameter_names_and_search_orders_agree_across_methods():
-    fields = {name: set(get_method(name).Params.model_fields) for name in available_methods()}
+    fields = {name: set(get_method(name).Config.model_fields) for name in available_methods()}
     assert fields["ties"] == fields["knots_ties"] == {"scaling", "density", "majority_sign", "prune_scope"}
     assert fields["dare_ties"] == fields["knots_dare_ties"] == fields["ties"] | {"drop_prob", "seed"}
     assert fields["dare_task_arithmetic"] == {"scaling", "drop_prob", "seed"}
@@ -126,8 +126,8 @@ def test_hyper_parameter_names_and_search_orders_agree_across_methods():
 
 
 def test_params_of_another_method_are_refused():
-    ties_params = get_method("ties").Params(density=0.5)
-    with pytest.raises(TypeError, match="ScalingParams"):
+    ties_params = get_method("ties").Config(density=0.5)
+    with pytest.raises(TypeError, match="ScalingConfig"):
         get_method("task_arithmetic").merge([random_update("a", {"l": (3, 3)}, 1, 0)], ties_params)
 
 

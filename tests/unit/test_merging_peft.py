@@ -118,7 +118,7 @@ def assert_same_updates(ours: dict[str, torch.Tensor], theirs: dict[str, torch.T
 
 def ours(model: PeftModel, method: str, **params) -> dict[str, torch.Tensor]:
     m = get_method(method)
-    return m.merge(our_updates(model), m.Params(**params)).deltas
+    return m.merge(our_updates(model), m.Config(**params)).deltas
 
 
 def test_the_adapters_differ_and_carry_their_own_scaling(peft_model):

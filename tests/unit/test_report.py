@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from loramerge.config import all_combinations, load_params
+from loramerge.config import all_combinations
 from loramerge.paths import SIMILARITY
 from loramerge.report.statistics import correlations, spearman, verdict
 from loramerge.report.tables import combination_table
@@ -25,14 +24,14 @@ from loramerge.stages.export import export_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import write_report
 from loramerge.stages.similarity import write_similarity
-from tests.helpers import synthetic_rows, tiny_params_dict, train_every_task, write_csv
+from tests.helpers import opened_project, synthetic_rows, tiny_params_dict, train_every_task, write_csv
 
 SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "export", "provenance"]
 
 
 @pytest.fixture(scope="module")
-def reported(tmp_path_factory, tiny_backbone, tiny_data):
-    """A project run through every stage once, with a third task (sport vs sad) so that there is a triple."""
+def reported_params(tmp_path_factory, tiny_backbone, tiny_data):
+    """The params of a project run through every stage once, with a third task (sport vs sad) so that there is a triple."""
     data = tmp_path_factory.mktemp("data3")
     shutil.copytree(tiny_data, data, dirs_exist_ok=True)
     for split, count in (("train", 64), ("validation", 24), ("test", 24)):
@@ -48,11 +47,7 @@ def reported(tmp_path_factory, tiny_backbone, tiny_data):
         "throughput_repeats": 1,
         "registry": False,
     }
-    folder = tmp_path_factory.mktemp("report-project")
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        params = load_params(folder / "params.yaml")
+    with opened_project(tmp_path_factory.mktemp("report-project"), raw) as params:
         train_every_task(params)
         for combo in params.combinations:
             merge_combination(params, combo)
@@ -64,13 +59,13 @@ def reported(tmp_path_factory, tiny_backbone, tiny_data):
 
 
 @pytest.fixture
-def project(reported) -> Path:
+def reported_folder(reported_params) -> Path:
     return Path.cwd()
 
 
-def test_similarity_scores_every_pair_with_every_measure_in_range(reported, project):
-    pairs = json.loads((project / SIMILARITY).read_text())["pairs"]
-    assert sorted(pairs) == sorted(reported.pairs)
+def test_similarity_scores_every_pair_with_every_measure_in_range(reported_params, reported_folder):
+    pairs = json.loads((reported_folder / SIMILARITY).read_text())["pairs"]
+    assert sorted(pairs) == sorted(reported_params.pairs)
     for scores in pairs.values():
         assert set(scores) == set(MEASURES)
         assert -1 <= scores["data_cosine"] <= 1 and scores["data_mmd"] >= 0
@@ -80,8 +75,8 @@ def test_similarity_scores_every_pair_with_every_measure_in_range(reported, proj
     assert pairs["topics+mixed"]["label_jaccard"] == pytest.approx(1 / 3)  # {sport} of {money, sport, sad}
 
 
-def test_report_md_has_every_section_in_order_and_names_the_best_method(reported, project):
-    text = (project / "reports/report.md").read_text()
+def test_report_md_has_every_section_in_order_and_names_the_best_method(reported_params, reported_folder):
+    text = (reported_folder / "reports/report.md").read_text()
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
     starts = [
         "Headline",
@@ -95,8 +90,10 @@ def test_report_md_has_every_section_in_order_and_names_the_best_method(reported
         "Provenance",
     ]
     assert len(headings) == len(starts) and all(h.startswith(s) for h, s in zip(headings, starts))
-    best = pd.read_csv(project / "reports/tables/methods.csv")  # the methods table exists and ranks every method
-    assert set(best["method"]) == set(reported.merge.methods)
+    best = pd.read_csv(
+        reported_folder / "reports/tables/methods.csv"
+    )  # the methods table exists and ranks every method
+    assert set(best["method"]) == set(reported_params.merge.methods)
     assert re.search(
         r"Best method: \w+, with mean normalized accuracy \(merged / single-adapter test accuracy\) [0-9.]+ over 3 pairs and [0-9.]+ over 1 triple",
         text,
@@ -108,10 +105,10 @@ def test_report_md_has_every_section_in_order_and_names_the_best_method(reported
     assert "Git commit" in text and "cpu_count" in text and "lora_train_s" in text
 
 
-def test_every_figure_is_a_png_under_reports_figures_and_is_linked(reported, project):
-    text = (project / "reports/report.md").read_text()
+def test_every_figure_is_a_png_under_reports_figures_and_is_linked(reported_params, reported_folder):
+    text = (reported_folder / "reports/report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
-    methods = list(reported.merge.methods)
+    methods = list(reported_params.merge.methods)
     expected = (
         {f"figures/heatmap_{m}.png" for m in methods}
         | {f"figures/similarity_{m}.png" for m in methods}
@@ -119,11 +116,11 @@ def test_every_figure_is_a_png_under_reports_figures_and_is_linked(reported, pro
     )
     assert set(linked) == expected
     for link in linked:
-        assert (project / "reports" / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (reported_folder / "reports" / link).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_html_is_self_contained_with_sections_in_order(reported, project):
-    page = (project / "reports/report.html").read_text()
+def test_report_html_is_self_contained_with_sections_in_order(reported_params, reported_folder):
+    page = (reported_folder / "reports/report.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert base64.b64decode(sources[0].split(",", 1)[1])[:4] == b"\x89PNG"
@@ -132,24 +129,29 @@ def test_report_html_is_self_contained_with_sections_in_order(reported, project)
     assert 'id="headline-table"' in page and 'id="methods-table"' in page
 
 
-def test_tables_metrics_and_per_method_plot_data(reported, project):
-    metrics = json.loads((project / "reports/metrics.json").read_text())
-    assert set(metrics["methods"]) == set(reported.merge.methods)
+def test_tables_metrics_and_per_method_plot_data(reported_params, reported_folder):
+    metrics = json.loads((reported_folder / "reports/metrics.json").read_text())
+    assert set(metrics["methods"]) == set(reported_params.merge.methods)
     assert set(metrics["methods"]["linear"]) == {"pair", "triple"}
     assert 0 < metrics["best"]["normalized_accuracy_all"] <= 2
-    for method in reported.merge.methods:
-        frame = pd.read_csv(project / "reports/tables/normalized_accuracy" / f"{method}.csv")
-        assert set(frame["combination"]) == set(reported.combinations) and frame["normalized_accuracy"].notna().all()
-    correlations_csv = pd.read_csv(project / "reports/tables/correlations.csv")
-    assert len(correlations_csv) == len(reported.merge.methods) * 2 * len(MEASURES)
-    assert (project / "reports/summary.md").read_text().startswith("# loramerge summary")
+    for method in reported_params.merge.methods:
+        frame = pd.read_csv(reported_folder / "reports/tables/normalized_accuracy" / f"{method}.csv")
+        assert (
+            set(frame["combination"]) == set(reported_params.combinations)
+            and frame["normalized_accuracy"].notna().all()
+        )
+    correlations_csv = pd.read_csv(reported_folder / "reports/tables/correlations.csv")
+    assert len(correlations_csv) == len(reported_params.merge.methods) * 2 * len(MEASURES)
+    assert (reported_folder / "reports/summary.md").read_text().startswith("# loramerge summary")
 
 
-def test_the_export_section_shows_each_precision_of_each_shipped_model_and_its_tasks_accuracies(reported, project):
-    text = (project / "reports/report.md").read_text()
+def test_the_export_section_shows_each_precision_of_each_shipped_model_and_its_tasks_accuracies(
+    reported_params, reported_folder
+):
+    text = (reported_folder / "reports/report.md").read_text()
     section = text[text.index("## The shipped multi-task models") : text.index("## Provenance")]
-    combo = reported.export.combinations[0]
-    export = json.loads((project / f"metrics/export/{combo}.json").read_text())
+    combo = reported_params.export.combinations[0]
+    export = json.loads((reported_folder / f"metrics/export/{combo}.json").read_text())
     precisions = list(export["compression"]["precisions"])
     rows = re.findall(rf"^\|\s*{re.escape(combo)}\s*\|\s*{export['method']}\s*\|\s*(\w+)\s*\|", section, flags=re.M)
     assert {"fp32", "int8"} <= set(precisions) and rows == [p for p in ("fp32", "int8", "bf16") if p in precisions]
@@ -157,11 +159,11 @@ def test_the_export_section_shows_each_precision_of_each_shipped_model_and_its_t
         assert re.search(rf"\|\s*{re.escape(combo)}\s*\|\s*{task}\s*\|\s*{accuracy:.3f}", section)
 
 
-def test_the_headline_is_one_small_flat_file_per_method_holding_its_mean_scores(reported, project):
-    metrics = json.loads((project / "reports/metrics.json").read_text())
-    files = {p.stem: json.loads(p.read_text()) for p in (project / "reports/headline").glob("*.json")}
-    assert set(files) == {*reported.merge.methods, "pipeline"}
-    for method in reported.merge.methods:
+def test_the_headline_is_one_small_flat_file_per_method_holding_its_mean_scores(reported_params, reported_folder):
+    metrics = json.loads((reported_folder / "reports/metrics.json").read_text())
+    files = {p.stem: json.loads(p.read_text()) for p in (reported_folder / "reports/headline").glob("*.json")}
+    assert set(files) == {*reported_params.merge.methods, "pipeline"}
+    for method in reported_params.merge.methods:
         means = metrics["methods"][method]
         assert files[method] == {  # an undefined mean (gain retention when no adapter beat its head) is left out
             f"{kind}_{short}": round(means[kind][long], 4)
@@ -170,15 +172,18 @@ def test_the_headline_is_one_small_flat_file_per_method_holding_its_mean_scores(
             if means[kind][long] is not None
         }
         assert {"pair_acc", "triple_acc"} <= set(files[method])
-    single = [json.loads((project / f"metrics/single/{t}.json").read_text())["accuracy"] for t in reported.tasks]
+    single = [
+        json.loads((reported_folder / f"metrics/single/{t}.json").read_text())["accuracy"]
+        for t in reported_params.tasks
+    ]
     assert files["pipeline"]["single_acc"] == round(sum(single) / len(single), 4) and files["pipeline"]["train_s"] > 0
 
 
-def test_the_summary_run_is_tagged_and_holds_the_report_and_sortable_metrics(reported, project):
+def test_the_summary_run_is_tagged_and_holds_the_report_and_sortable_metrics(reported_params, reported_folder):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(reported.tracking.experiment)
+    client = MlflowClient(tracking_uri=f"sqlite:///{reported_folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(reported_params.tracking.experiment)
     (run,) = client.search_runs([experiment.experiment_id], "tags.`loramerge.summary` = 'true'")
     assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == "report" and run.data.tags["repro_id"]
     assert "norm_acc/pair/linear/topics:moods" in run.data.metrics and "norm_acc/triple/linear" in run.data.metrics
@@ -190,14 +195,14 @@ def test_the_summary_run_is_tagged_and_holds_the_report_and_sortable_metrics(rep
     }
 
 
-def test_the_report_says_so_when_similarity_was_not_computed(reported, project):
-    saved = (project / SIMILARITY).read_text()
-    (project / SIMILARITY).unlink()
+def test_the_report_says_so_when_similarity_was_not_computed(reported_params, reported_folder):
+    saved = (reported_folder / SIMILARITY).read_text()
+    (reported_folder / SIMILARITY).unlink()
     try:
-        write_report(reported)
-        assert "Not computed: run the `similarity` stage" in (project / "reports/report.md").read_text()
+        write_report(reported_params)
+        assert "Not computed: run the `similarity` stage" in (reported_folder / "reports/report.md").read_text()
     finally:
-        (project / SIMILARITY).write_text(saved)
+        (reported_folder / SIMILARITY).write_text(saved)
 
 
 def sweep_row(family: str, val: float, test: float, rank: int | None) -> dict:
@@ -223,10 +228,12 @@ def sweep_row(family: str, val: float, test: float, rank: int | None) -> dict:
     }
 
 
-def test_the_sweep_section_shows_every_setting_and_tests_only_the_best_of_each_family(reported, project):
+def test_the_sweep_section_shows_every_setting_and_tests_only_the_best_of_each_family(
+    reported_params, reported_folder
+):
     from loramerge.sweep import SWEEP_CSV
 
-    assert "Not run yet: `loramerge sweep queue`" in (project / "reports/report.md").read_text()
+    assert "Not run yet: `loramerge sweep queue`" in (reported_folder / "reports/report.md").read_text()
     rows = [
         sweep_row("LoRA attention", 0.7, 0.61, 2),
         sweep_row("LoRA attention", 0.8, 0.62, 8),
@@ -235,8 +242,8 @@ def test_the_sweep_section_shows_every_setting_and_tests_only_the_best_of_each_f
     SWEEP_CSV.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(SWEEP_CSV, index=False)
     try:
-        write_report(reported)
-        text = (project / "reports/report.md").read_text()
+        write_report(reported_params)
+        text = (reported_folder / "reports/report.md").read_text()
     finally:
         SWEEP_CSV.unlink()
     section = text.split("## The emotion study's sweep")[1].split("## Provenance")[0]

@@ -97,6 +97,24 @@ def test_head_only_training_leaves_every_backbone_weight_bit_for_bit_unchanged(p
     assert metrics["trainable_params"] == 32 * 2 + 2
 
 
+def test_head_only_runs_the_frozen_encoder_once_per_text_not_once_per_text_and_epoch(params, project, monkeypatch):
+    from loramerge.stages import train as train_module
+
+    seen = []
+    original = train_module.build_encoder
+
+    def counting(*args):
+        encoder = original(*args)
+        encoder.register_forward_hook(lambda module, inputs, output: seen.append(len(output.last_hidden_state)))
+        return encoder
+
+    monkeypatch.setattr(train_module, "build_encoder", counting)
+    prepare_task(params, "topics")
+    params.train.max_epochs = 3
+    train_task(params, "topics", mode="head_only")
+    assert sum(seen) == 64 + 24, "each train and validation text once, whatever the number of epochs"
+
+
 def test_full_fine_tuning_trains_every_parameter_and_saves_the_encoder(params, project):
     from loramerge.stages.train import build_encoder
 

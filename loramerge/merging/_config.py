@@ -12,7 +12,7 @@ from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field
 
-from loramerge.merging.base import MergeParams
+from loramerge.merging.base import MethodConfig
 
 Scaling = Annotated[
     float, Field(allow_inf_nan=False, description="λ, one coefficient applied to every member's update")
@@ -34,17 +34,17 @@ DEFAULT_DENSITY = 0.2
 """TIES' recommended top-k (the TIES paper and the tuned KnOTS-TIES setting both keep 20%)."""
 
 
-class NoParams(MergeParams):
+class EmptyConfig(MethodConfig):
     """A method without hyper-parameters; any key is an error."""
 
 
-class ScalingParams(MergeParams):
+class ScalingConfig(MethodConfig):
     """Methods that scale the merged update by one λ."""
 
     scaling: Scaling = 1.0
 
 
-class MagnitudeParams(ScalingParams):
+class MagnitudeConfig(ScalingConfig):
     """Magnitude pruning to `density` before summing.
 
     `prune_scope` defaults to "model": the TIES paper and the KnOTS reference trim each
@@ -55,33 +55,33 @@ class MagnitudeParams(ScalingParams):
     prune_scope: PruneScope = "model"
 
 
-class TiesParams(MagnitudeParams):
+class TiesConfig(MagnitudeConfig):
     """TIES: trim to `density`, elect a sign per entry, average the agreeing entries, times λ."""
 
     majority_sign: MajoritySign = "total"
 
 
-class DareParams(ScalingParams):
+class DareConfig(ScalingConfig):
     """DARE: drop entries with probability `drop_prob`, rescale the rest, then sum times λ."""
 
     drop_prob: DropProb = 0.1
     seed: Seed = 0
 
 
-class DareTiesParams(TiesParams, DareParams):
+class DareTiesConfig(TiesConfig, DareConfig):
     """DARE then TIES. `density` defaults to 1 (no top-k trim) as in the tuned KnOTS DARE-TIES settings."""
 
     density: Density = 1.0
 
 
-P = TypeVar("P", bound=MergeParams)
+P = TypeVar("P", bound=MethodConfig)
 
 
-def expect(params: MergeParams, cls: type[P]) -> P:
-    """`params` as the method's own Params class, exactly: a subclass could carry keys this method
+def expect(config: MethodConfig, cls: type[P]) -> P:
+    """`config` as the method's own Config class, exactly: a subclass could carry keys this method
     would silently ignore (TIES' density passed to task arithmetic), so it is a TypeError too."""
-    if type(params) is not cls:
+    if type(config) is not cls:
         raise TypeError(
-            f"expected {cls.__name__} hyper-parameters, got {type(params).__name__}: build them with method.Params(...)"
+            f"expected {cls.__name__} hyper-parameters, got {type(config).__name__}: build them with method.Config(...)"
         )
-    return params
+    return config

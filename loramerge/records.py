@@ -1,0 +1,232 @@
+"""Typed records of the JSON files one stage writes and later stages read.
+
+Each file's keys are spelled once, here, as the fields of a pydantic model: the writing stage builds
+the model and every reader (later stages, the report, the model card) uses its attributes, so a key
+cannot be renamed in one place and still read under its old name in another. The JSON written is
+exactly what `dvc metrics`, `dvc plots` and the tests read: a field's name is its key, nothing is
+renamed, and dict-of-dict parts keyed by task, split or method stay plain dicts.
+
+A file in another layout (from an older loramerge, or edited by hand) fails when it is read, with an
+error naming the file and the stage that rewrites it, instead of a KeyError deep inside a later stage.
+A missing file raises FileNotFoundError as plain reading always did: the stages check their inputs
+first and name the stage to run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import ValidationError
+
+from loramerge import paths
+from loramerge.atomic import read_json, write_json
+from loramerge.config import Strict, combination_kind, describe
+
+R = TypeVar("R", bound="Record")
+
+
+class RecordError(ValueError):
+    """A stage's JSON file is not in the layout this code reads; the message names the file and the stage to rerun."""
+
+
+class Record(Strict):
+    """One JSON file handed from stage to stage: read validated, written atomically (see loramerge/atomic.py)."""
+
+    STAGE: ClassVar[str] = ""
+    """The dvc.yaml stage group that writes metrics/<folder>/<task or combination>.json."""
+
+    @classmethod
+    def stage(cls, path: Path) -> str:
+        """The dvc.yaml stage that writes `path`, which an error about the file tells the user to rerun."""
+        return f"{cls.STAGE}@{path.stem}"
+
+    @classmethod
+    def read(cls: type[R], path: Path) -> R:
+        try:
+            return cls.model_validate(read_json(path))
+        except ValidationError as error:
+            problem = describe(error)
+        except ValueError as error:  # not JSON (or not UTF-8) at all
+            problem = f"not JSON: {error}"
+        raise RecordError(
+            f"{path} is not a {cls.__name__} in this loramerge's layout ({problem}); it is from an older version or damaged: rerun `dvc repro {cls.stage(Path(path))}`"
+        )
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.model_dump())  # python mode: NaN stays NaN, as json.dumps wrote it before
+
+
+class Scores(Strict):
+    """`metrics.classification_metrics`: one model's scores on one split."""
+
+    accuracy: float
+    macro_f1: float
+    weighted_precision: float
+    weighted_recall: float
+    weighted_f1: float
+
+
+class PreparedStats(Record):
+    """data/prepared/<task>/stats.json: what prepare kept and dropped, per split."""
+
+    task: str
+    source: str
+    rows_raw: dict[str, int]
+    empty_texts_dropped: dict[str, int]
+    duplicates_across_splits: dict[str, int]
+    rows: dict[str, int]
+    class_counts: dict[str, dict[str, int]]
+    majority_label: str
+    majority_baseline_accuracy: dict[str, float]
+    """Per split other than train: the accuracy of always predicting train's majority label."""
+
+    @classmethod
+    def stage(cls, path: Path) -> str:
+        return f"prepare@{path.parent.name}"
+
+
+class TrainMetrics(Record):
+    """train_metrics.json of a trained model (in its folder, and copied to metrics/train/<mode>/<task>.json):
+    the best checkpoint's validation scores, the run's cost and the model's parameter counts."""
+
+    val_accuracy: float
+    val_macro_f1: float
+    val_weighted_precision: float
+    val_weighted_recall: float
+    val_weighted_f1: float
+    global_steps: int
+    best_step: int
+    runtime_s: float
+    steps_per_s: float
+    train_samples_per_s: float
+    train_loss: float
+    peak_rss_mb: float
+    peak_cuda_mb: float
+    trainable_params: int
+    total_params: int
+    trainable_percent: float
+
+    @classmethod
+    def stage(cls, path: Path) -> str:
+        in_model_folder = path.name == paths.TRAIN_METRICS_FILE  # else metrics/train/<mode>/<task>.json
+        task = path.parent.name if in_model_folder else path.stem
+        mode = path.parent.parent.name if in_model_folder else path.parent.name
+        return f"{paths.TRAINING_STAGES.get(mode, 'train')}@{task}"  # models/adapters/<task>: the lora mode
+
+
+class PrecisionRecord(Strict):
+    """The number format a stage's inference ran in (`32` or `bf16`) and why (loramerge.precision)."""
+
+    name: Literal["32", "bf16"]
+    reason: str
+
+
+class SingleMetrics(Scores, Record):
+    """metrics/single/<task>.json: the task's LoRA adapter on its test split, beside the majority class."""
+
+    STAGE = "evaluate"
+
+    majority_baseline_accuracy: float
+    test_examples: int
+    precision: PrecisionRecord
+
+
+class BaselineScores(Scores):
+    train: TrainMetrics
+
+
+class BaselineMetrics(Record):
+    """metrics/baselines/<task>.json: head-only and full fine-tuning on the task's test split."""
+
+    STAGE = "evaluate_baselines"
+
+    head_only: BaselineScores
+    full: BaselineScores
+    precision: PrecisionRecord
+
+
+class MemberHashes(Strict):
+    """Which adapter and head a merge used, by content."""
+
+    adapter: str
+    adapter_sha256: str
+    head_sha256: str
+
+
+class SearchRecord(Strict):
+    """How the method's hyper-parameters were chosen, with every point tried and its score."""
+
+    strategy: str
+    space: dict[str, Any]
+    metric: str
+    points: list[dict[str, Any]]
+
+
+class ValidationSummary(Strict):
+    """The chosen merge on the members' validation splits, beside the single adapters on the same examples."""
+
+    examples: dict[str, int]
+    single_accuracy: dict[str, float]
+    merged_accuracy: dict[str, float]
+    mean_normalized_accuracy: float
+    precision: PrecisionRecord
+
+
+class MergeManifest(Record):
+    """models/merged/<combo>/<method>/manifest.json: one method's merge of one combination."""
+
+    combination: str
+    method: str
+    params: dict[str, Any]
+    """The chosen hyper-parameters (the method's Config)."""
+    format: Literal["peft_adapter", "dense_deltas"]
+    base_model: str
+    members: dict[str, MemberHashes]
+    search: SearchRecord
+    validation: ValidationSummary
+
+    @classmethod
+    def stage(cls, path: Path) -> str:
+        combo = path.parent.parent.name
+        return f"merge_{combination_kind(combo)}@{combo}"
+
+
+class MergedTaskScores(Scores):
+    """A merged model on one member's test split, normalized by that member's single adapter."""
+
+    single_accuracy: float
+    normalized_accuracy: float
+
+
+class MethodResult(Strict):
+    """One method's merged model on every member's test split."""
+
+    tasks: dict[str, MergedTaskScores]
+    mean_accuracy: float
+    mean_normalized_accuracy: float
+    params: dict[str, Any]
+
+
+class InferenceCost(Strict):
+    """Seconds to classify the members' test inputs for every member: one merged pass versus one per adapter."""
+
+    examples: int
+    tasks: int
+    merged_s: float
+    unmerged_s: float
+    speedup: float
+
+
+class MergedMetrics(Record):
+    """metrics/merged/<combo>.json: every method's merged model of one combination on test, and the inference cost."""
+
+    combination: str
+    members: list[str]
+    methods: dict[str, MethodResult]
+    inference: InferenceCost
+    precision: PrecisionRecord
+
+    @classmethod
+    def stage(cls, path: Path) -> str:
+        return f"evaluate_{combination_kind(path.stem)}@{path.stem}"
