@@ -28,6 +28,7 @@ BENCHMARKS = {
     "scaling": "benchmarks.bench_scaling",
     "export": "benchmarks.bench_export",
     "precision": "benchmarks.bench_precision",
+    "profile": "benchmarks.bench_profile",
 }
 
 
