@@ -17,9 +17,12 @@ from loramerge.report.tables import (
     RETENTION,
     combination_table,
     headline_table,
+    identical_methods,
     merged_table,
     method_summary,
     single_table,
+    triples_ranked,
+    validation_table,
 )
 from loramerge.similarity import MEASURES
 from loramerge.tracking import metric_key
@@ -38,6 +41,10 @@ class Results:
     headline: pd.DataFrame
     similarity: pd.DataFrame
     correlations: pd.DataFrame
+    validation: pd.DataFrame
+    triples: pd.DataFrame
+    identical: dict[str, list[str]]
+    """Each shown method and the methods whose results were exactly its own (shown once, under it)."""
 
 
 def compute_results(params: Params) -> Results:
@@ -46,14 +53,18 @@ def compute_results(params: Params) -> Results:
     merged = merged_table(params, single)
     combos = combination_table(merged)
     similarity = similarity_table(params)
+    validation, methods = validation_table(params), list(params.merge.methods)
     return Results(
         single,
         merged,
         combos,
-        method_summary(merged),
-        headline_table(combos),
+        method_summary(merged, validation, methods),
+        headline_table(combos, validation, methods),
         similarity,
         correlations(combos, similarity),
+        validation,
+        triples_ranked(combos, validation, methods),
+        identical_methods(merged, methods),
     )
 
 
@@ -74,6 +85,7 @@ def headline_metrics(results: Results) -> dict:
     rho = results.correlations.groupby(["kind", "measure"])["rho"].median()
     return {
         "best": {k: number(v) for k, v in results.headline.iloc[0].items() if k != "best_method"},
+        "identical_methods": {m: twins for m, twins in results.identical.items() if twins},
         "methods": methods,
         "spearman_rho_median": {
             kind: {measure: number(v) for (k, measure), v in rho.items() if k == kind} for kind in KINDS

@@ -17,7 +17,7 @@ from loramerge.report.document import Code, Figure, Section, Table, markdown_blo
 from loramerge.report.provenance import data_sizes, machine_table, model_table, stage_runtimes
 from loramerge.report.results import Results
 from loramerge.report.statistics import verdict
-from loramerge.report.tables import KINDS, export_tables, triples_ranked
+from loramerge.report.tables import KINDS, export_tables
 from loramerge.similarity import MEASURES
 from loramerge.sweep import SWEEP_CSV, sweep_tables
 from loramerge.tracking import git_commit, repro_id
@@ -27,13 +27,36 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def headline_text(headline: pd.DataFrame) -> str:
+def headline_text(headline: pd.DataFrame, identical: dict[str, list[str]]) -> str:
     row = headline.iloc[0]
     parts = [f"{row[f'normalized_accuracy_{k}s']:.3f} over {plural(row[f'{k}s'], k)}" for k in KINDS if row[f"{k}s"]]
+    twins = identical.get(row["best_method"], [])
     return (
         f"Best method: {row['best_method']}, with mean normalized accuracy (merged / single-adapter test accuracy) "
-        f"{' and '.join(parts)} ({row['normalized_accuracy_all']:.3f} over all combinations, each weighing once)."
+        f"{' and '.join(parts)} ({row['normalized_accuracy_all']:.3f} over all combinations, each weighing once). "
+        f"It is chosen by its mean normalized validation accuracy ({row['validation_normalized_accuracy']:.3f}), never "
+        "by test; a tie goes to the first method in merge.methods."
+        + (f" {', '.join(twins)} gave exactly the same merges (shown once)." if twins else "")
     )
+
+
+def shown_once(summary: pd.DataFrame, identical: dict[str, list[str]]) -> pd.DataFrame:
+    """The methods table with one row per distinct result, named after every method that gave it."""
+    kept = summary[summary["method"].isin(identical)].copy()
+    kept["method"] = [" = ".join([m, *identical[m]]) for m in kept["method"]]
+    return kept
+
+
+def identical_note(identical: dict[str, list[str]]) -> list[str]:
+    """One sentence naming the methods whose results were exactly another's, or nothing."""
+    pairs = [f"{', '.join(twins)} = {method}" for method, twins in identical.items() if twins]
+    if not pairs:
+        return []
+    return [
+        f"Identical results, shown once: {'; '.join(pairs)} (every task's test accuracy and macro-F1 equal in every "
+        "combination). KnOTS' alignment of a plain sum changes nothing, so KnOTS-TA equals "
+        "task arithmetic by construction: a check that the alignment is lossless, not a second method."
+    ]
 
 
 def similarity_section(results: Results, figures: list[Figure], params: Params) -> Section:
@@ -156,9 +179,13 @@ def provenance_section(params: Params, single: pd.DataFrame) -> Section:
 
 
 def report_sections(results: Results, figures: dict[str, list[Figure]], params: Params) -> list[Section]:
-    summary = results.summary
+    summary = shown_once(results.summary, results.identical)
     return [
-        Section("headline", "Headline", [headline_text(results.headline), Table(results.headline, "headline-table")]),
+        Section(
+            "headline",
+            "Headline",
+            [headline_text(results.headline, results.identical), Table(results.headline, "headline-table")],
+        ),
         Section(
             "methods",
             "Methods: normalized accuracy and gain retention over pairs and triples (test)",
@@ -167,15 +194,17 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
                 "combination, then over combinations. Gain retention = (merged − head-only) / (single adapter − head-only): the "
                 "share of what the adapter added over a trained head that survives the merge, pooled over a combination's tasks "
                 "(Σ numerators / Σ denominators, so a task whose adapter barely beat head-only cannot swamp it), then averaged over "
-                "combinations. Per-task values are in reports/tables and the summary.",
+                "combinations. Methods are ranked by mean normalized validation accuracy, as the headline chooses. "
+                "Per-task values are in reports/tables and the summary.",
                 Table(summary, "methods-table"),
+                *identical_note(results.identical),
             ],
         ),
         Section("heatmaps", "Pairwise heat-maps", figures["heatmaps"]),
         Section(
             "triples",
             "Triples ranked",
-            [Table(triples_ranked(results.combos), "triples-table")]
+            [Table(results.triples, "triples-table")]
             if (results.combos["kind"] == "triple").any()
             else ["No triples configured."],
         ),

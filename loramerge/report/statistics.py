@@ -7,6 +7,8 @@ wording depends on them.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
@@ -56,6 +58,12 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         (rankdata(x),), rank_correlation, permutation_type="pairings", vectorized=True, n_resamples=9999, rng=0
     )
     return rho, float(test.pvalue)
+
+
+def smallest_p(points: int) -> float:
+    """The smallest two-sided p-value an exact permutation test of a rank correlation can give over `points`
+    items: only the two perfect orderings out of n! are that extreme (3 items: 1/3; 4: 1/12; 6: 1/360)."""
+    return min(1.0, 2 / math.factorial(points)) if points >= 1 else 1.0
 
 
 def correlations(combos: pd.DataFrame, similarity: pd.DataFrame) -> pd.DataFrame:
@@ -110,7 +118,12 @@ def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
             "fewer than 3 pairs with varying scores, or no similarity measured."
         ]
     majority = cos["methods"] / 2
-    if cos["significant_negative"] > majority:
+    if smallest_p(cos["n"]) >= significance:
+        answer = (
+            f"cannot be tested for significance here: with {cos['n']} pairs no ranking reaches p < {significance:g} "
+            f"(the smallest possible p is {smallest_p(cos['n']):.2g})"
+        )
+    elif cos["significant_negative"] > majority:
         answer = "holds here"
     elif cos["significant_positive"] > majority:
         answer = "is reversed here: pairs with more similar data merge better"
@@ -134,11 +147,18 @@ def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
         sentences.append(
             f"Over {triples['n']} triples (mean pairwise data cosine): median ρ = {triples['median_rho']:.2f}, "
             f"negative for {triples['negative']} of {triples['methods']} methods, significant for "
-            f"{triples['significant_negative'] + triples['significant_positive']}."
+            f"{triples['significant_negative'] + triples['significant_positive']}"
+            + (
+                f" (no result could be: with {triples['n']} triples the smallest possible p is "
+                f"{smallest_p(triples['n']):.2g})."
+                if smallest_p(triples["n"]) >= significance
+                else "."
+            )
         )
     small = cos["n"] < 10
     sentences.append(
-        f"{'Small sample' if small else 'Sample'}: {cos['n']} pairs. Every method is scored on the same pairs, so the "
+        f"{'Small sample' if small else 'Sample'}: {cos['n']} pairs (the smallest p-value an exact permutation test "
+        f"can give is {smallest_p(cos['n']):.2g}). Every method is scored on the same pairs, so the "
         "methods' correlations are not independent evidence"
         + (
             "; with so few points only a very strong ranking reaches significance, so read these numbers as "

@@ -13,7 +13,7 @@ from loramerge import paths
 from loramerge.atomic import read_json
 from loramerge.config import Params, combination_kind
 from loramerge.metrics import gain_retention
-from loramerge.records import BaselineMetrics, MergedMetrics, SingleMetrics, TrainMetrics
+from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics, TrainMetrics
 
 KINDS = ("pair", "triple")
 """The combination sizes the report compares, in the order it shows them."""
@@ -89,36 +89,84 @@ def combination_table(merged: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def method_summary(merged: pd.DataFrame) -> pd.DataFrame:
-    """Per method: mean normalized accuracy and gain retention over pairs and over triples.
+def validation_table(params: Params) -> pd.DataFrame:
+    """Per (combination, kind, method): the mean normalized validation accuracy the merge search reached, from the
+    manifests. Methods are ranked on this, never on test: the test scores are what the ranking is judged by."""
+    rows = [
+        {
+            "combination": combo,
+            "kind": combination_kind(combo),
+            "method": method,
+            "validation_normalized_accuracy": MergeManifest.read(
+                paths.merge_manifest(combo, method)
+            ).validation.mean_normalized_accuracy,
+        }
+        for combo in params.combinations
+        for method in params.merge.methods
+    ]
+    return pd.DataFrame(rows, columns=["combination", "kind", "method", "validation_normalized_accuracy"])
 
-    Each combination weighs once (its members' mean first).
-    """
+
+def identical_methods(merged: pd.DataFrame, methods: list[str]) -> dict[str, list[str]]:
+    """Methods whose merges scored exactly alike on test everywhere (every task's accuracy and macro-F1 in every
+    combination), grouped under the first in `merge.methods` order: such methods (KnOTS-TA and TA, by construction)
+    are one result, shown once, not two that agree. Validation scores are not compared: under a bf16 search two
+    merges equal up to float rounding can differ by an example or two there."""
+    scored = merged.sort_values(["combination", "task"]).groupby("method")[["accuracy", "macro_f1"]]
+    fingerprints = {m: tuple(scored.get_group(m).to_numpy().ravel()) for m in methods}
+    groups: dict[str, list[str]] = {}
+    for method in methods:
+        twin = next((m for m in groups if fingerprints[m] == fingerprints[method]), None)
+        if twin is None:
+            groups[method] = []
+        else:
+            groups[twin].append(method)
+    return groups
+
+
+def validation_means(validation: pd.DataFrame, methods: list[str]) -> pd.Series:
+    """Each method's mean normalized validation accuracy over every combination (each once), in `merge.methods`
+    order, so that `idxmax` breaks a tie in favour of the first configured method (the export's rule too)."""
+    return validation.groupby("method")["validation_normalized_accuracy"].mean().reindex(methods)
+
+
+def method_summary(merged: pd.DataFrame, validation: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Per method: mean normalized accuracy and gain retention over pairs and over triples (test), ranked by mean
+    normalized validation accuracy, the criterion the headline uses. Each combination weighs once."""
     table = combination_table(merged).groupby(["method", "kind"])[RETENTION].mean().unstack("kind")
     table.columns = [f"{measure}_{kind}" for measure, kind in table.columns]
     order = [f"{m}_{k}" for m in RETENTION for k in KINDS if f"{m}_{k}" in table.columns]
-    return table[order].reset_index().sort_values(order[0], ascending=False)
+    table = table[order].reindex(methods)
+    table.insert(0, "validation_normalized_accuracy", validation_means(validation, methods))
+    table = table.reset_index().rename(columns={"index": "method"})
+    return table.sort_values("validation_normalized_accuracy", ascending=False, kind="stable")
 
 
-def headline_table(combos: pd.DataFrame) -> pd.DataFrame:
-    """The best method (highest mean normalized accuracy over every combination, each weighing once)
-    and its mean normalized accuracy over pairs, over triples and over both."""
-    overall = combos.groupby("method")["normalized_accuracy"].mean()
-    best = overall.idxmax()
-    row = {"best_method": best}
+def headline_table(combos: pd.DataFrame, validation: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """The best method, chosen by mean normalized validation accuracy over every combination (each once; ties to
+    the first in `merge.methods`), with its test mean normalized accuracy over pairs, over triples and over both."""
+    means = validation_means(validation, methods)
+    best = means.idxmax()
+    row = {"best_method": best, "validation_normalized_accuracy": means[best]}
     for kind in KINDS:
         scores = combos[(combos["method"] == best) & (combos["kind"] == kind)]["normalized_accuracy"]
         row[f"{kind}s"] = len(scores)
         row[f"normalized_accuracy_{kind}s"] = scores.mean() if len(scores) else np.nan
-    row["normalized_accuracy_all"] = overall[best]
+    row["normalized_accuracy_all"] = combos[combos["method"] == best]["normalized_accuracy"].mean()
     return pd.DataFrame([row])
 
 
-def triples_ranked(combos: pd.DataFrame) -> pd.DataFrame:
-    """Triples from best to worst by mean normalized accuracy over methods, with every method's score."""
+def triples_ranked(combos: pd.DataFrame, validation: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Triples from best to worst by mean normalized accuracy over methods (test), with every method's score and
+    each triple's best method by validation."""
     triples = combos[combos["kind"] == "triple"]
     table = triples.pivot(index="combination", columns="method", values="normalized_accuracy")
-    ranked = table.assign(mean_over_methods=table.mean(axis=1), best_method=table.idxmax(axis=1))
+    chosen = validation[validation["kind"] == "triple"].pivot(
+        index="combination", columns="method", values="validation_normalized_accuracy"
+    )
+    ranked = table.assign(
+        mean_over_methods=table.mean(axis=1), best_method_by_validation=chosen.reindex(columns=methods).idxmax(axis=1)
+    )
     ranked = ranked.sort_values("mean_over_methods", ascending=False).reset_index().rename_axis(columns=None)
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     return ranked

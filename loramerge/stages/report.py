@@ -21,7 +21,7 @@ from loramerge.report.document import Figure, render_html, render_markdown
 from loramerge.report.figures import pair_heatmap, retention_bars, similarity_scatter
 from loramerge.report.results import Results, compute_results, headline_files, headline_metrics, tracked_metrics
 from loramerge.report.sections import report_sections, summary_markdown
-from loramerge.report.tables import retention_table, triples_ranked
+from loramerge.report.tables import retention_table
 from loramerge.tracking import StageRun, stage_run
 
 TABLES = paths.REPORTS / "tables"
@@ -50,7 +50,7 @@ def write_tables(results: Results) -> None:
         "similarity": results.similarity,
         "correlations": results.correlations,
         "retention": retention_table(results.single, results.merged, best),
-        "triples_ranked": triples_ranked(results.combos),
+        "triples_ranked": results.triples,
     }
     for name, frame in tables.items():
         write_text(TABLES / f"{name}.csv", frame.to_csv(index=False))

@@ -16,8 +16,8 @@ import pytest
 
 from loramerge.config import all_combinations
 from loramerge.paths import SIMILARITY
-from loramerge.report.statistics import correlations, spearman, verdict
-from loramerge.report.tables import combination_table
+from loramerge.report.statistics import correlations, smallest_p, spearman, verdict
+from loramerge.report.tables import combination_table, headline_table, identical_methods, method_summary
 from loramerge.similarity import MEASURES
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.export import export_combination
@@ -329,3 +329,55 @@ def test_the_verdict_follows_the_sign_and_significance_of_rho(slope, answer):
     sentences = verdict(correlations(combos, similarity), 0.05)
     assert answer in sentences[0]
     assert "Over 7 pairs" in sentences[1] and "Small sample: 7 pairs" in sentences[-1]
+
+
+def scores_of(rows: dict[str, tuple[float, float]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One pair a+b scored per method as (test normalized accuracy, validation normalized accuracy)."""
+    merged = pd.DataFrame(
+        [
+            {
+                "combination": "a+b",
+                "kind": "pair",
+                "method": m,
+                "task": t,
+                "accuracy": test,
+                "macro_f1": test,
+                "normalized_accuracy": test,
+                "merged_gain": test,
+                "adapter_gain": 1.0,
+            }
+            for m, (test, _) in rows.items()
+            for t in ("a", "b")
+        ]
+    )
+    validation = pd.DataFrame(
+        [
+            {"combination": "a+b", "kind": "pair", "method": m, "validation_normalized_accuracy": v}
+            for m, (_, v) in rows.items()
+        ]
+    )
+    return merged, combination_table(merged), validation
+
+
+def test_the_best_method_is_chosen_on_validation_even_where_test_ranks_another_first():
+    merged, combos, validation = scores_of({"ties": (0.99, 0.90), "task_arithmetic": (0.95, 0.97)})
+    (row,) = headline_table(combos, validation, ["ties", "task_arithmetic"]).itertuples()
+    assert row.best_method == "task_arithmetic" and row.normalized_accuracy_pairs == pytest.approx(0.95)
+    summary = method_summary(merged, validation, ["ties", "task_arithmetic"])
+    assert list(summary["method"]) == ["task_arithmetic", "ties"], "the table ranks by the headline's criterion"
+
+
+def test_a_validation_tie_goes_to_the_first_configured_method_and_identical_results_are_one_result():
+    methods = ["task_arithmetic", "knots_task_arithmetic", "ties"]
+    merged, combos, validation = scores_of(
+        {"knots_task_arithmetic": (0.95, 0.97), "task_arithmetic": (0.95, 0.97), "ties": (0.93, 0.95)}
+    )
+    assert headline_table(combos, validation, methods)["best_method"].item() == "task_arithmetic"
+    assert identical_methods(merged, methods) == {"task_arithmetic": ["knots_task_arithmetic"], "ties": []}
+
+
+def test_the_smallest_possible_p_value_is_said_and_too_few_points_cannot_be_called_not_significant():
+    assert smallest_p(3) == pytest.approx(1 / 3) and smallest_p(4) == pytest.approx(1 / 12)
+    combos, similarity = fake_results(-0.2, pairs=3)
+    sentences = verdict(correlations(combos, similarity), 0.05)
+    assert "cannot be tested for significance here" in sentences[0] and "0.33" in sentences[0]
