@@ -54,6 +54,7 @@ def compute_results(params: Params) -> Results:
     combos = combination_table(merged)
     similarity = similarity_table(params)
     validation, methods = validation_table(params), list(params.merge.methods)
+    identical = identical_methods(merged, methods)
     return Results(
         single,
         merged,
@@ -61,10 +62,10 @@ def compute_results(params: Params) -> Results:
         method_summary(merged, validation, methods),
         headline_table(combos, validation, methods),
         similarity,
-        correlations(combos, similarity),
+        correlations(combos, similarity, list(identical)),
         validation,
         triples_ranked(combos, validation, methods),
-        identical_methods(merged, methods),
+        identical,
     )
 
 

@@ -88,13 +88,17 @@ def similarity_section(results: Results, figures: list[Figure], params: Params) 
         "similarity",
         "Does task similarity predict merge retention?",
         [
-            *verdict(results.correlations, params.similarity.significance_level),
+            *verdict(
+                results.correlations[results.correlations["method"].isin(results.identical)],  # identical count once
+                params.similarity.significance_level,
+            ),
             f"The measures. Data measures embed at most {params.similarity.max_texts} training texts per task with the base encoder "
             "(mean pooling); a triple's similarity is the mean of its three pairs'.",
             Table(measures, "measures"),
             Table(results.similarity, "similarity-table"),
             "Spearman's ρ of each measure against mean normalized accuracy, per method, with its two-sided p-value from a "
-            "permutation test (exact up to 7 combinations); – where fewer than 3 combinations or constant scores:",
+            "permutation test (exact up to 7 combinations); – where fewer than 3 combinations or constant scores. The "
+            "verdict above counts a method as significant on its p-value Holm-adjusted over the distinct methods:",
             Table(pivot, "correlations"),
             *figures,
         ],

@@ -66,21 +66,35 @@ def smallest_p(points: int) -> float:
     return min(1.0, 2 / math.factorial(points)) if points >= 1 else 1.0
 
 
-def correlations(combos: pd.DataFrame, similarity: pd.DataFrame) -> pd.DataFrame:
-    """Per method, kind and measure: how the measure ranks combinations against their mean normalized accuracy."""
+def holm(p_values: pd.Series) -> pd.Series:
+    """Holm's step-down adjustment (family-wise error over the values given; NaN stays NaN and is not counted):
+    the i-th smallest of m p-values is multiplied by m − i, made monotone, capped at 1."""
+    valid = p_values.dropna().sort_values()
+    steps = (valid * np.arange(len(valid), 0, -1)).cummax().clip(upper=1.0)
+    return steps.reindex(p_values.index)
+
+
+def correlations(combos: pd.DataFrame, similarity: pd.DataFrame, counted: list[str] | None = None) -> pd.DataFrame:
+    """Per method, kind and measure: how the measure ranks combinations against their mean normalized accuracy,
+    with `p_holm`, the p-value Holm-adjusted over the `counted` methods (default all; a method whose results are
+    another's is not counted twice, its `p_holm` is NaN) tested for the same kind and measure: the methods are
+    scored on the same combinations, so one of them reaching p < 0.05 by chance is likely."""
     joined = combos.merge(similarity, on=["combination", "kind"])
     rows = []
     for (method, kind), group in joined.groupby(["method", "kind"], sort=False):
         for measure in MEASURES:
             rho, p = spearman(group[measure], group["normalized_accuracy"])
             rows.append({"method": method, "kind": kind, "measure": measure, "n": len(group), "rho": rho, "p": p})
-    return pd.DataFrame(rows, columns=["method", "kind", "measure", "n", "rho", "p"])
+    table = pd.DataFrame(rows, columns=["method", "kind", "measure", "n", "rho", "p"])
+    family = table["method"].isin(counted if counted is not None else table["method"])
+    table["p_holm"] = table["p"].where(family).groupby([table["kind"], table["measure"]], group_keys=False).apply(holm)
+    return table
 
 
 def direction_counts(corr: pd.DataFrame, kind: str, measure: str, significance: float) -> dict:
     """How many methods see a positive / negative ρ for one measure, and how many of those are significant."""
     rows = corr[(corr["kind"] == kind) & (corr["measure"] == measure)].dropna(subset=["rho"])
-    significant = rows["p"] < significance
+    significant = rows["p_holm"] < significance
     return {
         "methods": len(rows),
         "n": int(rows["n"].max()) if len(rows) else 0,
@@ -137,7 +151,7 @@ def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
     sentences = [
         f"The vision study's finding, that adapters on dissimilar data merge better, {answer}.",
         f"Over {cos['n']} pairs, Spearman's ρ between data cosine similarity and mean normalized accuracy is negative for "
-        f"{cos['negative']} of the {cos['methods']} methods whose scores vary (median ρ = {cos['median_rho']:.2f}); significant (p < {significance:g}) "
+        f"{cos['negative']} of the {cos['methods']} methods whose scores vary (median ρ = {cos['median_rho']:.2f}); significant (Holm-adjusted over the methods, p < {significance:g}) "
         f"and negative for {cos['significant_negative']}, significant and positive for {cos['significant_positive']}. The finding predicts ρ < 0.",
         f"Data MMD, a distance (the finding predicts ρ > 0): ρ > 0 for {mmd['positive']} of {mmd['methods']} methods "
         f"(median ρ = {mmd['median_rho']:.2f}); {agreement(cos, mmd)}",

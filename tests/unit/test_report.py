@@ -16,7 +16,7 @@ import pytest
 
 from loramerge.config import all_combinations
 from loramerge.paths import SIMILARITY
-from loramerge.report.statistics import correlations, smallest_p, spearman, verdict
+from loramerge.report.statistics import correlations, holm, smallest_p, spearman, verdict
 from loramerge.report.tables import combination_table, headline_table, identical_methods, method_summary
 from loramerge.similarity import MEASURES
 from loramerge.stages.evaluate import evaluate_combination
@@ -381,3 +381,10 @@ def test_the_smallest_possible_p_value_is_said_and_too_few_points_cannot_be_call
     combos, similarity = fake_results(-0.2, pairs=3)
     sentences = verdict(correlations(combos, similarity), 0.05)
     assert "cannot be tested for significance here" in sentences[0] and "0.33" in sentences[0]
+
+
+def test_holm_adjusts_a_hand_example_and_leaves_missing_p_values_out():
+    p = pd.Series([0.01, 0.04, 0.03, float("nan"), 0.005])
+    # sorted 0.005, 0.01, 0.03, 0.04 over m = 4: ×4, ×3, ×2, ×1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
+    assert holm(p).round(6).tolist()[:3] == [0.03, 0.06, 0.06] and holm(p)[4] == pytest.approx(0.02)
+    assert pd.isna(holm(p)[3])
