@@ -59,7 +59,7 @@ def compute_results(params: Params) -> Results:
         single,
         merged,
         combos,
-        method_summary(merged, validation, methods),
+        method_summary(combos, validation, methods),
         headline_table(combos, validation, methods),
         similarity,
         correlations(combos, similarity, list(identical)),

@@ -130,10 +130,10 @@ def validation_means(validation: pd.DataFrame, methods: list[str]) -> pd.Series:
     return validation.groupby("method")["validation_normalized_accuracy"].mean().reindex(methods)
 
 
-def method_summary(merged: pd.DataFrame, validation: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+def method_summary(combos: pd.DataFrame, validation: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     """Per method: mean normalized accuracy and gain retention over pairs and over triples (test), ranked by mean
     normalized validation accuracy, the criterion the headline uses. Each combination weighs once."""
-    table = combination_table(merged).groupby(["method", "kind"])[RETENTION].mean().unstack("kind")
+    table = combos.groupby(["method", "kind"])[RETENTION].mean().unstack("kind")
     table.columns = [f"{measure}_{kind}" for measure, kind in table.columns]
     order = [f"{m}_{k}" for m in RETENTION for k in KINDS if f"{m}_{k}" in table.columns]
     table = table[order].reindex(methods)

@@ -363,7 +363,7 @@ def test_the_best_method_is_chosen_on_validation_even_where_test_ranks_another_f
     merged, combos, validation = scores_of({"ties": (0.99, 0.90), "task_arithmetic": (0.95, 0.97)})
     (row,) = headline_table(combos, validation, ["ties", "task_arithmetic"]).itertuples()
     assert row.best_method == "task_arithmetic" and row.normalized_accuracy_pairs == pytest.approx(0.95)
-    summary = method_summary(merged, validation, ["ties", "task_arithmetic"])
+    summary = method_summary(combos, validation, ["ties", "task_arithmetic"])
     assert list(summary["method"]) == ["task_arithmetic", "ties"], "the table ranks by the headline's criterion"
 
 
