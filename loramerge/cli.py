@@ -39,6 +39,14 @@ def _train(args: argparse.Namespace) -> None:
     print(train_task(params, args.task, args.mode))
 
 
+def _gram(args: argparse.Namespace) -> None:
+    from loramerge.stages.gram import write_grams
+
+    params = checked_params(args)
+    _require_task(params, args.task)
+    print(write_grams(params, args.task))
+
+
 def _merge(args: argparse.Namespace) -> None:
     from loramerge.stages.merge import merge_combination
 
@@ -172,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler, help_text in (
         ("prepare", _prepare, "validate, clean and subsample one task's data"),
         ("train", _train, "train one task's LoRA adapter and head"),
+        ("gram", _gram, "Gram matrices of one adapted task's layer inputs (what RegMean merges with)"),
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--task", required=True)

@@ -1,7 +1,7 @@
 """Hyper-parameter types shared by the merge methods, declared once so names and ranges agree.
 
 Every method spells the same knob the same way (`scaling`, `density`, `drop_prob`,
-`majority_sign`, `prune_scope`, `seed`) with the same constraints, so params.yaml reads the
+`majority_sign`, `prune_scope`, `seed`, `space`) with the same constraints, so params.yaml reads the
 same for every method and a bad value fails validation with the parameter's name in the
 message (pydantic puts the field name first in every error).
 """
@@ -29,6 +29,8 @@ MajoritySign = Literal["total", "frequency"]
 """Sign election: by summed values ('total', TIES' default) or by counting signs ('frequency')."""
 PruneScope = Literal["layer", "model"]
 """Magnitude threshold per layer, or one threshold over each member's whole flattened update."""
+Space = Literal["full", "knots", "core"]
+"""Where a merge function runs (`_spaces`): the full updates ΔW_i, KnOTS' aligned space, or Core Space."""
 
 DEFAULT_DENSITY = 0.2
 """TIES' recommended top-k (the TIES paper and the tuned KnOTS-TIES setting both keep 20%)."""
@@ -39,9 +41,10 @@ class EmptyConfig(MethodConfig):
 
 
 class ScalingConfig(MethodConfig):
-    """Methods that scale the merged update by one λ."""
+    """Merge functions that scale the merged update by one λ; each runs in any `space`."""
 
     scaling: Scaling = 1.0
+    space: Space = "full"
 
 
 class MagnitudeConfig(ScalingConfig):

@@ -1,7 +1,8 @@
 """Stages `merge_pair@<a+b>` and `merge_triple@<a+b+c>`: every configured method on one combination.
 
 Each method's hyper-parameters are chosen on the members' validation splits (mean
-normalized validation accuracy); test data is never read here. Output, per method, under
+normalized validation accuracy); test data is never read here. Data-aware methods (RegMean) also
+get the members' Gram matrices (stage `gram`, from their training texts). Output, per method, under
 models/merged/<combo>/<method>/: a PEFT adapter when the merged update is exactly
 low-rank, else the dense per-layer updates as safetensors; always a manifest. The
 members' heads are copied beside them, because a merged model is one encoder plus each
@@ -24,8 +25,10 @@ from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import COMBO_SEPARATOR, Params, combination_kind
 from loramerge.data import file_digest, prepared_splits
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
+from loramerge.gram import observe
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
 from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
+from loramerge.merging.observed import DataAwareMethod
 from loramerge.metrics import mean_normalized_accuracy
 from loramerge.model import ClassificationHead
 from loramerge.paths import DENSE_FILE, MANIFEST
@@ -111,6 +114,8 @@ def merge_combination(params: Params, combo: str) -> Path:
     tokenizer = load_tokenizer(params.backbone)
     encoder = load_encoder(params.backbone)
     updates = load_updates(encoder, {t: paths.adapter_dir(t) for t in members})
+    if any(isinstance(method, DataAwareMethod) for method in methods.values()):
+        updates = observe(updates, {t: member_hashes(t).adapter_sha256 for t in members})
     heads = {t: load_head(t) for t in members}
     splits = {
         t: load_task_split(

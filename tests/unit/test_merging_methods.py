@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from loramerge.merging import MergeResult, TaskUpdate, available_methods, get_method
 from loramerge.merging._ops import magnitude_threshold
+from loramerge.merging.observed import ObservedUpdate
 
 PROPERTY = settings(max_examples=25, deadline=None)
 LOW_RANK_METHODS = [
@@ -24,8 +25,18 @@ LOW_RANK_METHODS = [
     "knots_task_arithmetic",
     "knots_ties",
     "knots_dare_ties",
+    "core_task_arithmetic",
+    "core_ties",
+    "core_dare_ties",
+    "core_iso_c",
+    "core_iso_cts",
+    "core_tsv_m",
+    "knots_iso_c",
+    "knots_iso_cts",
+    "knots_tsv_m",
 ]
-DENSE_METHODS = ["ties", "dare_task_arithmetic", "dare_ties", "magnitude_prune"]
+DATA_AWARE_METHODS = ["regmean"]  # low-rank too, but they need each member's data statistics (test_merging_regmean)
+DENSE_METHODS = ["ties", "dare_task_arithmetic", "dare_ties", "magnitude_prune", "iso_c", "iso_cts", "tsv_m"]
 
 
 def random_update(
@@ -83,7 +94,7 @@ def update_sets(draw: st.DrawFn, min_tasks: int = 1, max_tasks: int = 3) -> list
 
 
 def test_every_method_is_registered():
-    assert set(available_methods()) == set(LOW_RANK_METHODS + DENSE_METHODS)
+    assert set(available_methods()) == set(LOW_RANK_METHODS + DENSE_METHODS + DATA_AWARE_METHODS)
 
 
 def test_an_unknown_method_name_lists_the_known_ones():
@@ -115,9 +126,9 @@ def test_bad_hyper_parameters_are_refused_naming_the_parameter(method, params, n
 
 def test_hyper_parameter_names_and_search_orders_agree_across_methods():
     fields = {name: set(get_method(name).Config.model_fields) for name in available_methods()}
-    assert fields["ties"] == fields["knots_ties"] == {"scaling", "density", "majority_sign", "prune_scope"}
+    assert fields["ties"] == fields["knots_ties"] == {"scaling", "space", "density", "majority_sign", "prune_scope"}
     assert fields["dare_ties"] == fields["knots_dare_ties"] == fields["ties"] | {"drop_prob", "seed"}
-    assert fields["dare_task_arithmetic"] == {"scaling", "drop_prob", "seed"}
+    assert fields["dare_task_arithmetic"] == {"scaling", "space", "drop_prob", "seed"}
     assert get_method("ties").search_order == ("scaling", "density")
     assert get_method("dare_ties").search_order == ("scaling", "density", "drop_prob")
     assert get_method("task_arithmetic").search_order == ("scaling",)
@@ -203,6 +214,7 @@ def test_adapters_of_different_ranks_merge():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_inputs_are_left_untouched_and_outputs_are_float32(dtype):
     updates = [random_update(n, {"l": (4, 4)}, 2, i, dtype=dtype) for i, n in enumerate("ab")]
+    updates = [ObservedUpdate(u.name, u.factors, {"l": torch.eye(4, dtype=dtype)}) for u in updates]  # RegMean's data
     before = [{k: (b.clone(), a.clone()) for k, (b, a) in u.factors.items()} for u in updates]
     for method in available_methods():
         result = merge(method, updates)

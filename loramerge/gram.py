@@ -1,0 +1,106 @@
+"""Gram matrices of the adapted layers' inputs: the data statistics RegMean merges with.
+
+For one task, the encoder runs with the task's own adapter merged in over the task's training
+texts; a forward pre-hook on every adapted layer collects G = XᵀX/N, X being that layer's N input
+vectors of real tokens (padding is masked out: it is not data, and its share would depend on how
+texts were batched). Inputs of later layers are the adapted model's own, as RegMean prescribes.
+Written per task under models/gram/<task>/ (stage `gram`), read by the merge stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from loramerge.atomic import read_json, write_json
+from loramerge.config import Strict
+from loramerge.lora import patched
+from loramerge.merging import TaskUpdate
+from loramerge.merging.observed import ObservedUpdate
+
+GRAMS = Path("models/gram")
+GRAM_FILE = "gram.safetensors"
+RECORD_FILE = "gram.json"
+
+
+def gram_dir(task: str, root: Path = GRAMS) -> Path:
+    return root / task
+
+
+class GramRecord(Strict):
+    """What a task's Gram matrices were computed from (models/gram/<task>/gram.json)."""
+
+    task: str
+    split: str
+    examples: int
+    tokens: int
+    layers: list[str]
+    adapter_sha256: str
+    backbone: str
+
+
+def layer_input_grams(
+    encoder: torch.nn.Module, layers: Sequence[str], batches: Iterable[dict[str, torch.Tensor]]
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Per layer, XᵀX/N over the real tokens of every batch (float64 sums), and N."""
+    modules = dict(encoder.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    mask: dict[str, torch.Tensor] = {}
+
+    def hook(layer: str):
+        def collect(_module, inputs):
+            x = inputs[0][mask["tokens"]].double()
+            sums[layer] = sums[layer] + x.T @ x if layer in sums else x.T @ x
+
+        return collect
+
+    handles = [modules[layer].register_forward_pre_hook(hook(layer)) for layer in layers]
+    tokens = 0
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                mask["tokens"] = batch["attention_mask"].bool()
+                tokens += int(mask["tokens"].sum())
+                encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    if tokens == 0:
+        raise ValueError("no tokens to compute Gram matrices from: the split is empty")
+    return {layer: (total / tokens).float() for layer, total in sums.items()}, tokens
+
+
+def task_grams(
+    encoder: torch.nn.Module, update: TaskUpdate, batches: Iterable[dict[str, torch.Tensor]]
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The Gram matrices of `update`'s layers, in the encoder adapted by `update` itself."""
+    deltas = {layer: update.delta(layer) for layer in update.layers}
+    with patched(encoder, deltas):
+        return layer_input_grams(encoder, update.layers, batches)
+
+
+def save_grams(folder: Path, grams: dict[str, torch.Tensor], record: GramRecord) -> None:
+    save_file({layer: gram.contiguous() for layer, gram in grams.items()}, str(folder / GRAM_FILE))
+    write_json(folder / RECORD_FILE, record.model_dump())
+
+
+def observe(
+    updates: Sequence[TaskUpdate], adapter_digests: dict[str, str], root: Path = GRAMS
+) -> list[ObservedUpdate]:
+    """The members with their Gram matrices attached. Matrices missing, or computed from another version of the
+    adapter than the one being merged, are an error naming the stage to rerun."""
+    found = []
+    for update in updates:
+        folder = gram_dir(update.name, root)
+        rerun = f"run `dvc repro gram@{update.name}`"
+        if not (folder / GRAM_FILE).exists():
+            raise FileNotFoundError(f"no Gram matrices for task {update.name!r} at {folder}; {rerun}")
+        record = GramRecord.model_validate(read_json(folder / RECORD_FILE))
+        if record.adapter_sha256 != adapter_digests[update.name]:
+            raise ValueError(f"{folder} was computed from another version of the {update.name!r} adapter; {rerun}")
+        grams = load_file(str(folder / GRAM_FILE))
+        found.append(ObservedUpdate(name=update.name, factors=update.factors, grams=grams))
+    return found

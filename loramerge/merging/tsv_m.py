@@ -1,0 +1,67 @@
+"""TSV-M (Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR 2025).
+
+Each task's update is compressed to its top singular directions; the tasks' directions are then
+put side by side and whitened (replaced by the nearest orthonormal set, the polar factor), which
+removes the overlap between tasks that makes a plain sum interfere. Per layer, T tasks,
+k = min(O, I), r = int(k·f) with f = `kept_fraction` (1/T when null, the authors' choice):
+
+    ΔW_i = u_i·diag(s_i)·vh_i, keep the top r of each
+    ΔW = λ·polar([u_1 … u_T])·diag([s_1 … s_T])·polar([vh_1; …; vh_T])
+
+Semantics checked against the authors' code (github.com/AntoAndGar/task_singular_vectors,
+`compute_and_sum_svd_mem_reduction`): singular values concatenated in task order (unsorted, not
+rescaled), both sides whitened by the polar factor of the SVD. Deviations: SVDs in float64; r is at
+least 1. On a LoRA update in the "full" space r = k/T exceeds the rank r_i, so the kept directions
+include null-space vectors with zero values (as in the reference, they still take part in the
+whitening); in the "core" space (`core_tsv_m`, the Core Space paper's TSV) r is the members' rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import torch
+from pydantic import Field
+
+from loramerge.merging._config import ScalingConfig, expect
+from loramerge.merging._ops import MemberDeltas
+from loramerge.merging._spaces import merge_in_space
+from loramerge.merging._spectral import polar, svd64
+from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
+from loramerge.merging.registry import register
+
+
+class TsvConfig(ScalingConfig):
+    """`kept_fraction`: share of min(O, I) directions kept per task; null = 1/T (the authors')."""
+
+    kept_fraction: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+
+
+def tsv_layer(tasks: list[torch.Tensor], kept_fraction: float | None) -> torch.Tensor:
+    fraction = kept_fraction if kept_fraction is not None else 1.0 / len(tasks)
+    kept = max(1, int(min(tasks[0].shape) * fraction))
+    lefts, values, rights = [], [], []
+    for task in tasks:
+        u, s, vh = svd64(task)
+        lefts.append(u[:, :kept]), values.append(s[:kept]), rights.append(vh[:kept])
+    left, right = polar(torch.cat(lefts, dim=1)), polar(torch.cat(rights, dim=0))
+    return ((left * torch.cat(values)) @ right).float()
+
+
+def tsv_m(members: MemberDeltas, config: TsvConfig) -> dict:
+    return {
+        layer: config.scaling * tsv_layer([member[layer] for member in members], config.kept_fraction)
+        for layer in members[0]
+    }
+
+
+@register
+class TsvM(MergeMethod):
+    name = "tsv_m"
+    Config = TsvConfig
+    search_order = ("scaling", "kept_fraction")
+
+    def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
+        p = expect(config, self.Config)
+        return merge_in_space(updates, p.space, lambda members: tsv_m(members, p))

@@ -1,0 +1,50 @@
+"""Stage `gram@<task>`: the Gram matrices of the adapted layers' inputs over the task's training texts.
+
+What the data-aware merge RegMean needs of a task, computed once and cached (models/gram/<task>/)
+instead of once per pair and triple it is merged in. Reads the task's adapter and its prepared
+training split only: no labels, never validation or test. Float32 forward passes (a Gram matrix
+sums ~10⁴ token products per entry; bf16's 8-bit mantissa would blur it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loramerge import paths
+from loramerge.atomic import atomic_dir
+from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.config import Params
+from loramerge.data import file_digest, prepared_splits
+from loramerge.evaluation import load_task_split
+from loramerge.gram import GramRecord, gram_dir, save_grams, task_grams
+from loramerge.lora import AdapterError, check_same_base, load_updates
+from loramerge.tracking import stage_run
+
+SPLIT = "train"
+
+
+def write_grams(params: Params, task: str) -> Path:
+    """Compute and write models/gram/<task>/ atomically."""
+    adapter = paths.adapter_dir(task)
+    if not (adapter / "adapter_model.safetensors").exists():
+        raise AdapterError(f"no adapter for task {task!r} at {adapter}; run `dvc repro train@{task}` first")
+    check_same_base({task: adapter}, params.backbone.name)
+    tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
+    (update,) = load_updates(encoder, {task: adapter})
+    data = load_task_split(task, SPLIT, tokenizer, params.backbone.max_length)
+    run_params = {"task": task, "split": SPLIT, "examples": len(data.labels), "backbone": params.backbone.name}
+    with stage_run(params.tracking, f"gram@{task}", run_params) as run, atomic_dir(gram_dir(task)) as out:
+        run.log_datasets(prepared_splits(task, (SPLIT,)))
+        grams, tokens = task_grams(encoder, update, data.texts.sorted_batches(params.evaluate.batch_size))
+        record = GramRecord(
+            task=task,
+            split=SPLIT,
+            examples=len(data.labels),
+            tokens=tokens,
+            layers=sorted(grams),
+            adapter_sha256=file_digest(adapter / "adapter_model.safetensors"),
+            backbone=params.backbone.name,
+        )
+        save_grams(out, grams, record)
+        run.log_metrics({"tokens": tokens, "examples": len(data.labels)})
+    return gram_dir(task)
