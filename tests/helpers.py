@@ -66,6 +66,8 @@ def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
                 "task_arithmetic": {"scaling": [0.5, 1.0]},
                 "linear": {},
                 "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
+                "core_tsv_m": {},
+                "regmean": {"scaling": [1.0, 1.5]},
             },
             "search_max_examples": 16,
         },
@@ -107,9 +109,11 @@ def free_port() -> int:
 
 
 def train_every_task(params) -> None:
-    """Prepare, train in every mode and score on test each task of a project (the working directory)."""
+    """Prepare, train in every mode, compute RegMean's Gram matrices and score on test each task of a project
+    (the working directory): everything a merge needs."""
     from loramerge.config import TRAINING_MODES
     from loramerge.stages.evaluate import evaluate_baselines, evaluate_single
+    from loramerge.stages.gram import write_grams
     from loramerge.stages.prepare import prepare_task
     from loramerge.stages.train import train_task
 
@@ -117,6 +121,7 @@ def train_every_task(params) -> None:
         prepare_task(params, task)
         for mode in TRAINING_MODES:
             train_task(params, task, mode)
+        write_grams(params, task)
         evaluate_single(params, task)
         evaluate_baselines(params, task)
 

@@ -17,7 +17,7 @@ from loramerge.report.document import Code, Figure, Section, Table, markdown_blo
 from loramerge.report.provenance import data_sizes, machine_table, model_table, stage_runtimes
 from loramerge.report.results import Results
 from loramerge.report.statistics import verdict
-from loramerge.report.tables import KINDS, export_tables
+from loramerge.report.tables import DATA_FREE, KINDS, export_tables
 from loramerge.similarity import MEASURES
 from loramerge.sweep import SWEEP_CSV, sweep_tables
 from loramerge.tracking import git_commit, repro_id
@@ -27,7 +27,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-def headline_text(headline: pd.DataFrame, identical: dict[str, list[str]]) -> str:
+def headline_text(headline: pd.DataFrame, identical: dict[str, list[str]], summary: pd.DataFrame) -> str:
     row = headline.iloc[0]
     parts = [f"{row[f'normalized_accuracy_{k}s']:.3f} over {plural(row[f'{k}s'], k)}" for k in KINDS if row[f"{k}s"]]
     twins = identical.get(row["best_method"], [])
@@ -37,6 +37,23 @@ def headline_text(headline: pd.DataFrame, identical: dict[str, list[str]]) -> st
         f"It is chosen by its mean normalized validation accuracy ({row['validation_normalized_accuracy']:.3f}), never "
         "by test; a tie goes to the first method in merge.methods."
         + (f" {', '.join(twins)} gave exactly the same merges (shown once)." if twins else "")
+        + data_free_alternative(summary, row["best_method"])
+    )
+
+
+def data_free_alternative(summary: pd.DataFrame, best: str) -> str:
+    """When the best method read data beyond the adapters, the sentence naming the best one that did not."""
+    chosen = summary[summary["method"] == best].iloc[0]
+    free = summary[summary["data"] == DATA_FREE]
+    if chosen["data"] == DATA_FREE or free.empty:
+        return ""
+    alternative = free.iloc[0]  # the summary is ranked by validation, the headline's criterion
+    tests = [
+        f"{alternative[f'normalized_accuracy_{k}']:.3f} on {k}s" for k in KINDS if f"normalized_accuracy_{k}" in free
+    ]
+    return (
+        f" It is data-aware (it reads {chosen['data']}); the best data-free method is {alternative['method']} "
+        f"(validation {alternative['validation_normalized_accuracy']:.3f}; test {', '.join(tests)})."
     )
 
 
@@ -188,7 +205,10 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
         Section(
             "headline",
             "Headline",
-            [headline_text(results.headline, results.identical), Table(results.headline, "headline-table")],
+            [
+                headline_text(results.headline, results.identical, results.summary),
+                Table(results.headline, "headline-table"),
+            ],
         ),
         Section(
             "methods",
@@ -199,6 +219,8 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
                 "share of what the adapter added over a trained head that survives the merge, pooled over a combination's tasks "
                 "(Σ numerators / Σ denominators, so a task whose adapter barely beat head-only cannot swamp it), then averaged over "
                 "combinations. Methods are ranked by mean normalized validation accuracy, as the headline chooses. "
+                "`data` says what a method read besides the adapters (`none`: the updates only); a `<space>_` prefix runs "
+                "the function in KnOTS' aligned space (knots_) or in Core Space (core_). "
                 "Per-task values are in reports/tables and the summary.",
                 Table(summary, "methods-table"),
                 *identical_note(results.identical),

@@ -12,6 +12,8 @@ import pandas as pd
 from loramerge import paths
 from loramerge.atomic import read_json
 from loramerge.config import Params, combination_kind
+from loramerge.merging import get_method
+from loramerge.merging.observed import DataAwareMethod
 from loramerge.metrics import gain_retention
 from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics, TrainMetrics
 
@@ -130,14 +132,26 @@ def validation_means(validation: pd.DataFrame, methods: list[str]) -> pd.Series:
     return validation.groupby("method")["validation_normalized_accuracy"].mean().reindex(methods)
 
 
+DATA_FREE = "none"
+"""The `data` of a method that reads nothing but the adapters' updates."""
+
+
+def data_used(method: str) -> str:
+    """What a method reads beyond the adapters (a data-aware method's own description), or "none"."""
+    found = get_method(method)
+    return found.data if isinstance(found, DataAwareMethod) else DATA_FREE
+
+
 def method_summary(combos: pd.DataFrame, validation: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     """Per method: mean normalized accuracy and gain retention over pairs and over triples (test), ranked by mean
-    normalized validation accuracy, the criterion the headline uses. Each combination weighs once."""
+    normalized validation accuracy, the criterion the headline uses. Each combination weighs once. `data` says
+    what a method read beyond the adapters, so data-aware merges are never compared as if they were data-free."""
     table = combos.groupby(["method", "kind"])[RETENTION].mean().unstack("kind")
     table.columns = [f"{measure}_{kind}" for measure, kind in table.columns]
     order = [f"{m}_{k}" for m in RETENTION for k in KINDS if f"{m}_{k}" in table.columns]
     table = table[order].reindex(methods)
     table.insert(0, "validation_normalized_accuracy", validation_means(validation, methods))
+    table.insert(0, "data", [data_used(m) for m in table.index])
     table = table.reset_index().rename(columns={"index": "method"})
     return table.sort_values("validation_normalized_accuracy", ascending=False, kind="stable")
 

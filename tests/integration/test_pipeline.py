@@ -68,6 +68,7 @@ def test_mlflow_holds_one_finished_run_per_stage_with_params_metrics_and_artifac
     read = {r.data.tags["dvc_stage"]: {i.dataset.name for i in r.inputs.dataset_inputs} for r in runs}
     assert read["train@emotion"] == {"emotion/train", "emotion/validation"}, "the runs table's Dataset column"
     assert read["merge_pair@emotion+agnews"] == {"emotion/validation", "agnews/validation"}, "merges never read test"
+    assert read["gram@emotion"] == {"emotion/train"}, "RegMean's statistics come from training texts only"
     assert read["evaluate_pair@emotion+agnews"] == {"emotion/test", "agnews/test"}
 
 
@@ -93,7 +94,7 @@ def test_changing_one_tasks_training_reruns_only_that_task_and_the_combinations_
         (repro / "params.yaml").write_text(saved)
     rerun = set(re.findall(r"Running stage '([^']+)'", planned))
     with_agnews = [c for c in {**params["pairs"], **params["triples"]} if "agnews" in c.split("+")]
-    expected = {"train@agnews", "evaluate@agnews", "similarity", "report"}
+    expected = {"train@agnews", "gram@agnews", "evaluate@agnews", "similarity", "report"}
     expected |= {f"merge_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
     expected |= {f"evaluate_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
     expected |= {f"export@{c}" for c in with_agnews if c in params["export"]["combinations"]}

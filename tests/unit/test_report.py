@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 
 from loramerge.config import all_combinations
+from loramerge.merging import get_method
 from loramerge.paths import SIMILARITY
+from loramerge.report.sections import headline_text
 from loramerge.report.statistics import correlations, holm, smallest_p, spearman, verdict
 from loramerge.report.tables import combination_table, headline_table, identical_methods, method_summary
 from loramerge.similarity import MEASURES
@@ -365,6 +367,25 @@ def test_the_best_method_is_chosen_on_validation_even_where_test_ranks_another_f
     assert row.best_method == "task_arithmetic" and row.normalized_accuracy_pairs == pytest.approx(0.95)
     summary = method_summary(combos, validation, ["ties", "task_arithmetic"])
     assert list(summary["method"]) == ["task_arithmetic", "ties"], "the table ranks by the headline's criterion"
+
+
+def test_a_data_aware_winner_is_labelled_and_the_best_data_free_method_named_beside_it():
+    methods = ["ties", "regmean", "core_iso_c"]
+    merged, combos, validation = scores_of({"ties": (0.93, 0.95), "regmean": (0.96, 0.99), "core_iso_c": (0.97, 0.90)})
+    summary = method_summary(combos, validation, methods)
+    assert dict(zip(summary["method"], summary["data"])) == {
+        "regmean": get_method("regmean").data,
+        "ties": "none",
+        "core_iso_c": "none",
+    }
+    text = headline_text(headline_table(combos, validation, methods), {}, summary)
+    assert "Best method: regmean" in text
+    assert "It is data-aware (it reads each member's layer-input Gram matrices" in text
+    assert "the best data-free method is ties (validation 0.950; test 0.930 on pairs)" in text
+    free = headline_text(
+        headline_table(combos, validation, ["ties"]), {}, method_summary(combos, validation, ["ties"])
+    )
+    assert "data-aware" not in free
 
 
 def test_a_validation_tie_goes_to_the_first_configured_method_and_identical_results_are_one_result():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from loramerge.evaluation import merged_deltas
 from loramerge.stages.evaluate import evaluate_combination
@@ -94,3 +95,32 @@ def test_a_merge_refuses_adapters_whose_labels_disagree_with_the_data(trained_pa
             merge_combination(trained_params, trained_params.combinations[0])
     finally:
         labels.write_text(original)
+
+
+def test_gram_matrices_are_written_per_task_from_its_training_texts_and_its_own_adapter(
+    trained_params, trained_folder
+):
+    from loramerge.data import file_digest
+
+    for task in trained_params.tasks:
+        record = json.loads((trained_folder / "models/gram" / task / "gram.json").read_text())
+        adapter = trained_folder / "models/adapters" / task / "adapter_model.safetensors"
+        assert record["split"] == "train" and record["tokens"] > record["examples"] > 0
+        assert record["adapter_sha256"] == file_digest(adapter)
+        grams = load_file(str(trained_folder / "models/gram" / task / "gram.safetensors"))
+        assert sorted(grams) == record["layers"]
+        for gram in grams.values():
+            torch.testing.assert_close(gram, gram.T)
+            assert torch.linalg.eigvalsh(gram.double()).min() > -1e-6  # XᵀX/N is positive semi-definite
+
+
+def test_a_merge_refuses_gram_matrices_of_another_version_of_the_adapter(trained_params, trained_folder):
+    combo = trained_params.combinations[0]
+    record_file = trained_folder / "models/gram" / combo.split("+")[0] / "gram.json"
+    original = record_file.read_text()
+    record_file.write_text(original.replace(json.loads(original)["adapter_sha256"], "0" * 64))
+    try:
+        with pytest.raises(ValueError, match=r"another version of the .* adapter; run `dvc repro gram@"):
+            merge_combination(trained_params, combo)
+    finally:
+        record_file.write_text(original)
