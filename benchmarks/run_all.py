@@ -24,6 +24,7 @@ BENCHMARKS = {
     "evaluation": "benchmarks.bench_evaluation",
     "inference": "benchmarks.bench_inference",
     "merge": "benchmarks.bench_merge",
+    "spaces": "benchmarks.bench_spaces",
     "pipeline": "benchmarks.bench_pipeline",
     "scaling": "benchmarks.bench_scaling",
     "export": "benchmarks.bench_export",
