@@ -33,7 +33,7 @@ def run(layers: int, ranks: tuple[int, ...], n: int) -> list[dict]:
             row = {"function": function, "rank": rank}
             for space in SPACES:
                 config = method.Config(space=space)
-                row[space] = timed(lambda config=config: method.merge(updates, config))
+                row[space] = timed(lambda m=method, u=updates, c=config: m.merge(u, c))
             rows.append(row)
             print(f"  {function:<16} r={rank:<3} " + "  ".join(f"{s} {row[s]:7.3f}s" for s in SPACES), flush=True)
     return rows
