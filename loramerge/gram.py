@@ -19,7 +19,6 @@ from loramerge.atomic import read_json, write_json
 from loramerge.config import Strict
 from loramerge.lora import patched
 from loramerge.merging import TaskUpdate
-from loramerge.merging.observed import ObservedUpdate
 
 GRAMS = Path("models/gram")
 GRAM_FILE = "gram.safetensors"
@@ -87,20 +86,14 @@ def save_grams(folder: Path, grams: dict[str, torch.Tensor], record: GramRecord)
     write_json(folder / RECORD_FILE, record.model_dump())
 
 
-def observe(
-    updates: Sequence[TaskUpdate], adapter_digests: dict[str, str], root: Path = GRAMS
-) -> list[ObservedUpdate]:
-    """The members with their Gram matrices attached. Matrices missing, or computed from another version of the
-    adapter than the one being merged, are an error naming the stage to rerun."""
-    found = []
-    for update in updates:
-        folder = gram_dir(update.name, root)
-        rerun = f"run `dvc repro gram@{update.name}`"
-        if not (folder / GRAM_FILE).exists():
-            raise FileNotFoundError(f"no Gram matrices for task {update.name!r} at {folder}; {rerun}")
-        record = GramRecord.model_validate(read_json(folder / RECORD_FILE))
-        if record.adapter_sha256 != adapter_digests[update.name]:
-            raise ValueError(f"{folder} was computed from another version of the {update.name!r} adapter; {rerun}")
-        grams = load_file(str(folder / GRAM_FILE))
-        found.append(ObservedUpdate(name=update.name, factors=update.factors, grams=grams))
-    return found
+def load_grams(task: str, adapter_digest: str, root: Path = GRAMS) -> dict[str, torch.Tensor]:
+    """A task's Gram matrices. Missing, or computed from another version of the adapter than `adapter_digest`
+    (its safetensors' SHA-256), they are an error naming the stage to rerun."""
+    folder = gram_dir(task, root)
+    rerun = f"run `dvc repro gram@{task}`"
+    if not (folder / GRAM_FILE).exists():
+        raise FileNotFoundError(f"no Gram matrices for task {task!r} at {folder}; {rerun}")
+    record = GramRecord.model_validate(read_json(folder / RECORD_FILE))
+    if record.adapter_sha256 != adapter_digest:
+        raise ValueError(f"{folder} was computed from another version of the {task!r} adapter; {rerun}")
+    return load_file(str(folder / GRAM_FILE))

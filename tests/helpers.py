@@ -68,6 +68,7 @@ def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
                 "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
                 "core_tsv_m": {},
                 "regmean": {"scaling": [1.0, 1.5]},
+                "adamerging": {"steps": 2, "learning_rate": 0.05, "batch_size": 4},
             },
             "search_max_examples": 16,
         },

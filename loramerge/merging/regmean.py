@@ -52,11 +52,12 @@ class RegMean(DataAwareMethod):
     name = "regmean"
     Config = RegMeanConfig
     search_order = ("scaling", "off_diagonal")
+    needs = "grams"
     data = "each member's layer-input Gram matrices over its training texts (no labels)"
 
     def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:
         p = expect(config, self.Config)
-        members = observed(updates, self.name)
+        members = observed(updates, self)
         factors = {}
         for layer in check_updates(members):
             grams = [shrink(member.grams[layer], p.off_diagonal) for member in members]

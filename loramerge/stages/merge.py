@@ -1,8 +1,9 @@
 """Stages `merge_pair@<a+b>` and `merge_triple@<a+b+c>`: every configured method on one combination.
 
 Each method's hyper-parameters are chosen on the members' validation splits (mean
-normalized validation accuracy); test data is never read here. Data-aware methods (RegMean) also
-get the members' Gram matrices (stage `gram`, from their training texts). Output, per method, under
+normalized validation accuracy); test data is never read here. Data-aware methods also get what
+they read: RegMean the members' Gram matrices (stage `gram`, from their training texts), AdaMerging
+an entropy probe on their unlabeled validation texts. Output, per method, under
 models/merged/<combo>/<method>/: a PEFT adapter when the merged update is exactly
 low-rank, else the dense per-layer updates as safetensors; always a manifest. The
 members' heads are copied beside them, because a merged model is one encoder plus each
@@ -25,14 +26,15 @@ from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import COMBO_SEPARATOR, Params, combination_kind
 from loramerge.data import file_digest, prepared_splits
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
-from loramerge.gram import observe
+from loramerge.gram import load_grams
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
 from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
-from loramerge.merging.observed import DataAwareMethod
+from loramerge.merging.observed import DataAwareMethod, Observation, ObservedUpdate
 from loramerge.metrics import mean_normalized_accuracy
 from loramerge.model import ClassificationHead
 from loramerge.paths import DENSE_FILE, MANIFEST
 from loramerge.precision import resolve
+from loramerge.probe import EntropyProbe
 from loramerge.records import MemberHashes, MergeManifest, PrecisionRecord, SearchRecord, ValidationSummary
 from loramerge.search import Trial, check_methods, run_search
 from loramerge.tracking import stage_run
@@ -97,6 +99,32 @@ def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> st
     return "dense_deltas"
 
 
+def observe(
+    updates: list[TaskUpdate], needs: set[Observation], objective: ValidationObjective, params: Params
+) -> list[TaskUpdate]:
+    """The members with what the configured data-aware methods read: Gram matrices of their training texts
+    (stage `gram`), and an entropy probe on their unlabeled validation texts (the search's sample)."""
+    if not needs:
+        return updates
+    return [
+        ObservedUpdate(
+            update.name,
+            update.factors,
+            grams=load_grams(update.name, member_hashes(update.name).adapter_sha256) if "grams" in needs else None,
+            entropy=EntropyProbe(
+                objective.encoder,
+                objective.heads[update.name],
+                objective.splits[update.name].texts,
+                params.backbone.pooling,
+                params.data.subsample_seed,
+            )
+            if "entropy" in needs
+            else None,
+        )
+        for update in updates
+    ]
+
+
 def member_hashes(task: str) -> MemberHashes:
     adapter = paths.adapter_dir(task)
     return MemberHashes(
@@ -114,8 +142,6 @@ def merge_combination(params: Params, combo: str) -> Path:
     tokenizer = load_tokenizer(params.backbone)
     encoder = load_encoder(params.backbone)
     updates = load_updates(encoder, {t: paths.adapter_dir(t) for t in members})
-    if any(isinstance(method, DataAwareMethod) for method in methods.values()):
-        updates = observe(updates, {t: member_hashes(t).adapter_sha256 for t in members})
     heads = {t: load_head(t) for t in members}
     splits = {
         t: load_task_split(
@@ -130,6 +156,8 @@ def merge_combination(params: Params, combo: str) -> Path:
     }
     objective = ValidationObjective(encoder, heads, splits, params)
     objective.measure_singles(updates)
+    needs = {method.needs for method in methods.values() if isinstance(method, DataAwareMethod)}
+    updates = observe(updates, needs, objective, params)
     run_params = {
         "combination": combo,
         "members": members,

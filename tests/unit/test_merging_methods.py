@@ -35,7 +35,7 @@ LOW_RANK_METHODS = [
     "knots_iso_cts",
     "knots_tsv_m",
 ]
-DATA_AWARE_METHODS = ["regmean"]  # low-rank too, but they need each member's data statistics (test_merging_regmean)
+DATA_AWARE_METHODS = ["regmean", "adamerging"]  # low-rank too, but they read the members' data (their own tests)
 DENSE_METHODS = ["ties", "dare_task_arithmetic", "dare_ties", "magnitude_prune", "iso_c", "iso_cts", "tsv_m"]
 
 
@@ -214,7 +214,11 @@ def test_adapters_of_different_ranks_merge():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_inputs_are_left_untouched_and_outputs_are_float32(dtype):
     updates = [random_update(n, {"l": (4, 4)}, 2, i, dtype=dtype) for i, n in enumerate("ab")]
-    updates = [ObservedUpdate(u.name, u.factors, {"l": torch.eye(4, dtype=dtype)}) for u in updates]  # RegMean's data
+
+    def entropy(deltas, step, batch_size):  # AdaMerging's objective, any differentiable function of the update
+        return sum((d**2).sum() for d in deltas.values())
+
+    updates = [ObservedUpdate(u.name, u.factors, {"l": torch.eye(4, dtype=dtype)}, entropy) for u in updates]
     before = [{k: (b.clone(), a.clone()) for k, (b, a) in u.factors.items()} for u in updates]
     for method in available_methods():
         result = merge(method, updates)

@@ -1,0 +1,46 @@
+"""AdaMerging's objective: how unsure a task's own head is on unlabeled texts, as a function of the encoder's updates.
+
+`EntropyProbe(deltas, step, batch_size)` runs the encoder with W + ΔW in the given layers
+(functionally: the module's weights are never touched, so the result is differentiable in ΔW) on
+one batch of the task's texts and returns the mean Shannon entropy of its head's softmax. Labels
+are never read. The texts are shuffled once, seeded, and step k reads the k-th batch_size texts of
+that order (wrapping around), so a step always sees the same texts: the optimisation is
+deterministic on CPU. Dropout is off (eval mode), as at inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch.func import functional_call
+
+from loramerge.backbone import pool
+from loramerge.batching import TokenizedTexts
+from loramerge.model import ClassificationHead
+
+
+class EntropyProbe:
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        head: ClassificationHead,
+        texts: TokenizedTexts,
+        pooling: str,
+        seed: int,
+    ) -> None:
+        self.encoder, self.head, self.texts, self.pooling = encoder.eval(), head.eval(), texts, pooling
+        self.modules = dict(encoder.named_modules())
+        self.order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
+        start = step * batch_size
+        return self.texts.collate([self.texts[self.order[(start + k) % len(self.order)]] for k in range(batch_size)])
+
+    def __call__(self, deltas: Mapping[str, torch.Tensor], step: int, batch_size: int) -> torch.Tensor:
+        batch = self.batch(step, batch_size)
+        weights = {f"{layer}.weight": self.modules[layer].weight.detach() + delta for layer, delta in deltas.items()}
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        hidden = functional_call(self.encoder, weights, args=(), kwargs=inputs, strict=False).last_hidden_state
+        log_p = self.head(pool(hidden, batch["attention_mask"], self.pooling)).log_softmax(-1)
+        return -(log_p.exp() * log_p).sum(-1).mean()
