@@ -41,13 +41,36 @@ class Strict(BaseModel):
 
 
 class HubSource(Strict):
-    """Where a task lives on the Hugging Face Hub, used only when no local folder has it."""
+    """Where a task lives on the Hugging Face Hub, used only when no local folder has it.
+
+    `splits` maps our train/validation/test to the dataset's split names. A dataset without a
+    validation split leaves `validation` out: it is then carved from the train split (stratified,
+    `validation_fraction` of it, seeded by data.subsample_seed). Train and validation may never name
+    the test split: tuning merges or early-stopping on test data would leak it into every number.
+    """
 
     id: str
     config: str | None = None
     text_column: str = "text"
     label_column: str = "label"
     splits: dict[str, str] = {"train": "train", "validation": "validation", "test": "test"}
+    validation_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+    @field_validator("splits")
+    @classmethod
+    def _no_leaks(cls, splits: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(splits) - {"train", "validation", "test"})
+        if unknown or not {"train", "test"} <= set(splits):
+            raise ValueError(
+                f"splits needs `train` and `test` (and `validation` unless it is carved from train); got {sorted(splits)}"
+            )
+        leaks = [ours for ours in ("train", "validation") if splits.get(ours) == splits["test"]]
+        if leaks:
+            raise ValueError(
+                f"{' and '.join(leaks)} would read the Hub's {splits['test']!r} split, which is the test split: "
+                "tuning on test data leaks it into every reported number; leave `validation` out to carve it from train"
+            )
+        return splits
 
 
 class TaskData(Strict):

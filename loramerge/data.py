@@ -60,8 +60,9 @@ def read_local_split(task: str, csv_path: Path) -> pd.DataFrame:
     return frame[["text", "label"]]
 
 
-def read_hub_splits(task: str, hub: HubSource) -> dict[str, pd.DataFrame]:
-    """The task's splits from the Hub, with label indices turned into label names."""
+def read_hub_splits(task: str, hub: HubSource, seed: int) -> dict[str, pd.DataFrame]:
+    """The task's splits from the Hub, with label indices turned into label names; a validation split the
+    dataset lacks is carved from its train split (stratified, seeded), never taken from test."""
     import datasets  # import cost: seconds, and only needed when a task is read from the Hub
 
     dataset = datasets.load_dataset(hub.id, hub.config)
@@ -74,16 +75,28 @@ def read_hub_splits(task: str, hub: HubSource) -> dict[str, pd.DataFrame]:
         if hasattr(labels, "int2str"):
             frame["label"] = [labels.int2str(int(i)) for i in frame["label"]]
         frames[split] = frame.astype(str)
+    if "validation" not in frames:
+        frames["train"], frames["validation"] = carve_validation(frames["train"], hub.validation_fraction, seed)
     return frames
 
 
-def read_raw_splits(task: str, data: TaskData, local_dir: Path | None) -> tuple[dict[str, pd.DataFrame], str]:
+def carve_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation): `fraction` of the rows held out, class proportions kept where every class can split."""
+    counts = train["label"].value_counts()
+    stratify = train["label"] if counts.min() >= 2 else None
+    kept, held = train_test_split(train, test_size=fraction, stratify=stratify, random_state=seed)
+    return kept.reset_index(drop=True), held.reset_index(drop=True)
+
+
+def read_raw_splits(
+    task: str, data: TaskData, local_dir: Path | None, seed: int
+) -> tuple[dict[str, pd.DataFrame], str]:
     """The task's train/validation/test frames and a description of where they came from."""
     folder = local_dir / task if local_dir else None
     if folder is not None and folder.is_dir():
         return {s: read_local_split(task, folder / f"{s}.csv") for s in paths.SPLITS}, str(folder.resolve())
     try:
-        return read_hub_splits(task, data.hub), f"hub:{data.hub.id}/{data.hub.config or ''}"
+        return read_hub_splits(task, data.hub, seed), f"hub:{data.hub.id}/{data.hub.config or ''}"
     except Exception as error:  # any failure to reach or read the Hub ends the same way
         looked = str(folder.resolve()) if folder else "(no local folder configured)"
         raise DataError(

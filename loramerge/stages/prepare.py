@@ -50,7 +50,7 @@ def count_cross_split_duplicates(splits: dict[str, pd.DataFrame]) -> dict[str, i
 def prepare_task(params: Params, task: str) -> Path:
     """Validate, clean and subsample one task; write data/prepared/<task>/ atomically."""
     data = params.tasks[task].data
-    raw, source = read_raw_splits(task, data, local_data_dir(params))
+    raw, source = read_raw_splits(task, data, local_data_dir(params), params.data.subsample_seed)
     cleaned, dropped = {}, {}
     for split, frame in raw.items():
         cleaned[split], dropped[split] = drop_empty_texts(frame)

@@ -84,3 +84,14 @@ def test_all_combinations_are_unordered_pairs_and_triples():
     combos = all_combinations(["a", "b", "c", "d"])
     assert combos[:6] == ["a+b", "a+c", "a+d", "b+c", "b+d", "c+d"]
     assert combos[6:] == ["a+b+c", "a+b+d", "a+c+d", "b+c+d"]
+
+
+@pytest.mark.parametrize(
+    "splits",
+    [{"train": "train", "validation": "test", "test": "test"}, {"train": "test", "test": "test"}],
+)
+def test_a_hub_split_map_that_would_tune_on_test_data_is_refused(project, params_dict, splits):
+    params_dict["tasks"]["topics"]["data"]["hub"]["splits"] = splits
+    write(project, params_dict)
+    with pytest.raises(ConfigError, match=r"tasks\.topics\.data\.hub\.splits.*is the test split"):
+        load_params(project / "params.yaml")

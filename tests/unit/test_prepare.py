@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loramerge.atomic import read_json
-from loramerge.data import DataError, load_split, stratified_subsample
+from loramerge.data import DataError, load_split, read_raw_splits, stratified_subsample
 from loramerge.stages.prepare import prepare_task
 from tests.helpers import synthetic_rows, write_csv
 
@@ -126,3 +126,29 @@ def test_subsampling_is_stratified_and_repeatable():
     assert first["label"].value_counts().to_dict() == {"a": 16, "b": 4}
     assert first.equals(stratified_subsample(frame, 20, seed=3))
     assert stratified_subsample(frame, None, seed=3) is frame
+
+
+def test_a_hub_dataset_without_validation_gets_one_carved_from_train_never_from_test(project, tmp_path, monkeypatch):
+    import datasets
+
+    labels = datasets.ClassLabel(names=["sport", "world"])
+    features = datasets.Features({"text": datasets.Value("string"), "label": labels})
+
+    def part(prefix: str, count: int) -> datasets.Dataset:
+        rows = {"text": [f"{prefix} {i}" for i in range(count)], "label": [i % 2 for i in range(count)]}
+        return datasets.Dataset.from_dict(rows, features=features)
+
+    hub = datasets.DatasetDict({"train": part("train", 100), "test": part("test", 20)})
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: hub)
+    params = load(project)
+    source = params.tasks["topics"].data.hub.model_copy(update={"splits": {"train": "train", "test": "test"}})
+    task = params.tasks["topics"].model_copy(
+        update={"data": params.tasks["topics"].data.model_copy(update={"hub": source})}
+    )
+    frames, _ = read_raw_splits("topics", task.data, tmp_path / "nowhere", seed=0)
+    assert (len(frames["train"]), len(frames["validation"]), len(frames["test"])) == (90, 10, 20)
+    assert frames["validation"]["text"].str.startswith("train").all(), "validation comes from train"
+    assert not set(frames["validation"]["text"]) & set(frames["train"]["text"])
+    assert frames["validation"]["label"].value_counts().to_dict() == {"sport": 5, "world": 5}
+    again, _ = read_raw_splits("topics", task.data, tmp_path / "nowhere", seed=0)
+    assert again["validation"].equals(frames["validation"])
