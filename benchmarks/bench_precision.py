@@ -21,7 +21,6 @@ import time
 import numpy as np
 from scipy.stats import bootstrap
 
-from benchmarks.common import cpu_name
 from loramerge import paths
 from loramerge.atomic import read_json
 from loramerge.backbone import load_encoder, load_tokenizer
@@ -29,7 +28,7 @@ from loramerge.config import load_params, split_combination
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.model import ClassificationHead
-from loramerge.precision import Precision, bf16_units, resolve
+from loramerge.precision import Precision, bf16_units, cpu_model, resolve
 
 FORMATS = {"fp32": resolve("32"), "bf16": resolve("bf16")}
 
@@ -83,7 +82,7 @@ def main() -> None:
     units = ", ".join(bf16_units()) or "none (bf16 emulated)"
     print("## Inference precision: bf16 autocast versus float32\n")
     print(
-        f"CPU: {cpu_name()}; native bf16 units: {units}. Model: {params.backbone.name}, max length "
+        f"CPU: {cpu_model()}; native bf16 units: {units}. Model: {params.backbone.name}, max length "
         f"{params.backbone.max_length}, batch {params.evaluate.batch_size}. Test examples per task: {sizes}. "
         "Noise: half-width of the float32 accuracy's 95% bootstrap interval.\n"
     )

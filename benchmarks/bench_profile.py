@@ -21,12 +21,11 @@ import lightning as L
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import cpu_name
 from loramerge.backbone import load_tokenizer
 from loramerge.config import load_params
 from loramerge.data import load_labels
 from loramerge.model import ClassificationHead, Classifier
-from loramerge.precision import bf16_units
+from loramerge.precision import bf16_units, cpu_model
 from loramerge.stages.train import ClassifierModule, TaskDataModule, build_encoder
 
 ROWS = 12
@@ -83,7 +82,7 @@ def main() -> None:
     results = {name: measure(params, args.task, args.steps, name == "bf16") for name in ("fp32", "bf16")}
     print("## A LoRA training step, profiled (torch.profiler)\n")
     print(
-        f"CPU: {cpu_name()}; native bf16 units: {', '.join(bf16_units()) or 'none'}; {torch.get_num_threads()} threads. "
+        f"CPU: {cpu_model()}; native bf16 units: {', '.join(bf16_units()) or 'none'}; {torch.get_num_threads()} threads. "
         f"Model: {params.backbone.name}, LoRA r={params.lora.rank} on {params.lora.targets}, batch "
         f"{params.train.batch_size}, max length {params.backbone.max_length}, task {args.task}, {args.steps} steps "
         "timed and as many profiled, after 3 warm-up steps.\n"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import platform
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -20,15 +19,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from loramerge.config import Params  # noqa: E402
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+from loramerge.precision import cpu_model  # noqa: E402
 
 
 def machine_description() -> str:
@@ -37,7 +28,7 @@ def machine_description() -> str:
     )
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (
-        f"{cpu_name()}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {gpu}; Python {platform.python_version()}, "
+        f"{cpu_model()}, {os.cpu_count()} cores, {memory:.0f} GiB RAM, {gpu}; Python {platform.python_version()}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
 

@@ -249,6 +249,14 @@ class SimilarityConfig(Strict):
     significance_level: float = Field(default=0.05, gt=0, lt=1)
 
 
+class ReportConfig(Strict):
+    """Stage `report`: the paired bootstrap behind every interval and method comparison it shows
+    (loramerge/report/uncertainty.py); the significance level is similarity.significance_level."""
+
+    bootstrap_resamples: int = Field(default=2000, ge=1000)
+    bootstrap_seed: int = 0
+
+
 class CombosConfig(Strict):
     """How many pairs and triples `loramerge combos` lists: all (null) or a balanced sample of this many."""
 
@@ -290,6 +298,7 @@ class Params(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     sweep: SweepConfig = SweepConfig()
     similarity: SimilarityConfig = SimilarityConfig()
+    report: ReportConfig = ReportConfig()
     tracking: TrackingConfig = TrackingConfig()
     export: ExportConfig = ExportConfig()
 

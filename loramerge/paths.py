@@ -81,6 +81,16 @@ def single_predictions(task: str) -> Path:
     return METRICS / "predictions" / f"{task}.csv"
 
 
+def baseline_predictions(task: str) -> Path:
+    """Per test example, whether head-only and full fine-tuning got it right (the report's paired bootstrap)."""
+    return METRICS / "predictions" / "baselines" / f"{task}.parquet"
+
+
+def merged_predictions(combo: str) -> Path:
+    """Per method, member task and test example, whether the merged model got it right."""
+    return METRICS / "predictions" / "merged" / f"{combo}.parquet"
+
+
 def baseline_metrics(task: str) -> Path:
     return METRICS / "baselines" / f"{task}.json"
 

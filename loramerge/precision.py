@@ -8,6 +8,7 @@ The choice and its reason go into every metrics file and MLflow run that used it
 
 from __future__ import annotations
 
+import platform
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,15 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
         if line.startswith("flags")
         for w in line.split()
     }
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name ("AMD EPYC …", "Intel(R) Xeon(R) …"): every measured number says where it was measured."""
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:

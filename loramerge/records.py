@@ -14,9 +14,11 @@ first and name the stage to run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
+import pandas as pd
 from pydantic import ValidationError
 
 from loramerge import paths
@@ -230,3 +232,37 @@ class MergedMetrics(Record):
     @classmethod
     def stage(cls, path: Path) -> str:
         return f"evaluate_{combination_kind(path.stem)}@{path.stem}"
+
+
+class PredictionTable:
+    """A per-example table one evaluate stage writes as parquet and the report reads: the columns, spelled once.
+
+    `example` is the row's position in the task's prepared test split, so tables of different stages pair up
+    example by example (the paired bootstrap and McNemar's test compare models on the same examples).
+    """
+
+    def __init__(self, stage: Callable[[str], str], columns: tuple[str, ...]) -> None:
+        self.stage, self.columns = stage, columns
+
+    def write(self, path: Path, frame: pd.DataFrame) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.tmp")
+        frame[list(self.columns)].to_parquet(staging, index=False)
+        staging.replace(path)
+
+    def read(self, path: Path) -> pd.DataFrame:
+        frame = pd.read_parquet(path)
+        missing = [c for c in self.columns if c not in frame.columns]
+        if missing:
+            raise RecordError(
+                f"{path} lacks columns {missing}: it is from an older version or damaged; rerun `dvc repro {self.stage(path.stem)}`"
+            )
+        return frame
+
+
+MERGED_PREDICTIONS = PredictionTable(
+    lambda combo: f"evaluate_{combination_kind(combo)}@{combo}", ("method", "task", "example", "correct")
+)
+"""evaluate_pair / evaluate_triple: one row per (method, member task, test example)."""
+BASELINE_PREDICTIONS = PredictionTable(lambda task: f"evaluate_baselines@{task}", ("example", "head_only", "full"))
+"""evaluate_baselines: per test example, whether each baseline was right."""

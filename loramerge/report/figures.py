@@ -61,7 +61,8 @@ def pair_heatmap(merged: pd.DataFrame, method: str, tasks: list[str], path: Path
 
 
 def retention_bars(retention: pd.DataFrame, method: str, path: Path) -> Path:
-    """Per task, grouped bars: head-only, full fine-tuning, single adapter, and merged (pairs, triples)."""
+    """Per task, grouped bars: head-only, full fine-tuning, single adapter, and merged (pairs, triples), each with
+    its 95% interval (`<column>_ci_low`/`_ci_high`) as an error bar."""
     legend = {
         "head_only_accuracy": "head-only (frozen encoder)",
         "full_ft_accuracy": "full fine-tuning",
@@ -70,12 +71,21 @@ def retention_bars(retention: pd.DataFrame, method: str, path: Path) -> Path:
         "merged_triples_accuracy": f"merged in triples ({method})",
     }
     figure, axes = plt.subplots(figsize=(2.0 * len(retention) + 5, 4.5))
-    retention.set_index("task").rename(columns=legend).plot.bar(ax=axes, rot=0, width=0.8)
+    bars = [c for c in legend if c in retention.columns]
+    retention.set_index("task")[bars].rename(columns=legend).plot.bar(ax=axes, rot=0, width=0.8)
+    for column, container in zip(bars, axes.containers):
+        if f"{column}_ci_low" in retention.columns:
+            centres = [bar.get_x() + bar.get_width() / 2 for bar in container]
+            below = (retention[column] - retention[f"{column}_ci_low"]).clip(lower=0)
+            above = (retention[f"{column}_ci_high"] - retention[column]).clip(lower=0)
+            axes.errorbar(
+                centres, retention[column], yerr=[below, above], fmt="none", ecolor="black", capsize=2, lw=0.8
+            )
     axes.set_xlabel("task")
     axes.set_ylabel("test accuracy (fraction correct)")
     axes.set_ylim(0, 1.05)
     axes.set_title(
-        f"Per task: single vs merged ({method}, mean over the combinations with the task) vs head-only",
+        f"Per task: single vs merged ({method}, mean over the combinations with the task) vs head-only; 95% intervals",
         fontsize="medium",
     )
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from loramerge import paths
 from loramerge.config import Params
+from loramerge.precision import bf16_units, cpu_model, resolve
 from loramerge.records import PreparedStats, TrainMetrics
-from loramerge.tracking import repro_runs
+from loramerge.tracking import git_commit, repro_runs
 
 
 def data_sizes(params: Params) -> pd.DataFrame:
@@ -60,8 +62,9 @@ def machine_table() -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
+                "cpu": cpu_model(),
+                "bf16_units": ", ".join(bf16_units()) or "none",
                 "platform": platform.platform(),
-                "processor": platform.machine(),
                 "cpu_count": os.cpu_count(),
                 "python": platform.python_version(),
                 "torch": torch.__version__,
@@ -88,3 +91,20 @@ def stage_runtimes(params: Params) -> pd.DataFrame:
     ]
     table = pd.DataFrame(rows, columns=["stage", "status", "start_time", "runtime_s"])
     return table.sort_values("start_time").drop_duplicates("stage", keep="last").drop(columns="start_time")
+
+
+def provenance_line(params: Params) -> str:
+    """One sentence for the top of the report: where and on what every number below was measured."""
+    sizes = data_sizes(params)
+    rows = "; ".join(
+        f"{r.task} {r.train_rows}/{r.validation_rows}/{r.test_rows}" for r in sizes.itertuples(index=False)
+    )
+    return (
+        f"Measured on {cpu_model()} ({os.cpu_count()} cores; native bf16 units: {', '.join(bf16_units()) or 'none'}), "
+        f"torch {torch.__version__}. Precision (as resolved on this machine): merge search "
+        f"{resolve(params.merge.precision).name}, test evaluation {resolve(params.evaluate.precision).name}. Backbone {params.backbone.name}, LoRA rank {params.lora.rank}, alpha "
+        f"{params.lora.alpha} on {params.lora.targets}. Data (train/validation/test rows): {rows}. "
+        f"One training seed ({params.train.seed}); intervals are 95% paired bootstraps over test examples "
+        f"({params.report.bootstrap_resamples} resamples, seed {params.report.bootstrap_seed}), so they do not include "
+        f"seed-to-seed variance. Git commit {git_commit(Path('.'))[:12]}."
+    )

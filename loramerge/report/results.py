@@ -20,9 +20,21 @@ from loramerge.report.tables import (
     identical_methods,
     merged_table,
     method_summary,
+    retention_table,
     single_table,
     triples_ranked,
     validation_table,
+)
+from loramerge.report.uncertainty import (
+    combination_intervals,
+    combination_replicates,
+    compare_with_best,
+    merged_task_intervals,
+    merging_cost,
+    method_intervals,
+    read_outcomes,
+    replicate_accuracies,
+    task_intervals,
 )
 from loramerge.similarity import MEASURES
 from loramerge.tracking import metric_key
@@ -45,28 +57,60 @@ class Results:
     triples: pd.DataFrame
     identical: dict[str, list[str]]
     """Each shown method and the methods whose results were exactly its own (shown once, under it)."""
+    comparison: pd.DataFrame
+    """Each shown method against the best: difference in mean normalized accuracy, interval, Holm-adjusted p."""
+    cost: pd.DataFrame
+    """The best method's merged models against the single adapters, per combination and task (McNemar)."""
+    retention: pd.DataFrame
+    """Per task: head-only, full, single and the best method's merged accuracy, with intervals (the figure's bars)."""
 
 
 def compute_results(params: Params) -> Results:
-    """Every table and statistic, from the files earlier stages wrote."""
-    single = single_table(params)
+    """Every table and statistic, from the files earlier stages wrote; every compared number with its 95%
+    paired-bootstrap interval (loramerge/report/uncertainty.py)."""
+    outcomes = read_outcomes(params)
+    accuracy = replicate_accuracies(outcomes, params.report.bootstrap_resamples, params.report.bootstrap_seed)
+    replicates = combination_replicates(accuracy, params)
+    single = single_table(params).merge(task_intervals(accuracy), on="task")
     merged = merged_table(params, single)
-    combos = combination_table(merged)
+    combos = combination_table(merged).merge(combination_intervals(replicates), on=["combination", "method"])
     similarity = similarity_table(params)
     validation, methods = validation_table(params), list(params.merge.methods)
     identical = identical_methods(merged, methods)
+    intervals = method_intervals(replicates, KINDS)
+    headline = headline_table(combos, validation, methods)
+    best = headline["best_method"].item()
+    significance = params.similarity.significance_level
     return Results(
         single,
         merged,
         combos,
-        method_summary(combos, validation, methods),
-        headline_table(combos, validation, methods),
+        method_summary(combos, validation, methods).merge(intervals, on="method", how="left"),
+        headline_intervals(headline, intervals),
         similarity,
         correlations(combos, similarity, list(identical)),
         validation,
         triples_ranked(combos, validation, methods),
         identical,
+        compare_with_best(replicates, best, list(identical), significance),
+        merging_cost(outcomes, best, params, significance),
+        retention_table(single, merged, best)
+        .merge(task_intervals(accuracy), on="task")
+        .merge(merged_task_intervals(accuracy, best, params), on="task"),
     )
+
+
+def headline_intervals(headline: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
+    """The headline row with the best method's intervals beside its pair and triple means."""
+    row = intervals.set_index("method").loc[headline["best_method"].item()]
+    table = headline.copy()
+    for kind in KINDS:
+        position = table.columns.get_loc(f"normalized_accuracy_{kind}s")
+        for offset, bound in enumerate(("ci_low", "ci_high"), start=1):
+            key = f"normalized_accuracy_{kind}_{bound}"
+            if key in row:
+                table.insert(position + offset, f"normalized_accuracy_{kind}s_{bound}", row[key])
+    return table
 
 
 def headline_metrics(results: Results) -> dict:

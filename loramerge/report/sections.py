@@ -14,7 +14,7 @@ import yaml
 
 from loramerge.config import Params
 from loramerge.report.document import Code, Figure, Section, Table, markdown_block
-from loramerge.report.provenance import data_sizes, machine_table, model_table, stage_runtimes
+from loramerge.report.provenance import data_sizes, machine_table, model_table, provenance_line, stage_runtimes
 from loramerge.report.results import Results
 from loramerge.report.statistics import verdict
 from loramerge.report.tables import DATA_FREE, KINDS, export_tables
@@ -27,9 +27,33 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
+def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
+    """For display: every column with `<column>_ci_low`/`_ci_high` beside it shown as "0.975 [0.962, 0.987]"
+    (the CSVs under reports/tables keep the three numbers apart)."""
+    shown = frame.copy()
+    for column in frame.columns:
+        low, high = f"{column}_ci_low", f"{column}_ci_high"
+        if low in frame.columns and high in frame.columns:
+            shown[column] = [
+                "–" if pd.isna(v) else f"{v:.3f} [{lo:.3f}, {hi:.3f}]"
+                for v, lo, hi in zip(frame[column], frame[low], frame[high])
+            ]
+            shown = shown.drop(columns=[low, high])
+    return shown
+
+
+def estimate(row: pd.Series, column: str) -> str:
+    """A number with its interval (when the row has one), as the tables show it."""
+    if f"{column}_ci_low" not in row:
+        return f"{row[column]:.3f}"
+    return f"{row[column]:.3f} [{row[f'{column}_ci_low']:.3f}, {row[f'{column}_ci_high']:.3f}]"
+
+
 def headline_text(headline: pd.DataFrame, identical: dict[str, list[str]], summary: pd.DataFrame) -> str:
     row = headline.iloc[0]
-    parts = [f"{row[f'normalized_accuracy_{k}s']:.3f} over {plural(row[f'{k}s'], k)}" for k in KINDS if row[f"{k}s"]]
+    parts = [
+        f"{estimate(row, f'normalized_accuracy_{k}s')} over {plural(row[f'{k}s'], k)}" for k in KINDS if row[f"{k}s"]
+    ]
     twins = identical.get(row["best_method"], [])
     return (
         f"Best method: {row['best_method']}, with mean normalized accuracy (merged / single-adapter test accuracy) "
@@ -38,6 +62,24 @@ def headline_text(headline: pd.DataFrame, identical: dict[str, list[str]], summa
         "by test; a tie goes to the first method in merge.methods."
         + (f" {', '.join(twins)} gave exactly the same merges (shown once)." if twins else "")
         + data_free_alternative(summary, row["best_method"])
+    )
+
+
+def noise_text(comparison: pd.DataFrame, best: str, significance: float) -> str:
+    """Which methods the test data cannot tell apart from the best, in words."""
+    if comparison.empty:
+        return ""
+    tied = comparison[comparison["within_noise"]]["method"].tolist()
+    how = (
+        "paired bootstrap of the mean normalized accuracy over every combination, Holm-adjusted over "
+        f"{plural(len(comparison), 'comparison')}, α = {significance}"
+    )
+    if not tied:
+        return f"Every other method is worse than {best} beyond noise ({how})."
+    verb = "is" if len(tied) == 1 else "are"
+    return (
+        f"{', '.join(tied)} {verb} within noise of {best} ({how}): on these test sets the data cannot rank "
+        f"{'it' if len(tied) == 1 else 'them'} below the best."
     )
 
 
@@ -206,8 +248,12 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
             "headline",
             "Headline",
             [
+                provenance_line(params),
                 headline_text(results.headline, results.identical, results.summary),
-                Table(results.headline, "headline-table"),
+                noise_text(
+                    results.comparison, results.headline["best_method"].item(), params.similarity.significance_level
+                ),
+                Table(with_intervals(results.headline), "headline-table"),
             ],
         ),
         Section(
@@ -222,8 +268,14 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
                 "`data` says what a method read besides the adapters (`none`: the updates only); a `<space>_` prefix runs "
                 "the function in KnOTS' aligned space (knots_) or in Core Space (core_). "
                 "Per-task values are in reports/tables and the summary.",
-                Table(summary, "methods-table"),
+                Table(with_intervals(summary), "methods-table"),
                 *identical_note(results.identical),
+                f"Each method against the best ({results.headline['best_method'].item()}): the difference in mean normalized "
+                "accuracy over every combination (each once), its 95% interval and the paired-bootstrap p-value, "
+                "Holm-adjusted over the methods compared (identical methods count once); `within_noise`: not "
+                "distinguishable from the best at α = "
+                f"{params.similarity.significance_level}.",
+                Table(results.comparison, "comparison-table"),
             ],
         ),
         Section("heatmaps", "Pairwise heat-maps", figures["heatmaps"]),
@@ -237,7 +289,15 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
         Section(
             "retention",
             "Per-task retention: single vs merged vs head-only",
-            [*figures["retention"], Table(results.single, "single-table")],
+            [
+                *figures["retention"],
+                Table(with_intervals(results.single), "single-table"),
+                f"What merging cost each task, for the best method ({results.headline['best_method'].item()}): its merged "
+                "model against the task's single adapter on the same test examples. McNemar's exact test on the "
+                "examples only one of the two got right, Holm-adjusted over every row; `significant`: a change "
+                "beyond chance.",
+                Table(results.cost, "cost-table"),
+            ],
         ),
         similarity_section(results, figures["similarity"], params),
         sweep_section(),

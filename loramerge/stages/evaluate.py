@@ -26,6 +26,8 @@ from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
 from loramerge.model import ClassificationHead, predict
 from loramerge.precision import resolve
 from loramerge.records import (
+    BASELINE_PREDICTIONS,
+    MERGED_PREDICTIONS,
     BaselineMetrics,
     BaselineScores,
     InferenceCost,
@@ -80,7 +82,7 @@ def evaluate_baselines(params: Params, task: str) -> Path:
     tokenizer = load_tokenizer(params.backbone)
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
     precision = resolve(params.evaluate.precision)
-    results = {}
+    results, correct = {}, {"example": range(len(test.labels))}
     settings = {"task": task, "split": "test", "precision": precision.record()}
     with stage_run(params.tracking, f"evaluate_baselines@{task}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
@@ -92,15 +94,17 @@ def evaluate_baselines(params: Params, task: str) -> Path:
                 else params.backbone.model_copy(update={"name": str(folder / "encoder")})
             )
             with precision.context():
-                metrics, _ = score(
+                metrics, predicted = score(
                     load_encoder(backbone),
                     ClassificationHead.load(folder),
                     test,
                     params.evaluate.batch_size,
                     params.backbone.pooling,
                 )
+            correct[mode] = predicted == test.labels
             results[mode] = BaselineScores(**metrics, train=TrainMetrics.read(folder / paths.TRAIN_METRICS_FILE))
             run.log_metrics({f"test/{task}/{mode}/{k}": v for k, v in metrics.items()})
+        BASELINE_PREDICTIONS.write(paths.baseline_predictions(task), pd.DataFrame(correct))
         BaselineMetrics(**results, precision=PrecisionRecord(**precision.record())).write(paths.baseline_metrics(task))
     return paths.baseline_metrics(task)
 
@@ -129,7 +133,8 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     settings = {"combination": combo, "split": "test", "precision": precision.record()}
     with stage_run(params.tracking, f"evaluate_{kind}@{combo}", settings) as run, precision.context():
         run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
-        results = score_merges(params, combo, encoder, tokenizer, heads)
+        results, correct = score_merges(params, combo, encoder, tokenizer, heads)
+        MERGED_PREDICTIONS.write(paths.merged_predictions(combo), correct)
         for method, result in results.items():
             run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result.mean_normalized_accuracy})
         timing = inference_cost(
@@ -149,20 +154,25 @@ def evaluate_combination(params: Params, combo: str) -> Path:
 
 def score_merges(
     params: Params, combo: str, encoder, tokenizer, heads: dict[str, ClassificationHead]
-) -> dict[str, MethodResult]:
-    """Each method's merged model on every member's test split, normalized by the single adapters.
-    Reads and writes nothing but the merge stage's outputs, so benchmarks can time it alone."""
+) -> tuple[dict[str, MethodResult], pd.DataFrame]:
+    """Each method's merged model on every member's test split, normalized by the single adapters, and whether
+    it got each test example right (one row per method, task and example). Reads and writes nothing but the
+    merge stage's outputs, so benchmarks can time it alone."""
     members = split_combination(combo)
     single = {t: SingleMetrics.read(paths.single_metrics(t)).accuracy for t in members}
     tests = {t: load_task_split(t, "test", tokenizer, params.backbone.max_length) for t in members}
-    results = {}
+    results, correct = {}, []
     for method in params.merge.methods:
         folder = paths.merged_dir(combo) / method
         per_task = {}
         with patched(encoder, merged_deltas(encoder, folder)):
             for task in members:
-                scores, _ = score(
+                scores, predicted = score(
                     encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling
+                )
+                right = predicted == tests[task].labels
+                correct.append(
+                    pd.DataFrame({"method": method, "task": task, "example": range(len(right)), "correct": right})
                 )
                 per_task[task] = MergedTaskScores(
                     **scores,
@@ -176,7 +186,7 @@ def score_merges(
             mean_normalized_accuracy=mean_normalized_accuracy(accuracy, single),
             params=MergeManifest.read(paths.merge_manifest(combo, method)).params,
         )
-    return results
+    return results, pd.concat(correct, ignore_index=True)
 
 
 def inference_cost(

@@ -21,7 +21,6 @@ from loramerge.report.document import Figure, render_html, render_markdown
 from loramerge.report.figures import pair_heatmap, retention_bars, similarity_scatter
 from loramerge.report.results import Results, compute_results, headline_files, headline_metrics, tracked_metrics
 from loramerge.report.sections import report_sections, summary_markdown
-from loramerge.report.tables import retention_table
 from loramerge.tracking import StageRun, stage_run
 
 TABLES = paths.REPORTS / "tables"
@@ -41,7 +40,6 @@ def write_outputs(params: Params) -> Results:
 
 def write_tables(results: Results) -> None:
     """The report's tables as CSV, and one CSV per method of per-combination scores for `dvc plots`."""
-    best = results.headline["best_method"].iloc[0]
     tables = {
         "single": results.single,
         "merged": results.merged,
@@ -49,8 +47,10 @@ def write_tables(results: Results) -> None:
         "combinations": results.combos,
         "similarity": results.similarity,
         "correlations": results.correlations,
-        "retention": retention_table(results.single, results.merged, best),
+        "retention": results.retention,
         "triples_ranked": results.triples,
+        "comparison_with_best": results.comparison,
+        "merging_cost": results.cost,
     }
     for name, frame in tables.items():
         write_text(TABLES / f"{name}.csv", frame.to_csv(index=False))
@@ -73,7 +73,7 @@ def write_figures(results: Results, params: Params) -> dict[str, list[Figure]]:
         ],
         "retention": [
             Figure(
-                retention_bars(retention_table(results.single, results.merged, best), best, FIGURES / "retention.png"),
+                retention_bars(results.retention, best, FIGURES / "retention.png"),
                 f"Per-task test accuracy: head-only, full fine-tuning, single adapter, merged with {best}",
             )
         ],

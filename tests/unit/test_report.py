@@ -97,9 +97,22 @@ def test_report_md_has_every_section_in_order_and_names_the_best_method(reported
     )  # the methods table exists and ranks every method
     assert set(best["method"]) == set(reported_params.merge.methods)
     assert re.search(
-        r"Best method: \w+, with mean normalized accuracy \(merged / single-adapter test accuracy\) [0-9.]+ over 3 pairs and [0-9.]+ over 1 triple",
+        r"Best method: \w+, with mean normalized accuracy \(merged / single-adapter test accuracy\) "
+        r"[0-9.]+ \[[0-9.]+, [0-9.]+\] over 3 pairs and [0-9.]+ \[[0-9.]+, [0-9.]+\] over 1 triple",
         text,
     )
+    assert re.search(
+        r"(are|is) within noise of \w+ \(paired bootstrap|Every other method is worse than \w+ beyond noise", text
+    )
+    assert re.search(r"Measured on .+ cores; native bf16 units: .+ Git commit ([0-9a-f]{12}|unknown)", text), (
+        "provenance first"
+    )
+    for column in [
+        "normalized_accuracy_pair_ci_low",
+        "normalized_accuracy_pair_ci_high",
+        "gain_retention_triple_ci_high",
+    ]:
+        assert column in best.columns
     assert (
         "The vision study's finding, that adapters on dissimilar data merge better," in text
         and "Small sample: 3 pairs" in text
