@@ -28,7 +28,7 @@ from benchmarks.common import ratio, task_texts
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.config import load_params
-from loramerge.lora import PEFT_PREFIX, deltas_of, patched
+from loramerge.lora import PEFT_PREFIX, deltas_of, patched, resolve_targets
 from loramerge.merging import TaskUpdate, get_method
 from loramerge.model import ClassificationHead, predict
 
@@ -44,11 +44,14 @@ def best_time(run, repeats: int) -> float:
 
 def peft_model_with_adapters(params, k: int):
     """A PEFT model holding k random adapters of the configured rank and targets."""
-    settings = params.lora
+    settings, encoder = params.lora, load_encoder(params.backbone)
     config = LoraConfig(
-        r=settings.rank, lora_alpha=settings.alpha, target_modules=settings.target_modules, init_lora_weights=False
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        target_modules=resolve_targets(encoder, settings.targets),
+        init_lora_weights=False,
     )
-    model = get_peft_model(load_encoder(params.backbone), config, adapter_name="task0")
+    model = get_peft_model(encoder, config, adapter_name="task0")
     for i in range(1, k):
         model.add_adapter(f"task{i}", config)
     return model.eval()

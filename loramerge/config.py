@@ -26,10 +26,8 @@ from pydantic import (
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 COMBO_SEPARATOR = "+"
 
-TARGET_PRESETS: dict[str, list[str]] = {
-    "attention": ["query", "value"],
-    "attention+linear": ["query", "key", "value", "dense"],
-}
+TARGET_PRESETS = ("attention", "attention+linear")
+"""LoRA target presets; loramerge/lora.py resolves them per architecture from the loaded model's layer names."""
 
 
 class ConfigError(ValueError):
@@ -116,19 +114,20 @@ class LoraSettings(Strict):
     rank: int = Field(default=8, gt=0)
     alpha: float = Field(default=16, gt=0)
     dropout: float = Field(default=0.1, ge=0, lt=1)
-    targets: str = "attention"
+    targets: str | list[str] = "attention"
+    """A preset (attention: the query and value projections; attention+linear: every linear layer of the
+    transformer blocks), resolved per architecture, or a list of layer names or regexes that overrides it."""
 
     @field_validator("targets")
     @classmethod
-    def _known_preset(cls, value: str) -> str:
-        if value not in TARGET_PRESETS:
-            raise ValueError(f"unknown target preset {value!r}; choose one of {sorted(TARGET_PRESETS)}")
+    def _known_preset(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, str) and value not in TARGET_PRESETS:
+            raise ValueError(
+                f"unknown target preset {value!r}; choose one of {list(TARGET_PRESETS)} or list layer names / regexes"
+            )
+        if isinstance(value, list) and (not value or not all(value)):
+            raise ValueError("an explicit target list needs at least one non-empty layer name or regex")
         return value
-
-    @property
-    def target_modules(self) -> str:
-        """A PEFT full-match regex: the preset's layers inside the encoder blocks (never the unused pooler)."""
-        return rf".*encoder\.layer\.\d+\..*\.({'|'.join(TARGET_PRESETS[self.targets])})"
 
 
 class TrainConfig(Strict):

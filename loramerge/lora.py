@@ -8,6 +8,7 @@ merge maths: adapters -> `TaskUpdate`s -> merged deltas -> a patched encoder.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,13 +29,67 @@ class AdapterError(ValueError):
     """Adapters that cannot be merged or loaded; the message says which and why."""
 
 
+PRESET_LAYERS: dict[str, list[tuple[str, ...]]] = {
+    "attention": [
+        ("query", "value"),  # BERT, RoBERTa, ELECTRA, XLM-R, MiniLM
+        ("q_lin", "v_lin"),  # DistilBERT
+        ("query_proj", "value_proj"),  # DeBERTa-v2/v3
+        ("q_proj", "v_proj"),  # ViT (transformers 5), LLaMA-style blocks
+        ("Wqkv",),  # ModernBERT: query, key and value in one fused layer
+    ],
+    "attention+linear": [
+        ("query", "key", "value", "dense"),
+        ("q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"),
+        ("query_proj", "key_proj", "value_proj", "dense"),
+        ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2", "gate_proj", "up_proj", "down_proj"),
+        ("Wqkv", "Wo", "Wi"),
+    ],
+}
+"""Per preset, the layer names (last name component) of each architecture family, tried in order: the first family
+whose first name occurs in the model's transformer blocks is the model's."""
+BLOCK = re.compile(r"(^|\.)\d+\.")
+"""A layer inside a repeated transformer block (its name holds the block index), never a pooler or a head."""
+
+
+def linear_layers(encoder: torch.nn.Module) -> list[str]:
+    return [name for name, module in encoder.named_modules() if isinstance(module, torch.nn.Linear)]
+
+
+def resolve_targets(encoder: torch.nn.Module, targets: str | list[str]) -> list[str]:
+    """The full names of the linear layers LoRA adapts: a preset resolved from the model's own layer names, or an
+    explicit list whose entries are layer names (last component or full) or full-match regexes. A preset or entry
+    that matches nothing is an AdapterError listing the model's linear layers, so the fix is one look away."""
+    linears = linear_layers(encoder)
+    if isinstance(targets, str):
+        in_blocks = [name for name in linears if BLOCK.search(name)]
+        leaves = {name.rsplit(".", 1)[-1] for name in in_blocks}
+        for family in PRESET_LAYERS[targets]:
+            if family[0] in leaves:
+                return [name for name in in_blocks if name.rsplit(".", 1)[-1] in family]
+        raise AdapterError(
+            f"lora.targets {targets!r} matches no layer of this {type(encoder).__name__}: set lora.targets to a list "
+            f"of its linear layers (names or regexes); it has {len(linears)}: {', '.join(linears[:12])}"
+            + (", …" if len(linears) > 12 else "")
+        )
+    chosen = []
+    for entry in targets:
+        found = [n for n in linears if n == entry or n.rsplit(".", 1)[-1] == entry or re.fullmatch(entry, n)]
+        if not found:
+            raise AdapterError(
+                f"lora.targets entry {entry!r} matches no linear layer of this {type(encoder).__name__}; it has "
+                f"{len(linears)}: {', '.join(linears[:12])}" + (", …" if len(linears) > 12 else "")
+            )
+        chosen += [n for n in found if n not in chosen]
+    return chosen
+
+
 def add_lora(encoder: PreTrainedModel, settings: LoraSettings, base_model_name: str) -> PeftModel:
     """Wrap the encoder with trainable LoRA layers; the base model's name is recorded for merge checks."""
     config = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
+        target_modules=resolve_targets(encoder, settings.targets),
         bias="none",
     )
     model = get_peft_model(encoder, config)

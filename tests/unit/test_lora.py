@@ -17,6 +17,7 @@ from loramerge.lora import (
     deltas_of,
     load_updates,
     patched,
+    resolve_targets,
     save_low_rank_adapter,
 )
 
@@ -106,3 +107,76 @@ def test_adapters_on_different_layers_are_refused(tiny_backbone, tmp_path):
     second = trained_adapter(tiny_backbone, tmp_path / "b", seed=1, targets="attention+linear")
     with pytest.raises(AdapterError, match="different layers"):
         load_updates(load_encoder(BackboneConfig(name=str(tiny_backbone))), {"a": first, "b": second})
+
+
+def tiny_encoder(architecture: str) -> torch.nn.Module:
+    """A randomly initialised 2-block encoder of the architecture, built from a config (no download)."""
+    import transformers as t
+
+    size = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
+    configs = {
+        "bert": lambda: t.BertConfig(vocab_size=50, **size),
+        "roberta": lambda: t.RobertaConfig(vocab_size=50, **size),
+        "electra": lambda: t.ElectraConfig(vocab_size=50, embedding_size=16, **size),
+        "xlm-roberta": lambda: t.XLMRobertaConfig(vocab_size=50, **size),
+        "distilbert": lambda: t.DistilBertConfig(vocab_size=50, dim=16, n_layers=2, n_heads=2, hidden_dim=32),
+        "deberta-v2": lambda: t.DebertaV2Config(vocab_size=50, **size),
+        "modernbert": lambda: t.ModernBertConfig(
+            vocab_size=50, pad_token_id=0, bos_token_id=1, eos_token_id=2, cls_token_id=1, sep_token_id=2, **size
+        ),
+        "vit": lambda: t.ViTConfig(image_size=8, patch_size=4, **size),
+    }
+    return t.AutoModel.from_config(configs[architecture]())
+
+
+@pytest.mark.parametrize(
+    ("architecture", "attention", "linear"),
+    [
+        ("bert", {"query", "value"}, {"query", "key", "value", "dense"}),
+        ("roberta", {"query", "value"}, {"query", "key", "value", "dense"}),
+        ("electra", {"query", "value"}, {"query", "key", "value", "dense"}),
+        ("xlm-roberta", {"query", "value"}, {"query", "key", "value", "dense"}),
+        ("distilbert", {"q_lin", "v_lin"}, {"q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"}),
+        ("deberta-v2", {"query_proj", "value_proj"}, {"query_proj", "key_proj", "value_proj", "dense"}),
+        ("modernbert", {"Wqkv"}, {"Wqkv", "Wo", "Wi"}),
+        ("vit", {"q_proj", "v_proj"}, {"q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"}),
+    ],
+)
+def test_presets_resolve_per_architecture_from_the_models_own_layer_names(architecture, attention, linear):
+    encoder = tiny_encoder(architecture)
+    chosen = resolve_targets(encoder, "attention")
+    assert {name.rsplit(".", 1)[-1] for name in chosen} == attention
+    assert len(chosen) == 2 * len(attention), "every block, nothing outside the blocks"
+    every = resolve_targets(encoder, "attention+linear")
+    assert {name.rsplit(".", 1)[-1] for name in every} == linear and set(chosen) <= set(every)
+    assert not any("pooler" in name or "classifier" in name for name in every)
+    model = add_lora(encoder, LoraSettings(rank=2, alpha=4, targets="attention"), architecture)
+    assert {n for n, m in model.named_modules() if hasattr(m, "lora_A")} == {f"base_model.model.{c}" for c in chosen}
+
+
+def test_an_explicit_target_list_overrides_the_preset_with_names_or_regexes():
+    encoder = tiny_encoder("bert")
+    assert resolve_targets(encoder, ["key"]) == [
+        "encoder.layer.0.attention.self.key",
+        "encoder.layer.1.attention.self.key",
+    ]
+    assert resolve_targets(encoder, [r"encoder\.layer\.1\..*\.value", "encoder.layer.0.output.dense"]) == [
+        "encoder.layer.1.attention.self.value",
+        "encoder.layer.0.output.dense",
+    ]
+
+
+def test_targets_that_match_nothing_list_the_models_linear_layers():
+    class Odd(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.ModuleDict({"mixer": torch.nn.Linear(4, 4)})])
+
+    with pytest.raises(
+        AdapterError, match=r"lora.targets 'attention' matches no layer of this Odd.*has 1: blocks.0.mixer"
+    ):
+        resolve_targets(Odd(), "attention")
+    with pytest.raises(
+        AdapterError, match=r"entry 'nope' matches no linear layer.*encoder.layer.0.attention.self.query"
+    ):
+        resolve_targets(tiny_encoder("bert"), ["nope"])
