@@ -137,6 +137,16 @@ def _sweep(args: argparse.Namespace) -> None:
         print(sweep.write_sweep_report(sweep.collect(params, Path(".")), Path("reports"), params))
 
 
+def _compare(args: argparse.Namespace) -> None:
+    """Print (or write) two report folders' merge-method tables side by side."""
+    from loramerge.report.compare import comparison_markdown
+
+    text = comparison_markdown(Path(args.first), Path(args.second), (args.labels[0], args.labels[1]))
+    if args.output:
+        write_text(Path(args.output), text)
+    print(text)
+
+
 def _mlflow_server(args: argparse.Namespace) -> None:
     """Serve the project's MLflow store on 127.0.0.1 (replaces this process; stop it with Ctrl-C)."""
     from loramerge.server import serve
@@ -209,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         "similarity", help="score every pair of tasks for data, label/vocabulary and adapter similarity"
     ).set_defaults(handler=_similarity)
     commands.add_parser("report", help="write reports/summary.md, tables and heat-maps").set_defaults(handler=_report)
+    compare = commands.add_parser("compare", help="two report folders' merge-method tables side by side (studies)")
+    compare.add_argument("first", help="a reports/ folder, e.g. of the default run")
+    compare.add_argument("second", help="another reports/ folder, e.g. a study's")
+    compare.add_argument("--labels", nargs=2, default=["first", "second"], metavar=("FIRST", "SECOND"))
+    compare.add_argument("--output", help="also write the markdown here")
+    compare.set_defaults(handler=_compare)
     sweep = commands.add_parser(
         "sweep", help="queue the emotion study's grid as DVC experiments, or collect their table"
     )

@@ -1,0 +1,48 @@
+"""Two reports side by side: how each merge method's test scores differ between two runs of the pipeline.
+
+`loramerge compare <reports A> <reports B>` reads each run's reports/tables/methods.csv (written by the
+`report` stage, with its intervals) and prints, per method present in both, the mean normalized
+accuracy and gain retention of pairs and triples in each run and B − A. Used for studies that change one
+setting (the LoRA target preset, the task list) and keep the rest; the intervals are each run's own
+paired bootstrap over its test examples.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+MEASURES = ["normalized_accuracy_pair", "normalized_accuracy_triple", "gain_retention_pair", "gain_retention_triple"]
+
+
+def read_methods(reports: Path) -> pd.DataFrame:
+    path = Path(reports) / "tables" / "methods.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give a folder the `report` stage wrote (reports/)")
+    return pd.read_csv(path).set_index("method")
+
+
+def compare_methods(first: Path, second: Path, labels: tuple[str, str]) -> pd.DataFrame:
+    """Per method in both runs and measure: the value [interval] in each run and the difference second − first."""
+    a, b = read_methods(first), read_methods(second)
+    rows = []
+    for method in [m for m in b.index if m in a.index]:
+        row = {"method": method}
+        for measure in MEASURES:
+            for label, table in zip(labels, (a, b)):
+                value = table.loc[method, measure]
+                low, high = table.loc[method, f"{measure}_ci_low"], table.loc[method, f"{measure}_ci_high"]
+                row[f"{measure} ({label})"] = "–" if pd.isna(value) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+            row[f"{measure} Δ"] = b.loc[method, measure] - a.loc[method, measure]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(first: Path, second: Path, labels: tuple[str, str]) -> str:
+    table = compare_methods(first, second, labels)
+    parts = [f"# {labels[1]} vs {labels[0]}: merge methods on test\n"]
+    for measure in MEASURES:
+        columns = ["method", f"{measure} ({labels[0]})", f"{measure} ({labels[1]})", f"{measure} Δ"]
+        parts.append(f"## {measure}\n\n" + table[columns].to_markdown(index=False, floatfmt="+.3f") + "\n")
+    return "\n".join(parts)

@@ -1,0 +1,35 @@
+"""`loramerge compare`: two runs' merge-method tables side by side, with each run's intervals and the difference."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from loramerge.report.compare import MEASURES, compare_methods, comparison_markdown
+
+
+def methods_csv(folder, rows: dict[str, float]):
+    table = []
+    for method, value in rows.items():
+        row = {"method": method}
+        for measure in MEASURES:
+            row |= {measure: value, f"{measure}_ci_low": value - 0.01, f"{measure}_ci_high": value + 0.01}
+        table.append(row)
+    (folder / "tables").mkdir(parents=True)
+    pd.DataFrame(table).to_csv(folder / "tables" / "methods.csv", index=False)
+    return folder
+
+
+def test_methods_in_both_runs_are_compared_with_intervals_and_the_difference(tmp_path):
+    first = methods_csv(tmp_path / "a", {"ties": 0.90, "regmean": 0.95})
+    second = methods_csv(tmp_path / "b", {"ties": 0.93, "only_here": 0.5})
+    table = compare_methods(first, second, ("attention", "attention+linear"))
+    assert list(table["method"]) == ["ties"]
+    assert table.loc[0, "gain_retention_pair (attention)"] == "0.900 [0.890, 0.910]"
+    assert table.loc[0, "gain_retention_pair Δ"] == pytest.approx(0.03)
+    assert "## normalized_accuracy_triple" in comparison_markdown(first, second, ("attention", "attention+linear"))
+
+
+def test_a_folder_without_a_report_says_what_to_give(tmp_path):
+    with pytest.raises(FileNotFoundError, match="give a folder the `report` stage wrote"):
+        compare_methods(tmp_path, tmp_path, ("a", "b"))
