@@ -83,13 +83,19 @@ def resolve_targets(encoder: torch.nn.Module, targets: str | list[str]) -> list[
     return chosen
 
 
+def target_pattern(names: list[str]) -> str:
+    """A full-match regex of exactly these layers. PEFT turns a list of targets into a set and saves it in hash
+    order, a different adapter_config.json in every process (and a changed DVC output); a string is kept as is."""
+    return "|".join(re.escape(name) for name in names)
+
+
 def add_lora(encoder: PreTrainedModel, settings: LoraSettings, base_model_name: str) -> PeftModel:
     """Wrap the encoder with trainable LoRA layers; the base model's name is recorded for merge checks."""
     config = LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=resolve_targets(encoder, settings.targets),
+        target_modules=target_pattern(resolve_targets(encoder, settings.targets)),
         bias="none",
     )
     model = get_peft_model(encoder, config)

@@ -39,6 +39,8 @@ STAGES = [
     ["train", "--task", "moods", "--mode", "head_only"],
     ["train", "--task", "topics", "--mode", "full"],
     ["train", "--task", "moods", "--mode", "full"],
+    ["gram", "--task", "topics"],
+    ["gram", "--task", "moods"],
     ["evaluate", "--task", "topics"],
     ["evaluate", "--task", "moods"],
     ["evaluate", "--task", "topics", "--baselines"],

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -152,6 +155,29 @@ def test_presets_resolve_per_architecture_from_the_models_own_layer_names(archit
     assert not any("pooler" in name or "classifier" in name for name in every)
     model = add_lora(encoder, LoraSettings(rank=2, alpha=4, targets="attention"), architecture)
     assert {n for n, m in model.named_modules() if hasattr(m, "lora_A")} == {f"base_model.model.{c}" for c in chosen}
+
+
+def test_the_saved_targets_are_the_same_in_every_process(tiny_backbone, tmp_path):
+    """PEFT saves a list of targets in set (hash) order; the one regex written instead is byte-stable."""
+    script = (
+        "import json, sys; from loramerge.backbone import load_encoder; from loramerge.config import BackboneConfig, "
+        "LoraSettings; from loramerge.lora import add_lora; "
+        "m = add_lora(load_encoder(BackboneConfig(name=sys.argv[1])), LoraSettings(targets='attention'), 'b'); "
+        "print(m.peft_config['default'].target_modules)"
+    )
+    seen = {
+        subprocess.run(
+            [sys.executable, "-c", script, str(tiny_backbone)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        for seed in (1, 2, 3)
+    }
+    assert len(seen) == 1 and r"encoder\.layer\.0\.attention\.self\.query" in seen.pop()
 
 
 def test_an_explicit_target_list_overrides_the_preset_with_names_or_regexes():
