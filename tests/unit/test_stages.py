@@ -50,19 +50,22 @@ def test_merge_evaluate_and_report_chain(trained_params, trained_folder):
     assert "gain retention" in summary.lower() and "head_only_accuracy" in summary
 
 
-def test_a_saved_low_rank_merge_reloads_to_the_update_it_was_built_from(trained_params, trained_folder):
+@pytest.mark.parametrize("name", ["task_arithmetic", "core_tsv_m"])
+def test_a_saved_low_rank_merge_reloads_to_the_update_it_was_built_from(trained_params, trained_folder, name):
+    """Task arithmetic's stacked factors and a Core Space result (U_B·M, V_Aᵀ) both save as PEFT adapters."""
     from loramerge.backbone import load_encoder
     from loramerge.lora import load_updates
     from loramerge.merging import get_method
 
     combo = trained_params.combinations[0]
     merged = merge_combination(trained_params, combo)
-    chosen = json.loads((merged / "task_arithmetic" / "manifest.json").read_text())["params"]
+    manifest = json.loads((merged / name / "manifest.json").read_text())
+    assert manifest["format"] == "peft_adapter"
     encoder = load_encoder(trained_params.backbone)
     updates = load_updates(encoder, {t: trained_folder / "models/adapters" / t for t in combo.split("+")})
-    method = get_method("task_arithmetic")
-    expected = method.merge(updates, method.Config(**chosen)).deltas
-    reloaded = merged_deltas(encoder, merged / "task_arithmetic")
+    method = get_method(name)
+    expected = method.merge(updates, method.Config(**manifest["params"])).deltas
+    reloaded = merged_deltas(encoder, merged / name)
     for layer, delta in expected.items():
         torch.testing.assert_close(reloaded[layer], delta, atol=1e-6, rtol=1e-4)
 
