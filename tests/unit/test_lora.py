@@ -175,7 +175,7 @@ def test_the_saved_targets_are_the_same_in_every_process(tiny_backbone, tmp_path
         )
         .stdout.strip()
         .splitlines()[-1]
-        for seed in (1, 2, 3)
+        for seed in (1, 2)
     }
     assert len(seen) == 1 and r"encoder\.layer\.0\.attention\.self\.query" in seen.pop()
 
