@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from loramerge.report.sections import estimate
+
 MEASURES = ["normalized_accuracy_pair", "normalized_accuracy_triple", "gain_retention_pair", "gain_retention_triple"]
 
 
@@ -31,9 +33,8 @@ def compare_methods(first: Path, second: Path, labels: tuple[str, str]) -> pd.Da
         row = {"method": method}
         for measure in MEASURES:
             for label, table in zip(labels, (a, b)):
-                value = table.loc[method, measure]
-                low, high = table.loc[method, f"{measure}_ci_low"], table.loc[method, f"{measure}_ci_high"]
-                row[f"{measure} ({label})"] = "–" if pd.isna(value) else f"{value:.3f} [{low:.3f}, {high:.3f}]"
+                value = table.loc[method]
+                row[f"{measure} ({label})"] = "–" if pd.isna(value[measure]) else estimate(value, measure)
             row[f"{measure} Δ"] = b.loc[method, measure] - a.loc[method, measure]
         rows.append(row)
     return pd.DataFrame(rows)
