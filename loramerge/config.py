@@ -130,6 +130,10 @@ class LoraSettings(Strict):
         return value
 
 
+PrecisionSetting = Annotated[Literal["auto", "32", "bf16"], BeforeValidator(lambda v: "32" if v == 32 else v)]
+"""Number format of forward passes (training: bf16 autocast of Lightning's `bf16-mixed`): `auto` is bf16 where the hardware has bf16 units, else float32 (loramerge.precision)."""
+
+
 class TrainConfig(Strict):
     seed: int = 0
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -146,6 +150,9 @@ class TrainConfig(Strict):
     strategy: str = "auto"  # Lightning's names (auto, ddp, ddp_spawn, fsdp, ...); checked by `train`
     num_nodes: int = Field(default=1, gt=0)  # Lightning's Trainer(num_nodes=…): machines in a multi-node DDP run
     num_threads: int | None = Field(default=None, gt=0)
+    precision: PrecisionSetting = "32"
+    """Of the training steps: `bf16` runs forward and backward under bf16 autocast (Lightning `bf16-mixed`;
+    weights, gradients and the optimizer stay float32); `auto` decides per machine (loramerge.precision)."""
 
     @field_validator("devices")
     @classmethod
@@ -201,10 +208,6 @@ class SearchSpace(RootModel[dict[str, Any]]):
     def start(self) -> dict[str, Any]:
         """The first point: fixed values and each searched list's first value."""
         return {**self.fixed, **{key: values[0] for key, values in self.searched.items()}}
-
-
-PrecisionSetting = Annotated[Literal["auto", "32", "bf16"], BeforeValidator(lambda v: "32" if v == 32 else v)]
-"""Inference number format: `auto` is bf16 where the hardware has bf16 units, else float32 (loramerge.precision)."""
 
 
 class MergeConfig(Strict):

@@ -32,10 +32,15 @@ class EntropyProbe:
         self.encoder, self.head, self.texts, self.pooling = encoder.eval(), head.eval(), texts, pooling
         self.modules = dict(encoder.named_modules())
         self.order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+        self.batches: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
 
     def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
-        start = step * batch_size
-        return self.texts.collate([self.texts[self.order[(start + k) % len(self.order)]] for k in range(batch_size)])
+        """Padded once per (position in the order, size): every search trial replays the same steps."""
+        start = step * batch_size % len(self.order)
+        if (start, batch_size) not in self.batches:
+            rows = [self.texts[self.order[(start + k) % len(self.order)]] for k in range(batch_size)]
+            self.batches[start, batch_size] = self.texts.collate(rows)
+        return self.batches[start, batch_size]
 
     def __call__(self, deltas: Mapping[str, torch.Tensor], step: int, batch_size: int) -> torch.Tensor:
         batch = self.batch(step, batch_size)

@@ -88,6 +88,13 @@ class PreparedStats(Record):
         return f"prepare@{path.parent.name}"
 
 
+class PrecisionRecord(Strict):
+    """The number format a stage's forward passes ran in (`32` or `bf16`) and why (loramerge.precision)."""
+
+    name: Literal["32", "bf16"]
+    reason: str
+
+
 class TrainMetrics(Record):
     """train_metrics.json of a trained model (in its folder, and copied to metrics/train/<mode>/<task>.json):
     the best checkpoint's validation scores, the run's cost and the model's parameter counts."""
@@ -105,6 +112,7 @@ class TrainMetrics(Record):
     train_loss: float
     peak_rss_mb: float
     peak_cuda_mb: float
+    precision: PrecisionRecord  # of the training steps (validation during training too); final scores: float32
     trainable_params: int
     total_params: int
     trainable_percent: float
@@ -115,13 +123,6 @@ class TrainMetrics(Record):
         task = path.parent.name if in_model_folder else path.stem
         mode = path.parent.parent.name if in_model_folder else path.parent.name
         return f"{paths.TRAINING_STAGES.get(mode, 'train')}@{task}"  # models/adapters/<task>: the lora mode
-
-
-class PrecisionRecord(Strict):
-    """The number format a stage's inference ran in (`32` or `bf16`) and why (loramerge.precision)."""
-
-    name: Literal["32", "bf16"]
-    reason: str
 
 
 class SingleMetrics(Scores, Record):

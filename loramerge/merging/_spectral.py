@@ -6,7 +6,11 @@ independent of the SVD's rounding, and these matrices are small), results come b
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from loramerge.merging._ops import MemberDeltas
 
 
 def svd64(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -26,3 +30,10 @@ def isotropic(matrix: torch.Tensor) -> torch.Tensor:
     singular values, zeros included (as the Iso-C reference does)."""
     u, s, vh = svd64(matrix)
     return (s.mean() * (u @ vh)).float()
+
+
+def per_layer(
+    members: MemberDeltas, scaling: float, layer_merge: Callable[[list[torch.Tensor]], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """λ · layer_merge(every member's update of a layer), layer by layer: these functions see one layer at a time."""
+    return {layer: scaling * layer_merge([member[layer] for member in members]) for layer in members[0]}

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from loramerge.merging._config import ScalingConfig, expect
 from loramerge.merging._ops import MemberDeltas
 from loramerge.merging._spaces import merge_in_space
-from loramerge.merging._spectral import isotropic
+from loramerge.merging._spectral import isotropic, per_layer
 from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 def iso_c(members: MemberDeltas, scaling: float) -> dict:
-    return {layer: scaling * isotropic(sum(member[layer] for member in members)) for layer in members[0]}
+    return per_layer(members, scaling, lambda tasks: isotropic(sum(tasks)))
 
 
 @register

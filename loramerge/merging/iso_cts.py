@@ -28,7 +28,7 @@ from pydantic import Field
 from loramerge.merging._config import ScalingConfig, expect
 from loramerge.merging._ops import MemberDeltas
 from loramerge.merging._spaces import merge_in_space
-from loramerge.merging._spectral import polar, svd64
+from loramerge.merging._spectral import per_layer, polar, svd64
 from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
@@ -62,10 +62,7 @@ def iso_cts_layer(tasks: list[torch.Tensor], common_fraction: float) -> torch.Te
 
 
 def iso_cts(members: MemberDeltas, config: IsoCtsConfig) -> dict:
-    return {
-        layer: config.scaling * iso_cts_layer([member[layer] for member in members], config.common_fraction)
-        for layer in members[0]
-    }
+    return per_layer(members, config.scaling, lambda tasks: iso_cts_layer(tasks, config.common_fraction))
 
 
 @register

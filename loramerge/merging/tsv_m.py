@@ -27,7 +27,7 @@ from pydantic import Field
 from loramerge.merging._config import ScalingConfig, expect
 from loramerge.merging._ops import MemberDeltas
 from loramerge.merging._spaces import merge_in_space
-from loramerge.merging._spectral import polar, svd64
+from loramerge.merging._spectral import per_layer, polar, svd64
 from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
@@ -50,10 +50,7 @@ def tsv_layer(tasks: list[torch.Tensor], kept_fraction: float | None) -> torch.T
 
 
 def tsv_m(members: MemberDeltas, config: TsvConfig) -> dict:
-    return {
-        layer: config.scaling * tsv_layer([member[layer] for member in members], config.kept_fraction)
-        for layer in members[0]
-    }
+    return per_layer(members, config.scaling, lambda tasks: tsv_layer(tasks, config.kept_fraction))
 
 
 @register

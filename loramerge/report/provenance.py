@@ -101,8 +101,9 @@ def provenance_line(params: Params) -> str:
     )
     return (
         f"Measured on {cpu_model()} ({os.cpu_count()} cores; native bf16 units: {', '.join(bf16_units()) or 'none'}), "
-        f"torch {torch.__version__}. Precision (as resolved on this machine): merge search "
-        f"{resolve(params.merge.precision).name}, test evaluation {resolve(params.evaluate.precision).name}. Backbone {params.backbone.name}, LoRA rank {params.lora.rank}, alpha "
+        f"torch {torch.__version__}. Precision (as resolved on this machine): training "
+        f"{resolve(params.train.precision).name}, merge search {resolve(params.merge.precision).name}, test evaluation "
+        f"{resolve(params.evaluate.precision).name}. Backbone {params.backbone.name}, LoRA rank {params.lora.rank}, alpha "
         f"{params.lora.alpha} on {params.lora.targets}. Data (train/validation/test rows): {rows}. "
         f"One training seed ({params.train.seed}); intervals are 95% paired bootstraps over test examples "
         f"({params.report.bootstrap_resamples} resamples, seed {params.report.bootstrap_seed}), so they do not include "

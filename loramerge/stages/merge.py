@@ -100,7 +100,11 @@ def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> st
 
 
 def observe(
-    updates: list[TaskUpdate], needs: set[Observation], objective: ValidationObjective, params: Params
+    updates: list[TaskUpdate],
+    needs: set[Observation],
+    objective: ValidationObjective,
+    params: Params,
+    hashes: dict[str, MemberHashes],
 ) -> list[TaskUpdate]:
     """The members with what the configured data-aware methods read: Gram matrices of their training texts
     (stage `gram`), and an entropy probe on their unlabeled validation texts (the search's sample)."""
@@ -110,7 +114,7 @@ def observe(
         ObservedUpdate(
             update.name,
             update.factors,
-            grams=load_grams(update.name, member_hashes(update.name).adapter_sha256) if "grams" in needs else None,
+            grams=load_grams(update.name, hashes[update.name].adapter_sha256) if "grams" in needs else None,
             entropy=EntropyProbe(
                 objective.encoder,
                 objective.heads[update.name],
@@ -154,10 +158,11 @@ def merge_combination(params: Params, combo: str) -> Path:
         )
         for t in members
     }
+    hashes = {t: member_hashes(t) for t in members}  # read once: every method's manifest records them
     objective = ValidationObjective(encoder, heads, splits, params)
     objective.measure_singles(updates)
     needs = {method.needs for method in methods.values() if isinstance(method, DataAwareMethod)}
-    updates = observe(updates, needs, objective, params)
+    updates = observe(updates, needs, objective, params, hashes)
     run_params = {
         "combination": combo,
         "members": members,
@@ -173,7 +178,7 @@ def merge_combination(params: Params, combo: str) -> Path:
             shutil.copy2(paths.adapter_dir(task) / "head.safetensors", out / "heads" / task / "head.safetensors")
             shutil.copy2(paths.adapter_dir(task) / "labels.json", out / "heads" / task / "labels.json")
         for name, method in methods.items():
-            manifest = merge_with(method, name, params, updates, objective, out / name, members)
+            manifest = merge_with(method, name, params, updates, objective, out / name, hashes)
             run.log_metrics({f"val_norm_acc/{name}": manifest.validation.mean_normalized_accuracy})
             pd.DataFrame(manifest.search.points).to_csv(out / name / "search.csv", index=False)
             for record in (MANIFEST, "search.csv"):  # the weights themselves live in DVC's cache, not twice
@@ -188,9 +193,10 @@ def merge_with(
     updates: list[TaskUpdate],
     objective: ValidationObjective,
     folder: Path,
-    members: list[str],
+    hashes: dict[str, MemberHashes],
 ) -> MergeManifest:
     """Search the method's space on validation, save the best trial's merge and its manifest."""
+    members = list(hashes)
     space = params.merge.methods[name]
     best, trials = run_search(method, space, params.merge.search, partial(objective.trial, method, updates))
     manifest = MergeManifest(
@@ -199,7 +205,7 @@ def merge_with(
         params=best.config.model_dump(),
         format=save_result(folder, best.result, paths.adapter_dir(members[0])),
         base_model=params.backbone.name,
-        members={t: member_hashes(t) for t in members},
+        members=hashes,
         search=SearchRecord(
             strategy=params.merge.search,
             space=space.root,

@@ -43,7 +43,8 @@ from loramerge.data import file_digest, load_labels, load_split, prepared_splits
 from loramerge.lora import add_lora
 from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, Classifier, pooled_features
-from loramerge.records import TrainMetrics
+from loramerge.precision import Precision, resolve
+from loramerge.records import PrecisionRecord, TrainMetrics
 from loramerge.tracking import lightning_logger, stage_run, untracked
 
 CHECKPOINT_FILES = ("last.ckpt", "best.ckpt")
@@ -297,7 +298,13 @@ def check_hardware(config: TrainConfig) -> None:
             logging.disable(logging.NOTSET)
 
 
-def build_trainer(config: TrainConfig, folder: Path, val_every: int) -> tuple[L.Trainer, ModelCheckpoint]:
+LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
+"""Our resolved precision -> Lightning's name for it: bf16 autocast around forward and backward, float32 weights."""
+
+
+def build_trainer(
+    config: TrainConfig, folder: Path, val_every: int, precision: Precision
+) -> tuple[L.Trainer, ModelCheckpoint]:
     """Two checkpoints: `best.ckpt` (highest val_acc, what gets saved) and `last.ckpt`, written only
     at epoch ends so that resuming never starts mid-epoch. The logger is attached once the stage's
     MLflow run exists (rank 0 only); the Trainer comes first because it knows this process's rank."""
@@ -321,6 +328,7 @@ def build_trainer(config: TrainConfig, folder: Path, val_every: int) -> tuple[L.
         devices=config.devices,
         num_nodes=config.num_nodes,
         strategy=config.strategy,
+        precision=LIGHTNING_PRECISION[precision.name],
         val_check_interval=val_every,
         check_val_every_n_epoch=None,
         callbacks=[EarlyStopping(monitor="val_acc", mode="max", patience=config.patience), checkpoint, epoch_end],
@@ -362,13 +370,20 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
         data.cache_features(encoder, params.backbone.pooling)
     steps_per_epoch = -(-len(data.splits["train"]) // config.batch_size)
     module = ClassifierModule(classifier, config, total_steps=steps_per_epoch * config.max_epochs)
-    settings = {"task": task, "mode": mode, "backbone": params.backbone.model_dump(), "train": config.model_dump()}
+    precision = resolve(config.precision)
+    settings = {
+        "task": task,
+        "mode": mode,
+        "backbone": params.backbone.model_dump(),
+        "train": config.model_dump(),
+        "precision": precision.record(),
+    }
     if mode == "lora":
         settings["lora"] = params.lora.model_dump()
     if mode == "head_only":
         settings["head_inputs"] = "the frozen encoder's pooled features, computed once in eval mode"
     folder = paths.checkpoint_dir(task, mode)
-    trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch))
+    trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch), precision)
     per_process_batch(config.batch_size, trainer.world_size)
     lead, stage = trainer.is_global_zero, f"{paths.TRAINING_STAGES[mode]}@{task}"
     fingerprint = {**settings, "data": params.tasks[task].data.model_dump(), "prepared_sha256": data_fingerprint(task)}
@@ -383,7 +398,7 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
             return paths.model_dir(task, mode)
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
-        metrics = final_metrics(module, data, trainer, int(best["global_step"]), runtime, config)
+        metrics = final_metrics(module, data, trainer, int(best["global_step"]), runtime, config, precision)
         run.log_metrics({f"final/{k}": v for k, v in metrics.model_dump().items()})
         out = save_model(paths.model_dir(task, mode), mode, encoder, head, labels, metrics)
         metrics.write(paths.train_metrics(task, mode))
@@ -401,8 +416,10 @@ def final_metrics(
     best_step: int,
     runtime: float,
     config: TrainConfig,
+    precision: Precision,
 ) -> TrainMetrics:
-    """The best checkpoint's validation scores, the run's cost (time, steps, memory) and the model's size."""
+    """The best checkpoint's validation scores (in float32: the saved model as every later stage reads it),
+    the run's cost (time, steps, memory), its training precision and the model's size."""
     module.eval()
     trues, preds = [], []
     with torch.inference_mode():
@@ -420,6 +437,7 @@ def final_metrics(
         train_loss=float(trainer.callback_metrics.get("train_loss", float("nan"))),
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         peak_cuda_mb=torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0,
+        precision=PrecisionRecord(**precision.record()),
         **count_parameters(module.classifier),
     )
 

@@ -37,6 +37,7 @@ TRAIN = {
     "train_loss": math.nan,  # no step logged a loss: json writes NaN, and so must the record
     "peak_rss_mb": 812.5,
     "peak_cuda_mb": 0.0,
+    "precision": {"name": "bf16", "reason": "auto: CPU has native bf16 (avx512_bf16)"},
     "trainable_params": 1234,
     "total_params": 100000,
     "trainable_percent": 1.234,

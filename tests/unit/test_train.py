@@ -6,6 +6,7 @@ import json
 
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
@@ -157,3 +158,21 @@ def test_the_training_run_in_mlflow_has_a_loss_curve_and_the_model_artifacts(par
     assert run.info.status == "FINISHED" and run.data.tags["dvc_stage"] == "train@topics"
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
     assert any(a.path == "model" for a in client.list_artifacts(run.info.run_id))
+
+
+def test_train_precision_bf16_runs_the_steps_under_bf16_autocast_and_records_it(params, project, monkeypatch):
+    """Weights stay float32 (Lightning's bf16-mixed): the saved adapter is the same kind of file either way."""
+    seen = []
+    step = ClassifierModule.training_step
+
+    def spying_step(self, batch, batch_idx):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassifierModule, "training_step", spying_step)
+    prepare_task(params, "topics")
+    bf16 = params.model_copy(update={"train": params.train.model_copy(update={"precision": "bf16"})})
+    out = train_task(bf16, "topics")
+    assert seen and set(seen) == {torch.bfloat16}
+    assert json.loads((out / "train_metrics.json").read_text())["precision"]["name"] == "bf16"
+    assert {t.dtype for t in load_file(str(out / "adapter_model.safetensors")).values()} == {torch.float32}
