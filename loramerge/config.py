@@ -249,6 +249,17 @@ class SimilarityConfig(Strict):
 
     max_texts: int = Field(default=300, gt=0)
     significance_level: float = Field(default=0.05, gt=0, lt=1)
+    similar_pairs: list[tuple[str, str]] = []
+    """Task pairs known to be alike (the data's README names them): the report contrasts how their merges keep
+    accuracy with the other pairs'. Pairs whose tasks are not both configured are left out of the contrast."""
+
+    @field_validator("similar_pairs")
+    @classmethod
+    def _distinct(cls, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        for first, second in pairs:
+            if first == second:
+                raise ValueError(f"[{first}, {second}] pairs a task with itself; name two different tasks")
+        return pairs
 
 
 class ReportConfig(Strict):
