@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from loramerge.config import Params
-from loramerge.report.statistics import correlations, similarity_table
+from loramerge.report.statistics import association, correlations, similarity_table
 from loramerge.report.tables import (
     KINDS,
     RETENTION,
@@ -53,6 +53,8 @@ class Results:
     headline: pd.DataFrame
     similarity: pd.DataFrame
     correlations: pd.DataFrame
+    association: pd.DataFrame
+    """Per distinct method and kind: ρ with a bootstrap interval, partial ρ given adapter gain, similar-pair contrast."""
     validation: pd.DataFrame
     triples: pd.DataFrame
     identical: dict[str, list[str]]
@@ -89,6 +91,17 @@ def compute_results(params: Params) -> Results:
         headline_intervals(headline, intervals),
         similarity,
         correlations(combos, similarity, list(identical)),
+        association(
+            combos,
+            similarity,
+            single,
+            list(identical),
+            params.similarity.similar_pairs,
+            params.report.bootstrap_resamples,
+            params.report.bootstrap_seed,
+        )
+        if len(similarity)
+        else pd.DataFrame(),
         validation,
         triples_ranked(combos, validation, methods),
         identical,

@@ -16,7 +16,7 @@ from loramerge.config import Params
 from loramerge.report.document import Code, Figure, Section, Table, markdown_block
 from loramerge.report.provenance import data_sizes, machine_table, model_table, provenance_line, stage_runtimes
 from loramerge.report.results import Results
-from loramerge.report.statistics import verdict
+from loramerge.report.statistics import association_text, verdict
 from loramerge.report.tables import DATA_FREE, KINDS, export_tables
 from loramerge.similarity import MEASURES
 from loramerge.sweep import SWEEP_CSV, sweep_tables
@@ -118,6 +118,29 @@ def identical_note(identical: dict[str, list[str]]) -> list[str]:
     ]
 
 
+def association_shown(table: pd.DataFrame) -> pd.DataFrame:
+    """The association table as read: ρ and the contrast as "value [low, high]", p-values to two digits."""
+    if not len(table):
+        return table
+    shown = table[["method", "kind", "n"]].copy()
+    shown["rho"] = [
+        f"{r:.2f} [{lo:.2f}, {hi:.2f}]" if pd.notna(r) else "–"
+        for r, lo, hi in table[["rho", "rho_ci_low", "rho_ci_high"]].itertuples(index=False)
+    ]
+    shown["partial_rho (p)"] = [
+        f"{r:.2f} ({p:.2g})" if pd.notna(r) else "–"
+        for r, p in table[["partial_rho", "partial_p"]].itertuples(index=False)
+    ]
+    if "contrast_difference" in table:
+        shown["similar − other pairs (p)"] = [
+            f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] ({p:.2g})" if pd.notna(d) else "–"
+            for d, lo, hi, p in table[
+                ["contrast_difference", "contrast_ci_low", "contrast_ci_high", "contrast_p"]
+            ].itertuples(index=False)
+        ]
+    return shown
+
+
 def similarity_section(results: Results, figures: list[Figure], params: Params) -> Section:
     if not len(results.similarity):
         return Section(
@@ -151,6 +174,9 @@ def similarity_section(results: Results, figures: list[Figure], params: Params) 
                 results.correlations[results.correlations["method"].isin(results.identical)],  # identical count once
                 params.similarity.significance_level,
             ),
+            *association_text(
+                results.association, results.headline["best_method"].item(), params.similarity.significance_level
+            ),
             f"The measures. Data measures embed at most {params.similarity.max_texts} training texts per task with the base encoder "
             "(mean pooling); a triple's similarity is the mean of its three pairs'.",
             Table(measures, "measures"),
@@ -159,6 +185,11 @@ def similarity_section(results: Results, figures: list[Figure], params: Params) 
             "permutation test (exact up to 7 combinations); – where fewer than 3 combinations or constant scores. The "
             "verdict above counts a method as significant on its p-value Holm-adjusted over the distinct methods:",
             Table(pivot, "correlations"),
+            "Beyond a bare ρ, per distinct method (data cosine only, the finding's measure): ρ with its 95% bootstrap "
+            "interval over combinations; partial ρ with the members' mean adapter gain over head-only held fixed "
+            "(strong adapters lose more in absolute terms) and its permutation p; over pairs, the similar pairs' mean "
+            "normalized accuracy minus the others' (bootstrap interval, permutation p):",
+            Table(association_shown(results.association), "association"),
             *figures,
         ],
     )

@@ -7,6 +7,7 @@ wording depends on them.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
 from loramerge.atomic import read_json
 from loramerge.combinations import member_pairs
-from loramerge.config import Params, combination_kind
+from loramerge.config import Params, combination_kind, split_combination
 from loramerge.paths import SIMILARITY
 from loramerge.similarity import MEASURES
 
@@ -181,4 +182,144 @@ def verdict(corr: pd.DataFrame, significance: float) -> list[str]:
             else "."
         )
     )
+    return sentences
+
+
+def rho_interval(x: np.ndarray, y: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """95% percentile interval of Spearman's ρ over combinations resampled with replacement: how far the ranking
+    could move with other combinations of the same kind. Resamples with a constant side have no ρ and are skipped;
+    NaN when fewer than 3 combinations."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 3:
+        return float("nan"), float("nan")
+    draws = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    rhos = [spearmanr(x[rows], y[rows]).statistic for rows in draws if np.ptp(x[rows]) > 0 and np.ptp(y[rows]) > 0]
+    if not rhos:
+        return float("nan"), float("nan")
+    low, high = np.percentile(rhos, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def partial_spearman(x: np.ndarray, y: np.ndarray, control: np.ndarray) -> tuple[float, float]:
+    """Spearman's ρ of x and y with `control` held fixed, and its permutation p-value.
+
+    Ranks of x and y are each regressed on the ranks of the control (least squares); ρ is the Pearson correlation
+    of the two residuals. The p-value permutes one residual against the other (exact up to 7 points). Here the
+    control is how much the members' adapters gained over head-only: a strong adapter has more to lose, which
+    could make similar-looking pairs seem to merge worse for that reason alone. NaN below 4 points."""
+    x, y, control = (np.asarray(v, float) for v in (x, y, control))
+    if len(x) < 4 or np.ptp(control) == 0:
+        return float("nan"), float("nan")
+    design = np.column_stack([np.ones(len(x)), rankdata(control)])
+
+    def residual(values: np.ndarray) -> np.ndarray:
+        ranks = rankdata(values)
+        return ranks - design @ np.linalg.lstsq(design, ranks, rcond=None)[0]
+
+    rx, ry = residual(x), residual(y)
+    if np.ptp(rx) == 0 or np.ptp(ry) == 0:
+        return float("nan"), float("nan")
+    test = permutation_test(
+        (rx,),
+        lambda r, axis: pearsonr(r, np.broadcast_to(ry, r.shape), axis=axis).statistic,
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=9999,
+        rng=0,
+    )
+    return float(pearsonr(rx, ry).statistic), float(test.pvalue)
+
+
+def group_contrast(values: np.ndarray, similar: np.ndarray, resamples: int, seed: int) -> dict[str, float]:
+    """Mean of the similar pairs minus mean of the others, a 95% bootstrap interval (each group resampled on its
+    own, as the groups were fixed in advance), and a two-sided permutation p-value over relabellings of which
+    pairs are "similar" (every relabelling when there are at most 20,000, else `resamples` random ones; by hand
+    because scipy's permutation test refuses a group of one, and the default run has one similar pair).
+    NaN when either group is empty."""
+    values, similar = np.asarray(values, float), np.asarray(similar, bool)
+    alike, other = values[similar], values[~similar]
+    if not len(alike) or not len(other):
+        return {"difference": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p": float("nan")}
+    rng = np.random.default_rng(seed)
+    draws = rng.choice(alike, (resamples, len(alike))).mean(1) - rng.choice(other, (resamples, len(other))).mean(1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    n, k = len(values), len(alike)
+    if math.comb(n, k) <= 20_000:
+        labels = np.array([np.isin(np.arange(n), chosen) for chosen in itertools.combinations(range(n), k)])
+    else:
+        labels = np.array([np.isin(np.arange(n), rng.choice(n, k, replace=False)) for _ in range(resamples)])
+    differences = (labels * values).sum(1) / k - (~labels * values).sum(1) / (n - k)
+    observed, tolerance = alike.mean() - other.mean(), 1e-12
+    one_sided = min((differences >= observed - tolerance).mean(), (differences <= observed + tolerance).mean())
+    return {"difference": observed, "ci_low": low, "ci_high": high, "p": float(min(1.0, 2 * one_sided))}
+
+
+def association(
+    combos: pd.DataFrame,
+    similarity: pd.DataFrame,
+    single: pd.DataFrame,
+    methods: list[str],
+    similar_pairs: list[tuple[str, str]],
+    resamples: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Per method and kind, the evidence on "dissimilar tasks merge better" beyond a bare ρ: Spearman's ρ of data
+    cosine similarity against mean normalized accuracy with a bootstrap interval over combinations; the same with
+    the members' mean adapter gain over head-only held fixed (partial ρ); and, over pairs, the similar pairs
+    (`similarity.similar_pairs`) against the rest. The finding predicts ρ < 0 and a negative contrast."""
+    gain = (single["lora_accuracy"] - single["head_only_accuracy"]).set_axis(single["task"])
+    alike = {frozenset(pair) for pair in similar_pairs}
+    joined = combos[combos["method"].isin(methods)].merge(similarity, on=["combination", "kind"])
+    rows = []
+    for (method, kind), group in joined.groupby(["method", "kind"], sort=False):
+        cosine, score = group["data_cosine"].to_numpy(), group["normalized_accuracy"].to_numpy()
+        members = [split_combination(c) for c in group["combination"]]
+        rho, p = spearman(cosine, score)
+        low, high = rho_interval(cosine, score, resamples, seed)
+        partial, partial_p = partial_spearman(cosine, score, np.array([gain[m].mean() for m in members]))
+        row = {"method": method, "kind": kind, "n": len(group), "rho": rho, "rho_ci_low": low, "rho_ci_high": high}
+        row |= {"partial_rho": partial, "partial_p": partial_p}
+        if kind == "pair":
+            similar = np.array([frozenset(m) in alike for m in members])
+            contrast = group_contrast(score, similar, resamples, seed)
+            row |= {"similar_pairs": int(similar.sum()), **{f"contrast_{k}": v for k, v in contrast.items()}}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def association_text(table: pd.DataFrame, method: str, significance: float) -> list[str]:
+    """The association evidence for one method (the headline's), in sentences that say what each number can show."""
+    rows = table[table["method"] == method].set_index("kind") if len(table) else table
+    if "pair" not in rows.index or pd.isna(rows.loc["pair", "rho"]):
+        return []
+    pair = rows.loc["pair"]
+    held = (
+        f"partial ρ = {pair['partial_rho']:.2f} (permutation p {pair['partial_p']:.2g})"
+        if pd.notna(pair["partial_rho"])
+        else "no partial ρ (it needs at least 4 pairs whose gains differ)"
+    )
+    sentences = [
+        f"For {method} over {int(pair['n'])} pairs: ρ(data cosine, normalized accuracy) = {pair['rho']:.2f} "
+        f"[{pair['rho_ci_low']:.2f}, {pair['rho_ci_high']:.2f}] (95% bootstrap over pairs); with the members' mean "
+        f"adapter gain over head-only held fixed, {held}."
+    ]
+    if pair.get("similar_pairs", 0) and not pd.isna(pair.get("contrast_difference")):
+        verdict = "significant" if pair["contrast_p"] < significance else "not significant"
+        sentences.append(
+            f"The {int(pair['similar_pairs'])} similar pair(s) (similarity.similar_pairs) against the other "
+            f"{int(pair['n'] - pair['similar_pairs'])}: mean normalized accuracy differs by {pair['contrast_difference']:+.3f} "
+            f"[{pair['contrast_ci_low']:+.3f}, {pair['contrast_ci_high']:+.3f}] (permutation p {pair['contrast_p']:.2g}, "
+            f"{verdict} at {significance:g}; the finding predicts a negative difference)."
+        )
+    if "triple" in rows.index and not pd.isna(rows.loc["triple", "rho"]):
+        triple = rows.loc["triple"]
+        partial = (
+            f", partial ρ = {triple['partial_rho']:.2f} (p {triple['partial_p']:.2g})"
+            if pd.notna(triple["partial_rho"])
+            else ""
+        )
+        sentences.append(
+            f"Over {int(triple['n'])} triples: ρ = {triple['rho']:.2f} [{triple['rho_ci_low']:.2f}, "
+            f"{triple['rho_ci_high']:.2f}]{partial}."
+        )
     return sentences

@@ -47,6 +47,7 @@ def write_tables(results: Results) -> None:
         "combinations": results.combos,
         "similarity": results.similarity,
         "correlations": results.correlations,
+        "association": results.association,
         "retention": results.retention,
         "triples_ranked": results.triples,
         "comparison_with_best": results.comparison,

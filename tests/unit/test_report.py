@@ -157,6 +157,11 @@ def test_tables_metrics_and_per_method_plot_data(reported_params, reported_folde
         )
     correlations_csv = pd.read_csv(reported_folder / "reports/tables/correlations.csv")
     assert len(correlations_csv) == len(reported_params.merge.methods) * 2 * len(MEASURES)
+    association_csv = pd.read_csv(reported_folder / "reports/tables/association.csv")
+    assert set(association_csv["kind"]) == {"pair", "triple"} and {"rho_ci_low", "partial_rho"} <= set(
+        association_csv.columns
+    )
+    assert "partial ρ with the members' mean adapter gain" in (reported_folder / "reports/report.md").read_text()
     assert (reported_folder / "reports/summary.md").read_text().startswith("# loramerge summary")
 
 
