@@ -40,9 +40,37 @@ def compare_methods(first: Path, second: Path, labels: tuple[str, str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+SINGLE_MEASURES = ["lora_accuracy", "head_only_accuracy", "full_ft_accuracy"]
+"""Per-task test accuracies of tables/single.csv: what the merges start from, and the baselines."""
+
+
+def compare_singles(first: Path, second: Path, labels: tuple[str, str]) -> pd.DataFrame:
+    """Per task in both runs: each accuracy [interval] in each run and second − first, and the adapters' share of
+    trainable parameters (a study that changes the LoRA targets changes the adapters before any merge)."""
+    a, b = (pd.read_csv(Path(r) / "tables" / "single.csv").set_index("task") for r in (first, second))
+    rows = []
+    for task in [t for t in b.index if t in a.index]:
+        row = {"task": task}
+        for measure in SINGLE_MEASURES:
+            for label, table in zip(labels, (a, b)):
+                row[f"{measure} ({label})"] = estimate(table.loc[task], measure)
+            row[f"{measure} Δ"] = b.loc[task, measure] - a.loc[task, measure]
+        for label, table in zip(labels, (a, b)):
+            row[f"trainable % ({label})"] = table.loc[task, "lora_trainable_percent"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def comparison_markdown(first: Path, second: Path, labels: tuple[str, str]) -> str:
     table = compare_methods(first, second, labels)
     parts = [f"# {labels[1]} vs {labels[0]}: merge methods on test\n"]
+    if all((Path(r) / "tables" / "single.csv").exists() for r in (first, second)):
+        singles = compare_singles(first, second, labels)
+        parts.append(
+            "## single adapters and baselines (test accuracy)\n\n"
+            + singles.to_markdown(index=False, floatfmt="+.3f")
+            + "\n"
+        )
     for measure in MEASURES:
         columns = ["method", f"{measure} ({labels[0]})", f"{measure} ({labels[1]})", f"{measure} Δ"]
         parts.append(f"## {measure}\n\n" + table[columns].to_markdown(index=False, floatfmt="+.3f") + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from loramerge.report.compare import MEASURES, compare_methods, comparison_markdown
+from loramerge.report.compare import MEASURES, SINGLE_MEASURES, compare_methods, compare_singles, comparison_markdown
 
 
 def methods_csv(folder, rows: dict[str, float]):
@@ -33,3 +33,22 @@ def test_methods_in_both_runs_are_compared_with_intervals_and_the_difference(tmp
 def test_a_folder_without_a_report_says_what_to_give(tmp_path):
     with pytest.raises(FileNotFoundError, match="give a folder the `report` stage wrote"):
         compare_methods(tmp_path, tmp_path, ("a", "b"))
+
+
+def single_csv(folder, accuracy: float, trainable: float):
+    row = {"task": "emotion", "lora_trainable_percent": trainable}
+    for measure in SINGLE_MEASURES:
+        row |= {measure: accuracy, f"{measure}_ci_low": accuracy - 0.05, f"{measure}_ci_high": accuracy + 0.05}
+    pd.DataFrame([row]).to_csv(folder / "tables" / "single.csv", index=False)
+
+
+def test_single_adapters_and_their_trainable_share_are_compared_when_both_runs_have_them(tmp_path):
+    first = methods_csv(tmp_path / "a", {"ties": 0.90})
+    second = methods_csv(tmp_path / "b", {"ties": 0.93})
+    single_csv(first, 0.75, 0.33)
+    single_csv(second, 0.85, 1.45)
+    table = compare_singles(first, second, ("attention", "attention+linear"))
+    assert table.loc[0, "lora_accuracy (attention+linear)"] == "0.850 [0.800, 0.900]"
+    assert table.loc[0, "lora_accuracy Δ"] == pytest.approx(0.10)
+    assert table.loc[0, "trainable % (attention+linear)"] == 1.45
+    assert "## single adapters and baselines" in comparison_markdown(first, second, ("attention", "attention+linear"))
