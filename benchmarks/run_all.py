@@ -30,6 +30,7 @@ BENCHMARKS = {
     "export": "benchmarks.bench_export",
     "precision": "benchmarks.bench_precision",
     "profile": "benchmarks.bench_profile",
+    "run_time": "benchmarks.bench_run_time",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from benchmarks.bench_pipeline import expected_reruns, stages_to_run
+from benchmarks.bench_run_time import by_group, last_run, stage_records
 from benchmarks.run_all import section_of
 from loramerge.config import Params, all_combinations
 
@@ -45,3 +46,20 @@ def test_the_stages_a_dry_run_would_run_are_read_from_its_output():
 
 def test_a_benchmark_section_starts_at_its_heading():
     assert section_of("  n=2: 1.0 s\n## Scaling\n\n| a |\n") == "## Scaling\n\n| a |\n"
+
+
+def test_the_run_time_is_the_last_run_grouped_by_stage_kind(tmp_path):
+    lines = [
+        ("train@a", 30.0, "2026-11-24T10:00:30+00:00"),  # an earlier run, an hour before
+        ("train@a", 20.0, "2026-11-24T11:00:20+00:00"),
+        ("merge_pair@a+b", 10.0, "2026-11-24T11:00:35+00:00"),
+        ("merge_triple@a+b+c", 15.0, "2026-11-24T11:00:55+00:00"),
+        ("report", 5.0, "2026-11-24T11:01:05+00:00"),
+    ]
+    path = tmp_path / "stage_times.jsonl"
+    path.write_text("".join(f'{{"stage": "{s}", "seconds": {t}, "finished": "{f}"}}\n' for s, t, f in lines))
+    run = last_run(stage_records(path), gap=120)
+    assert list(run["stage"]) == ["train@a", "merge_pair@a+b", "merge_triple@a+b+c", "report"]
+    table = by_group(run).set_index("group")
+    assert table.loc["merges", "stages"] == 2 and table.loc["merges", "minutes"] == 25 / 60
+    assert set(table.index) == {"LoRA training", "merges", "similarity and report"}
