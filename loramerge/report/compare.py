@@ -61,6 +61,23 @@ def compare_singles(first: Path, second: Path, labels: tuple[str, str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def compare_merged_accuracy(first: Path, second: Path, labels: tuple[str, str]) -> pd.DataFrame:
+    """Per method in both runs: the merged models' plain test accuracy, the mean over every (combination, task) of
+    pairs and of triples, in each run and second − first. Normalized accuracy divides by each run's own single
+    adapters, so a run with stronger adapters can merge to better models yet show a lower ratio; this says which."""
+    a, b = (pd.read_csv(Path(r) / "tables" / "merged.csv") for r in (first, second))
+    means = [frame.groupby(["method", "kind"])["accuracy"].mean().unstack("kind") for frame in (a, b)]
+    rows = []
+    for method in [m for m in means[1].index if m in means[0].index]:
+        row = {"method": method}
+        for kind in ("pair", "triple"):
+            for label, table in zip(labels, means):
+                row[f"{kind}s ({label})"] = table.loc[method].get(kind, float("nan"))
+            row[f"{kind}s Δ"] = row[f"{kind}s ({labels[1]})"] - row[f"{kind}s ({labels[0]})"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def comparison_markdown(first: Path, second: Path, labels: tuple[str, str]) -> str:
     table = compare_methods(first, second, labels)
     parts = [f"# {labels[1]} vs {labels[0]}: merge methods on test\n"]
@@ -69,6 +86,13 @@ def comparison_markdown(first: Path, second: Path, labels: tuple[str, str]) -> s
         parts.append(
             "## single adapters and baselines (test accuracy)\n\n"
             + singles.to_markdown(index=False, floatfmt="+.3f")
+            + "\n"
+        )
+    if all((Path(r) / "tables" / "merged.csv").exists() for r in (first, second)):
+        merged = compare_merged_accuracy(first, second, labels)
+        parts.append(
+            "## merged models' test accuracy (mean over each combination's tasks)\n\n"
+            + merged.to_markdown(index=False, floatfmt=".3f")
             + "\n"
         )
     for measure in MEASURES:

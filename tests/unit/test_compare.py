@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from loramerge.report.compare import MEASURES, SINGLE_MEASURES, compare_methods, compare_singles, comparison_markdown
+from loramerge.report.compare import (
+    MEASURES,
+    SINGLE_MEASURES,
+    compare_merged_accuracy,
+    compare_methods,
+    compare_singles,
+    comparison_markdown,
+)
 
 
 def methods_csv(folder, rows: dict[str, float]):
@@ -52,3 +59,20 @@ def test_single_adapters_and_their_trainable_share_are_compared_when_both_runs_h
     assert table.loc[0, "lora_accuracy Δ"] == pytest.approx(0.10)
     assert table.loc[0, "trainable % (attention+linear)"] == 1.45
     assert "## single adapters and baselines" in comparison_markdown(first, second, ("attention", "attention+linear"))
+
+
+def test_merged_accuracy_is_compared_in_plain_accuracy_per_method_and_kind(tmp_path):
+    runs = {}
+    for name, accuracy in (("a", 0.80), ("b", 0.83)):
+        folder = methods_csv(tmp_path / name, {"ties": 0.9})
+        rows = [
+            {"combination": "x+y", "kind": "pair", "method": "ties", "task": "x", "accuracy": accuracy},
+            {"combination": "x+y", "kind": "pair", "method": "ties", "task": "y", "accuracy": accuracy + 0.1},
+            {"combination": "x+y+z", "kind": "triple", "method": "ties", "task": "x", "accuracy": accuracy},
+        ]
+        pd.DataFrame(rows).to_csv(folder / "tables" / "merged.csv", index=False)
+        runs[name] = folder
+    table = compare_merged_accuracy(runs["a"], runs["b"], ("attention", "attention+linear"))
+    assert table.loc[0, "pairs (attention)"] == pytest.approx(0.85)
+    assert table.loc[0, "pairs Δ"] == pytest.approx(0.03) and table.loc[0, "triples Δ"] == pytest.approx(0.03)
+    assert "## merged models' test accuracy" in comparison_markdown(runs["a"], runs["b"], ("a", "b"))
