@@ -78,23 +78,25 @@ def compare_merged_accuracy(first: Path, second: Path, labels: tuple[str, str]) 
     return pd.DataFrame(rows)
 
 
+OPTIONAL_TABLES = [
+    ("single.csv", "single adapters and baselines (test accuracy)", compare_singles, "+.3f"),
+    (
+        "merged.csv",
+        "merged models' test accuracy (mean over each combination's tasks)",
+        compare_merged_accuracy,
+        ".3f",
+    ),
+]
+"""Tables shown when both runs' reports have the CSV they read (older report folders may lack one)."""
+
+
 def comparison_markdown(first: Path, second: Path, labels: tuple[str, str]) -> str:
     table = compare_methods(first, second, labels)
     parts = [f"# {labels[1]} vs {labels[0]}: merge methods on test\n"]
-    if all((Path(r) / "tables" / "single.csv").exists() for r in (first, second)):
-        singles = compare_singles(first, second, labels)
-        parts.append(
-            "## single adapters and baselines (test accuracy)\n\n"
-            + singles.to_markdown(index=False, floatfmt="+.3f")
-            + "\n"
-        )
-    if all((Path(r) / "tables" / "merged.csv").exists() for r in (first, second)):
-        merged = compare_merged_accuracy(first, second, labels)
-        parts.append(
-            "## merged models' test accuracy (mean over each combination's tasks)\n\n"
-            + merged.to_markdown(index=False, floatfmt=".3f")
-            + "\n"
-        )
+    for csv, title, compare, number_format in OPTIONAL_TABLES:
+        if all((Path(r) / "tables" / csv).exists() for r in (first, second)):
+            shown = compare(first, second, labels).to_markdown(index=False, floatfmt=number_format)
+            parts.append(f"## {title}\n\n{shown}\n")
     for measure in MEASURES:
         columns = ["method", f"{measure} ({labels[0]})", f"{measure} ({labels[1]})", f"{measure} Δ"]
         parts.append(f"## {measure}\n\n" + table[columns].to_markdown(index=False, floatfmt="+.3f") + "\n")
