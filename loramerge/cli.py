@@ -16,7 +16,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loramerge.atomic import write_text
-from loramerge.config import TRAINING_MODES, ConfigError, Params, load_params, split_combination
+from loramerge.config import (
+    REPEAT_SUFFIX,
+    TRAINING_MODES,
+    ConfigError,
+    Params,
+    generated_lists,
+    load_params,
+    split_combination,
+)
 from loramerge.search import check_methods
 from loramerge.tracking import TrackingError
 
@@ -27,7 +35,8 @@ def _prepare(args: argparse.Namespace) -> None:
     from loramerge.stages.prepare import prepare_task
 
     params = checked_params(args)
-    _require_task(params, args.task)
+    if args.task not in params.tasks:  # data belongs to a task, not to one of its replicas
+        raise ConfigError(f"task {args.task!r} is not configured; tasks in params.yaml: {sorted(params.tasks)}")
     print(prepare_task(params, args.task))
 
 
@@ -77,18 +86,23 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _combos(args: argparse.Namespace) -> None:
-    """Rewrite `pairs:` and `triples:` in params.yaml from its task list (capped by `combos:`), keeping comments."""
+    """Rewrite `replicas:`, `pairs:` and `triples:` in params.yaml from its task list and repeats (capped by
+    `combos:`), keeping comments."""
     from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedSeq
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     from loramerge.combinations import choose_combinations, coverage
 
-    def members(combo: str) -> CommentedSeq:
-        seq = CommentedSeq(split_combination(combo))
-        seq.fa.set_flow_style()
-        return seq
+    def flow(entry: dict) -> CommentedMap:
+        """One entry per line, lists inline: the params.yaml style a reader scans."""
+        mapping = CommentedMap({k: CommentedSeq(v) if isinstance(v, list) else v for k, v in entry.items()})
+        for value in mapping.values():
+            if isinstance(value, CommentedSeq):
+                value.fa.set_flow_style()
+        mapping.fa.set_flow_style()
+        return mapping
 
-    caps = load_params(args.params, combinations=False).combos  # the lists may name tasks no longer configured
+    params = load_params(args.params, combinations=False)  # the lists may name tasks no longer configured
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -96,32 +110,44 @@ def _combos(args: argparse.Namespace) -> None:
     yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     path = Path(args.params)
     document = yaml.load(path.read_text(encoding="utf-8"))
-    tasks = list(document["tasks"])
-    listed = [*(document.get("pairs") or {}), *(document.get("triples") or {})]
+    tasks, caps = list(document["tasks"]), params.combos
+    listed = [  # the first seed's: the ones export can name
+        c
+        for c in [*(document.get("pairs") or {}), *(document.get("triples") or {})]
+        if not REPEAT_SUFFIX.search(split_combination(c)[0])
+    ]
+    chosen = {}
     for key, size, cap in (("pairs", 2, caps.max_pairs), ("triples", 3, caps.max_triples)):
-        chosen = choose_combinations(tasks, size, cap, caps.seed)
-        document[key] = {c: members(c) for c in chosen}
-        covered = coverage(tasks, chosen, size)
+        chosen[key] = choose_combinations(tasks, size, cap, caps.seed)
+        covered = coverage(tasks, chosen[key], size)
         print(
             f"{key}: {covered['chosen']} of {covered['total']} ({covered['share']:.0%}); each task in "
             f"{covered['min_per_task']}-{covered['max_per_task']}"
             + (f"; task pairs met in a triple: {covered['task_pairs_met']:.0%}" if size == 3 else "")
         )
+    lists = generated_lists(tasks, params.repeats, chosen["pairs"], chosen["triples"])
+    if "replicas" not in document:  # first written by this version: beside the lists, under their comment
+        document.insert(list(document).index("pairs") if "pairs" in document else len(document), "replicas", {})
+    for key, entries in lists.items():
+        document[key] = {name: flow(entry) for name, entry in entries.items()}
     if (document.get("export") or {}).get("combinations") is not None:
         document["export"]["combinations"] = exported(
-            document["export"]["combinations"], listed, [*document["pairs"], *document["triples"]]
+            document["export"]["combinations"], listed, [*chosen["pairs"], *chosen["triples"]]
         )
         print(f"export.combinations: {len(document['export']['combinations'])} of them")
     text = io.StringIO()
     yaml.dump(document, text)
     write_text(path, text.getvalue())
     load_params(path)
-    print(f"{path}: {len(document['pairs'])} pairs, {len(document['triples'])} triples of {len(tasks)} tasks")
+    print(
+        f"{path}: {len(chosen['pairs'])} pairs, {len(chosen['triples'])} triples of {len(tasks)} tasks, "
+        f"{params.repeats} training seed(s)"
+    )
 
 
 def exported(current: list[str], listed: list[str], combinations: list[str]) -> list[str]:
-    """What `export.combinations` becomes when the lists are rewritten: every combination again if it named
-    every listed one (the default), else the user's choice less the combinations no longer listed."""
+    """What `export.combinations` becomes when the lists are rewritten: every combination of the first seed again
+    if it named every listed one (the default), else the user's choice less the combinations no longer listed."""
     if set(current) == set(listed):
         return list(combinations)
     return [c for c in current if c in combinations]
@@ -176,9 +202,8 @@ def checked_params(args: argparse.Namespace) -> Params:
     return params
 
 
-def _require_task(params, task: str) -> None:
-    if task not in params.tasks:
-        raise ConfigError(f"task {task!r} is not configured; tasks in params.yaml: {sorted(params.tasks)}")
+def _require_task(params: Params, name: str) -> None:
+    params.replica(name)  # a task or one of its replicas; the error names the configured ones
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,7 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("gram", _gram, "Gram matrices of one adapted task's layer inputs (what RegMean merges with)"),
     ):
         sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--task", required=True)
+        sub.add_argument(
+            "--task", required=True, help="a task" + ("" if name == "prepare" else ", or its replica <task>-repeat<k>")
+        )
         sub.set_defaults(handler=handler)
         if name == "train":
             sub.add_argument(

@@ -70,5 +70,7 @@ def member_pairs(combo: str) -> list[str]:
 
 
 def scored_pairs(params: Params) -> list[str]:
-    """Every configured pair, and every pair inside a configured triple, once each, as 'a+b'."""
-    return list(dict.fromkeys(pair for combo in params.combinations for pair in member_pairs(combo)))
+    """Every configured pair, and every pair inside a configured triple, once each, as 'a+b' (tasks: the first
+    seed's combinations, whose replicas are named after their tasks)."""
+    combinations = params.repeat_view(0).combinations
+    return list(dict.fromkeys(pair for combo in combinations for pair in member_pairs(combo)))

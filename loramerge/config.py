@@ -19,12 +19,14 @@ from pydantic import (
     Field,
     RootModel,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 COMBO_SEPARATOR = "+"
+REPEAT_SUFFIX = re.compile(r"-repeat\d+$")
 
 TARGET_PRESETS = ("attention", "attention+linear")
 """LoRA target presets; loramerge/lora.py resolves them per architecture from the loaded model's layer names."""
@@ -289,6 +291,20 @@ class ExportConfig(Strict):
     registry: bool = True  # log each export as an MLflow pyfunc and register it as loramerge-<combo>
 
 
+class Replica(Strict):
+    """One task trained with one seed: what dvc.yaml's per-task stages loop over, and what combinations are made of."""
+
+    task: str
+    repeat: int = Field(ge=0)
+
+
+class Combination(Strict):
+    """A pair or triple of replicas of one repeat, and their tasks (whose data the merge and evaluate stages read)."""
+
+    members: list[str]
+    tasks: list[str]
+
+
 class TrackingConfig(Strict):
     experiment: str = "loramerge"
     uri: str | None = None
@@ -301,8 +317,14 @@ class Params(Strict):
     data: DataConfig = DataConfig()
     tasks: dict[str, TaskConfig]
     combos: CombosConfig = CombosConfig()
-    pairs: dict[str, list[str]] = {}
-    triples: dict[str, list[str]] = {}
+    repeats: int = Field(default=1, gt=0)
+    """Training seeds per task: repeat k trains every adapter and baseline with seed `train.seed + k` and is merged
+    and evaluated on its own (its replicas, `<task>-repeat<k>`, are listed by `loramerge combos`); the report gives
+    mean ± sd over the repeats and intervals that include their spread. Top-level, not under `train`: the training
+    stages depend on `train`, and adding a seed must not retrain the seeds already trained."""
+    replicas: dict[str, Replica] = {}
+    pairs: dict[str, Combination] = {}
+    triples: dict[str, Combination] = {}
     backbone: BackboneConfig = BackboneConfig()
     lora: LoraSettings = LoraSettings()
     train: TrainConfig = TrainConfig()
@@ -325,6 +347,8 @@ class Params(Strict):
                 raise ValueError(
                     f"task name {name!r} is not a safe path component: use letters, digits, '_', '-', '.'"
                 )
+            if REPEAT_SUFFIX.search(name):
+                raise ValueError(f"task name {name!r} ends like a replica's name (-repeat<k>); rename the task")
         return tasks
 
     @model_validator(mode="after")
@@ -341,38 +365,119 @@ class Params(Strict):
         return self
 
     @model_validator(mode="after")
-    def _combinations_name_known_tasks(self) -> Params:
+    def _generated_lists_current(self, info: ValidationInfo) -> Params:
+        """`replicas`, `pairs` and `triples` are written by `loramerge combos`; they must match the task list and
+        repeats, or dvc.yaml would loop over stale names (unchecked while `loramerge combos` rewrites them)."""
+        if info.context and info.context.get("rewriting_lists"):
+            return self
+        expected = replica_entries(list(self.tasks), self.repeats)
+        if {k: v.model_dump() for k, v in self.replicas.items()} != expected:
+            raise ValueError(
+                f"replicas lists {sorted(self.replicas)} but tasks and repeats={self.repeats} make "
+                f"{sorted(expected)}: regenerate the lists with `loramerge combos`"
+            )
         for section, size in (("pairs", 2), ("triples", 3)):
-            for combo, members in getattr(self, section).items():
-                unknown = [m for m in members if m not in self.tasks]
+            for combo, entry in getattr(self, section).items():
+                unknown = [m for m in entry.members if m not in self.replicas]
                 if unknown:
                     raise ValueError(
                         f"{section}.{combo} names unknown task(s) {unknown}; configured tasks: {sorted(self.tasks)}"
                         " (regenerate the lists with `loramerge combos`)"
                     )
-                if len(set(members)) != size or combo != COMBO_SEPARATOR.join(members):
+                repeats = {self.replicas[m].repeat for m in entry.members}
+                tasks = [self.replicas[m].task for m in entry.members]
+                if len(set(entry.members)) != size or combo != COMBO_SEPARATOR.join(entry.members):
                     raise ValueError(
-                        f"{section}.{combo} must be {size} different tasks named '{COMBO_SEPARATOR.join(members)}'"
+                        f"{section}.{combo} must be {size} different tasks named '{COMBO_SEPARATOR.join(entry.members)}'"
+                    )
+                if len(repeats) != 1 or entry.tasks != tasks:
+                    raise ValueError(
+                        f"{section}.{combo} must combine replicas of one repeat and list their tasks {tasks}; "
+                        "regenerate the lists with `loramerge combos`"
                     )
         return self
 
     @property
     def combinations(self) -> list[str]:
+        """Every listed pair and triple, of every repeat."""
         return [*self.pairs, *self.triples]
 
     def members(self, combo: str) -> list[str]:
-        """The tasks of a listed pair or triple; an error for a combination params.yaml does not list."""
+        """The replicas of a listed pair or triple; an error for a combination params.yaml does not list."""
         if combo not in self.combinations:
             raise ConfigError(
                 f"combination {combo!r} is not listed in params.yaml (pairs/triples); add its tasks and run `loramerge combos`"
             )
         return split_combination(combo)
 
-    def task_train(self, task: str, mode: str = "lora") -> TrainConfig:
-        """The training settings of one task in one mode (lora, head_only or full)."""
+    def replica(self, name: str) -> Replica:
+        """A task (its first repeat) or a replica `<task>-repeat<k>`; an error naming the valid ones otherwise."""
+        if name not in self.replicas:
+            raise ConfigError(
+                f"task {name!r} is not configured; tasks in params.yaml: {sorted(self.tasks)}"
+                + (f" (replicas: {sorted(self.replicas)})" if self.repeats > 1 else "")
+            )
+        return self.replicas[name]
+
+    def task_of(self, name: str) -> str:
+        """The task whose data a replica is trained and scored on."""
+        return self.replica(name).task
+
+    def task_train(self, name: str, mode: str = "lora") -> TrainConfig:
+        """The training settings of one replica in one mode (lora, head_only or full): repeat k adds k to the seed."""
+        replica = self.replica(name)
         if mode == "lora":
-            return self.train.for_task(self.tasks[task].train)
-        return self.train.for_task(getattr(self.baselines, mode))
+            config = self.train.for_task(self.tasks[replica.task].train)
+        else:
+            config = self.train.for_task(getattr(self.baselines, mode))
+        return config.model_copy(update={"seed": config.seed + replica.repeat})
+
+    def repeat_view(self, repeat: int) -> Params:
+        """These params as one repeat sees them: its replicas as `tasks` (same configs) and only its pairs and
+        triples, so code written for one seed (the report's tables and bootstrap) reads any repeat's files."""
+        names = {name: r.task for name, r in self.replicas.items() if r.repeat == repeat}
+        keep = lambda section: {c: e for c, e in section.items() if e.members[0] in names}  # noqa: E731
+        return self.model_copy(
+            update={
+                "tasks": {name: self.tasks[task] for name, task in names.items()},
+                "pairs": keep(self.pairs),
+                "triples": keep(self.triples),
+            }
+        )
+
+
+def replica_name(task: str, repeat: int) -> str:
+    """A task's first repeat keeps the task's name (one seed is the plain pipeline); repeat k is `<task>-repeat<k>`."""
+    return task if repeat == 0 else f"{task}-repeat{repeat}"
+
+
+def replica_entries(tasks: list[str], repeats: int) -> dict[str, dict[str, Any]]:
+    """`replicas:` as `loramerge combos` writes it: every task of every repeat, repeat by repeat."""
+    return {replica_name(t, k): {"task": t, "repeat": k} for k in range(repeats) for t in tasks}
+
+
+def combination_entries(chosen: list[str], repeats: int) -> dict[str, dict[str, list[str]]]:
+    """`pairs:`/`triples:` as `loramerge combos` writes them: each chosen task combination once per repeat."""
+    entries = {}
+    for k in range(repeats):
+        for combo in chosen:
+            tasks = split_combination(combo)
+            members = [replica_name(t, k) for t in tasks]
+            entries[COMBO_SEPARATOR.join(members)] = {"members": members, "tasks": tasks}
+    return entries
+
+
+def generated_lists(tasks: list[str], repeats: int, pairs: list[str], triples: list[str]) -> dict[str, dict]:
+    """The three sections `loramerge combos` owns, for these tasks, repeats and chosen task pairs and triples."""
+    return {
+        "replicas": replica_entries(tasks, repeats),
+        "pairs": combination_entries(pairs, repeats),
+        "triples": combination_entries(triples, repeats),
+    }
+
+
+GENERATED = ("replicas", "pairs", "triples")
+"""The sections of params.yaml that `loramerge combos` writes."""
 
 
 def split_combination(combo: str) -> list[str]:
@@ -439,13 +544,13 @@ def describe(error: ValidationError, prefix: str = "") -> str:
 def load_params(path: str | Path = "params.yaml", combinations: bool = True) -> Params:
     """Read and validate params.yaml; errors name the offending key.
 
-    `combinations=False` ignores `pairs:`/`triples:`, for `loramerge combos`, whose job is to rewrite lists
+    `combinations=False` ignores `replicas:`/`pairs:`/`triples:`, for `loramerge combos`, whose job is to rewrite lists
     that may name tasks no longer configured."""
     path = Path(path)
     raw = read_params_file(path)
     if not combinations:
-        raw = {k: v for k, v in raw.items() if k not in ("pairs", "triples")}
+        raw = {k: v for k, v in raw.items() if k not in GENERATED}
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw, context={"rewriting_lists": not combinations})
     except ValidationError as error:
         raise ConfigError(f"invalid {path}: {describe(error)}") from None

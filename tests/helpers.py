@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loramerge.config import all_combinations
+from loramerge.config import all_combinations, generated_lists
 
 WORDS = {
     "sport": ["goal", "match", "team", "score", "coach", "league"],
@@ -73,10 +73,23 @@ def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
             "search_max_examples": 16,
         },
         "tracking": {"experiment": "tests"},
-        "pairs": {c: c.split("+") for c in all_combinations(tasks, (2,))},
-        "triples": {},
+        **generated_lists(tasks, 1, all_combinations(tasks, (2,)), []),
     }
 
+
+REPORT_SECTIONS = [
+    "headline",
+    "methods",
+    "heatmaps",
+    "triples",
+    "retention",
+    "seeds",
+    "similarity",
+    "sweep",
+    "export",
+    "provenance",
+]
+"""The report's sections, in the order a reader meets them (their ids in report.html)."""
 
 VOLATILE_METRICS = {
     "runtime_s",
@@ -110,8 +123,8 @@ def free_port() -> int:
 
 
 def train_every_task(params) -> None:
-    """Prepare, train in every mode, compute RegMean's Gram matrices and score on test each task of a project
-    (the working directory): everything a merge needs."""
+    """Prepare each task of a project (the working directory), then train every replica (each task once per
+    training seed) in every mode, compute RegMean's Gram matrices and score on test: everything a merge needs."""
     from loramerge.config import TRAINING_MODES
     from loramerge.stages.evaluate import evaluate_baselines, evaluate_single
     from loramerge.stages.gram import write_grams
@@ -120,11 +133,12 @@ def train_every_task(params) -> None:
 
     for task in params.tasks:
         prepare_task(params, task)
+    for name in params.replicas:
         for mode in TRAINING_MODES:
-            train_task(params, task, mode)
-        write_grams(params, task)
-        evaluate_single(params, task)
-        evaluate_baselines(params, task)
+            train_task(params, name, mode)
+        write_grams(params, name)
+        evaluate_single(params, name)
+        evaluate_baselines(params, name)
 
 
 def require_task_data() -> None:

@@ -27,7 +27,7 @@ def shared_data_dir() -> Path:
 
 def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
     """The default params.yaml cut down: 3 tasks, 48/24/24 examples, one epoch."""
-    from loramerge.config import all_combinations
+    from loramerge.config import all_combinations, generated_lists
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     sizes = {"max_train": 48, "max_validation": 24, "max_test": 24}
@@ -39,8 +39,9 @@ def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
         "task_arithmetic": {"scaling": [0.5, 1.0]},
         "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
     }
-    params["pairs"] = {c: c.split("+") for c in all_combinations(list(tasks), (2,))}
-    params["triples"] = {c: c.split("+") for c in all_combinations(list(tasks), (3,))}
+    params.update(
+        generated_lists(list(tasks), 1, all_combinations(list(tasks), (2,)), all_combinations(list(tasks), (3,)))
+    )
     exported = list(params["triples"]) or [next(iter(params["pairs"]))]  # one export keeps the suite's time small
     params["export"].update(combinations=exported, latency_calls=5, throughput_repeats=1)
     return params

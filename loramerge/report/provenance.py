@@ -105,7 +105,20 @@ def provenance_line(params: Params) -> str:
         f"{resolve(params.train.precision).name}, merge search {resolve(params.merge.precision).name}, test evaluation "
         f"{resolve(params.evaluate.precision).name}. Backbone {params.backbone.name}, LoRA rank {params.lora.rank}, alpha "
         f"{params.lora.alpha} on {params.lora.targets}. Data (train/validation/test rows): {rows}. "
-        f"One training seed ({params.train.seed}); intervals are 95% paired bootstraps over test examples "
-        f"({params.report.bootstrap_resamples} resamples, seed {params.report.bootstrap_seed}), so they do not include "
-        f"seed-to-seed variance. Git commit {git_commit(Path('.'))[:12]}."
+        f"{seeds_sentence(params)} Git commit {git_commit(Path('.'))[:12]}."
+    )
+
+
+def seeds_sentence(params: Params) -> str:
+    """How many training seeds the numbers rest on, and what the intervals therefore include."""
+    bootstrap = f"{params.report.bootstrap_resamples} resamples, seed {params.report.bootstrap_seed}"
+    if params.repeats == 1:
+        return (
+            f"One training seed ({params.train.seed}); intervals are 95% paired bootstraps over test examples "
+            f"({bootstrap}), so they do not include seed-to-seed variance."
+        )
+    return (
+        f"{params.repeats} training seeds ({params.train.seed} to {params.train.seed + params.repeats - 1}); the tables "
+        f"are the first seed's, with 95% paired bootstraps over test examples ({bootstrap}); the Training seeds "
+        "section gives mean ± sd over the seeds and intervals that include their spread."
     )

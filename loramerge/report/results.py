@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from loramerge.config import Params
+from loramerge.report.seeds import seed_spread
 from loramerge.report.statistics import association, correlations, similarity_table
 from loramerge.report.tables import (
     KINDS,
@@ -65,11 +66,16 @@ class Results:
     """The best method's merged models against the single adapters, per combination and task (McNemar)."""
     retention: pd.DataFrame
     """Per task: head-only, full, single and the best method's merged accuracy, with intervals (the figure's bars)."""
+    seeds: pd.DataFrame
+    """With `repeats` > 1: per method and kind, and per task and model, mean ± sd over the training seeds and an
+    interval that includes their spread (loramerge/report/seeds.py); empty with one seed."""
 
 
-def compute_results(params: Params) -> Results:
+def compute_results(everything: Params) -> Results:
     """Every table and statistic, from the files earlier stages wrote; every compared number with its 95%
-    paired-bootstrap interval (loramerge/report/uncertainty.py)."""
+    paired-bootstrap interval (loramerge/report/uncertainty.py). The tables are the first training seed's; with
+    `repeats` > 1 the seeds table adds every seed's."""
+    params = everything.repeat_view(0)
     outcomes = read_outcomes(params)
     accuracy = replicate_accuracies(outcomes, params.report.bootstrap_resamples, params.report.bootstrap_seed)
     replicates = combination_replicates(accuracy, params)
@@ -110,6 +116,7 @@ def compute_results(params: Params) -> Results:
         retention_table(single, merged, best)
         .merge(task_intervals(accuracy), on="task")
         .merge(merged_task_intervals(accuracy, best, params), on="task"),
+        seed_spread(everything) if everything.repeats > 1 else pd.DataFrame(),
     )
 
 

@@ -245,9 +245,44 @@ def export_section(params: Params) -> Section:
     )
 
 
+def seeds_section(results: Results, params: Params) -> Section:
+    """Mean ± sd over training seeds with intervals that include their spread, or what one seed cannot say."""
+    title = "Training seeds"
+    if not len(results.seeds):
+        return Section(
+            "seeds",
+            title,
+            [
+                f"One training seed (train.seed {params.train.seed}): every interval in this report is over test examples "
+                "only. `repeats: N` in params.yaml, then `loramerge combos` and `dvc repro`, trains every adapter and "
+                "baseline with N seeds (only the new ones run) and shows their spread here."
+            ],
+        )
+    shown = results.seeds.copy()
+    shown["value"] = [
+        f"{r.mean:.3f} ± {r.sd:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]" for r in shown.itertuples(index=False)
+    ]
+    repeats = [c for c in shown.columns if c.startswith("repeat_")]
+    shown[repeats] = shown[repeats].round(3)
+    methods = shown[shown["kind"].isin(KINDS)].rename(columns={"subject": "method"})
+    tasks = shown[~shown["kind"].isin(KINDS)].rename(columns={"subject": "task", "kind": "model"})
+    return Section(
+        "seeds",
+        title,
+        [
+            f"{params.repeats} training seeds (repeat k trains with train.seed + k = {params.train.seed} + k), each "
+            "trained, merged and evaluated on its own; every other table of this report is the first seed's. Shown: "
+            "mean ± standard deviation over the seeds [95% interval of a two-level bootstrap that draws seeds and "
+            "test examples with replacement, so it includes the seed-to-seed spread], then each seed's value.",
+            Table(methods[["method", "kind", "measure", "value", *repeats]], "seeds-methods"),
+            Table(tasks[["task", "model", "value", *repeats]], "seeds-tasks"),
+        ],
+    )
+
+
 def provenance_section(params: Params, single: pd.DataFrame) -> Section:
     runtimes = stage_runtimes(params)
-    shown = params.model_dump(exclude={"pairs", "triples"})
+    shown = params.model_dump(exclude={"replicas", "pairs", "triples"})
     return Section(
         "provenance",
         "Provenance",
@@ -266,7 +301,7 @@ def provenance_section(params: Params, single: pd.DataFrame) -> Section:
             if len(runtimes)
             else "Stage runtimes: none found in MLflow for this repro_id.",
             Table(runtimes, "stage-runtimes"),
-            "Parameters (params.yaml as validated; pairs and triples omitted):",
+            "Parameters (params.yaml as validated; replicas, pairs and triples omitted):",
             Code(yaml.safe_dump(shown, sort_keys=False)),
         ],
     )
@@ -330,6 +365,7 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
                 Table(results.cost, "cost-table"),
             ],
         ),
+        seeds_section(results, params),
         similarity_section(results, figures["similarity"], params),
         sweep_section(),
         export_section(params),

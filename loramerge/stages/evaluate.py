@@ -43,25 +43,26 @@ from loramerge.records import (
 from loramerge.tracking import stage_run
 
 
-def evaluate_single(params: Params, task: str) -> Path:
-    """The single-task adapter's test metrics, next to the majority-class baseline."""
-    paths.trained_model(task, "lora")
+def evaluate_single(params: Params, name: str) -> Path:
+    """The single-task adapter's test metrics (of a task or one of its replicas), next to the majority-class baseline."""
+    paths.trained_model(name, "lora")
+    task = params.task_of(name)
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
-    (update,) = load_updates(encoder, {task: paths.adapter_dir(task)})
+    (update,) = load_updates(encoder, {name: paths.adapter_dir(name)})
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
     precision = resolve(params.evaluate.precision)
-    settings = {"task": task, "split": "test", "precision": precision.record()}
-    with stage_run(params.tracking, f"evaluate@{task}", settings) as run:
+    settings = {"task": task, "replica": name, "split": "test", "precision": precision.record()}
+    with stage_run(params.tracking, f"evaluate@{name}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
         with patched(encoder, deltas_of(update)), precision.context():
             scores, predicted = score(
-                encoder, load_head(task), test, params.evaluate.batch_size, params.backbone.pooling
+                encoder, load_head(name), test, params.evaluate.batch_size, params.backbone.pooling
             )
         labels = load_labels(task)
         predictions = pd.DataFrame(
             {"actual": [labels[i] for i in test.labels], "predicted": [labels[i] for i in predicted]}
         )
-        write_text(paths.single_predictions(task), predictions.to_csv(index=False))
+        write_text(paths.single_predictions(name), predictions.to_csv(index=False))
         metrics = SingleMetrics(
             **scores,
             majority_baseline_accuracy=PreparedStats.read(paths.prepared_stats(task)).majority_baseline_accuracy[
@@ -70,24 +71,26 @@ def evaluate_single(params: Params, task: str) -> Path:
             test_examples=len(test.labels),
             precision=PrecisionRecord(**precision.record()),
         )
-        metrics.write(paths.single_metrics(task))
-        run.log_metrics({f"test/{task}/{k}": v for k, v in metrics.model_dump().items()})
-    return paths.single_metrics(task)
+        metrics.write(paths.single_metrics(name))
+        run.log_metrics({f"test/{name}/{k}": v for k, v in metrics.model_dump().items()})
+    return paths.single_metrics(name)
 
 
-def evaluate_baselines(params: Params, task: str) -> Path:
-    """Head-only and full fine-tuning on the task's test split, scored exactly like the adapters."""
+def evaluate_baselines(params: Params, name: str) -> Path:
+    """Head-only and full fine-tuning (of a task or one of its replicas) on the task's test split, scored exactly
+    like the adapters."""
     for mode in ("head_only", "full"):
-        paths.trained_model(task, mode)
+        paths.trained_model(name, mode)
+    task = params.task_of(name)
     tokenizer = load_tokenizer(params.backbone)
     test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
     precision = resolve(params.evaluate.precision)
     results, correct = {}, {"example": range(len(test.labels))}
-    settings = {"task": task, "split": "test", "precision": precision.record()}
-    with stage_run(params.tracking, f"evaluate_baselines@{task}", settings) as run:
+    settings = {"task": task, "replica": name, "split": "test", "precision": precision.record()}
+    with stage_run(params.tracking, f"evaluate_baselines@{name}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
         for mode in ("head_only", "full"):
-            folder = paths.model_dir(task, mode)
+            folder = paths.model_dir(name, mode)
             backbone = (
                 params.backbone
                 if mode == "head_only"
@@ -103,10 +106,10 @@ def evaluate_baselines(params: Params, task: str) -> Path:
                 )
             correct[mode] = predicted == test.labels
             results[mode] = BaselineScores(**metrics, train=TrainMetrics.read(folder / paths.TRAIN_METRICS_FILE))
-            run.log_metrics({f"test/{task}/{mode}/{k}": v for k, v in metrics.items()})
-        BASELINE_PREDICTIONS.write(paths.baseline_predictions(task), pd.DataFrame(correct))
-        BaselineMetrics(**results, precision=PrecisionRecord(**precision.record())).write(paths.baseline_metrics(task))
-    return paths.baseline_metrics(task)
+            run.log_metrics({f"test/{name}/{mode}/{k}": v for k, v in metrics.items()})
+        BASELINE_PREDICTIONS.write(paths.baseline_predictions(name), pd.DataFrame(correct))
+        BaselineMetrics(**results, precision=PrecisionRecord(**precision.record())).write(paths.baseline_metrics(name))
+    return paths.baseline_metrics(name)
 
 
 def check_merged(params: Params, combo: str) -> list[str]:
@@ -132,7 +135,7 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     kind, precision = combination_kind(combo), resolve(params.evaluate.precision)
     settings = {"combination": combo, "split": "test", "precision": precision.record()}
     with stage_run(params.tracking, f"evaluate_{kind}@{combo}", settings) as run, precision.context():
-        run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
+        run.log_datasets(split for t in members for split in prepared_splits(params.task_of(t), ("test",)))
         results, correct = score_merges(params, combo, encoder, tokenizer, heads)
         MERGED_PREDICTIONS.write(paths.merged_predictions(combo), correct)
         for method, result in results.items():
@@ -160,7 +163,7 @@ def score_merges(
     merge stage's outputs, so benchmarks can time it alone."""
     members = split_combination(combo)
     single = {t: SingleMetrics.read(paths.single_metrics(t)).accuracy for t in members}
-    tests = {t: load_task_split(t, "test", tokenizer, params.backbone.max_length) for t in members}
+    tests = {t: load_task_split(params.task_of(t), "test", tokenizer, params.backbone.max_length) for t in members}
     results, correct = {}, []
     for method in params.merge.methods:
         folder = paths.merged_dir(combo) / method
@@ -199,7 +202,7 @@ def inference_cost(
     so no LoRA overhead is counted; patching weights is outside both timings.
     """
     limit = params.evaluate.timing_examples
-    texts = [t for task in members for t in load_split(task, "test")["text"].tolist()[:limit]]
+    texts = [t for member in members for t in load_split(params.task_of(member), "test")["text"].tolist()[:limit]]
     inputs = TokenizedTexts(tokenizer, texts, None, params.backbone.max_length)
     batches = list(inputs.sorted_batches(params.evaluate.batch_size))
     with patched(encoder, merged_deltas(encoder, merged_folder)):

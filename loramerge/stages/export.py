@@ -42,12 +42,14 @@ def export_metrics(combo: str) -> Path:
 
 
 def export_combinations(params: Params) -> list[str]:
-    """`export.combinations`, or every configured pair and triple when it is null; unknown names are refused."""
-    chosen = params.combinations if params.export.combinations is None else params.export.combinations
-    unknown = [c for c in chosen if c not in params.combinations]
+    """`export.combinations`, or every configured pair and triple when it is null; unknown names are refused.
+    What ships is the first training seed's merge (further seeds, `repeats`, exist to measure the spread)."""
+    shipped = params.repeat_view(0).combinations
+    chosen = shipped if params.export.combinations is None else params.export.combinations
+    unknown = [c for c in chosen if c not in shipped]
     if unknown:
         raise ValueError(
-            f"export.combinations names {unknown}, which are not in pairs/triples; list only merged combinations"
+            f"export.combinations names {unknown}, which are not the first seed's pairs/triples; list only those"
         )
     return chosen
 

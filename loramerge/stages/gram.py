@@ -23,21 +23,27 @@ from loramerge.tracking import stage_run
 SPLIT = "train"
 
 
-def write_grams(params: Params, task: str) -> Path:
-    """Compute and write models/gram/<task>/ atomically."""
-    adapter = paths.adapter_dir(task)
+def write_grams(params: Params, name: str) -> Path:
+    """Compute and write models/gram/<name>/ atomically, for a task or one of its replicas (another seed)."""
+    adapter, task = paths.adapter_dir(name), params.task_of(name)
     if not (adapter / "adapter_model.safetensors").exists():
-        raise AdapterError(f"no adapter for task {task!r} at {adapter}; run `dvc repro train@{task}` first")
-    check_same_base({task: adapter}, params.backbone.name)
+        raise AdapterError(f"no adapter for task {name!r} at {adapter}; run `dvc repro train@{name}` first")
+    check_same_base({name: adapter}, params.backbone.name)
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
-    (update,) = load_updates(encoder, {task: adapter})
+    (update,) = load_updates(encoder, {name: adapter})
     data = load_task_split(task, SPLIT, tokenizer, params.backbone.max_length)
-    run_params = {"task": task, "split": SPLIT, "examples": len(data.labels), "backbone": params.backbone.name}
-    with stage_run(params.tracking, f"gram@{task}", run_params) as run, atomic_dir(gram_dir(task)) as out:
+    run_params = {
+        "task": task,
+        "replica": name,
+        "split": SPLIT,
+        "examples": len(data.labels),
+        "backbone": params.backbone.name,
+    }
+    with stage_run(params.tracking, f"gram@{name}", run_params) as run, atomic_dir(gram_dir(name)) as out:
         run.log_datasets(prepared_splits(task, (SPLIT,)))
         grams, tokens = task_grams(encoder, update, data.texts.sorted_batches(params.evaluate.batch_size))
         record = GramRecord(
-            task=task,
+            task=name,
             split=SPLIT,
             examples=len(data.labels),
             tokens=tokens,
@@ -47,4 +53,4 @@ def write_grams(params: Params, task: str) -> Path:
         )
         save_grams(out, grams, record)
         run.log_metrics({"tokens": tokens, "examples": len(data.labels)})
-    return gram_dir(task)
+    return gram_dir(name)

@@ -47,10 +47,10 @@ def check_members(params: Params, members: list[str]) -> None:
         if not (adapter / "adapter_config.json").exists():
             raise AdapterError(f"no adapter for task {task!r} at {adapter}; run `dvc repro train@{task}` first")
         trained = read_json(adapter / "labels.json")["labels"]
-        prepared = read_json(paths.prepared_dir(task) / "labels.json")["labels"]
+        prepared = read_json(paths.prepared_dir(params.task_of(task)) / "labels.json")["labels"]
         if trained != prepared:
             raise AdapterError(
-                f"the head of {adapter} predicts labels {trained} but data/prepared/{task} has {prepared}; retrain task {task!r}"
+                f"the head of {adapter} predicts labels {trained} but data/prepared/{params.task_of(task)} has {prepared}; retrain task {task!r}"
             )
     check_same_base({t: paths.adapter_dir(t) for t in members}, params.backbone.name)
 
@@ -149,7 +149,7 @@ def merge_combination(params: Params, combo: str) -> Path:
     heads = {t: load_head(t) for t in members}
     splits = {
         t: load_task_split(
-            t,
+            params.task_of(t),
             "validation",
             tokenizer,
             params.backbone.max_length,
@@ -172,7 +172,7 @@ def merge_combination(params: Params, combo: str) -> Path:
     }
     stage = f"merge_{combination_kind(combo)}@{combo}"
     with stage_run(params.tracking, stage, run_params) as run, atomic_dir(paths.merged_dir(combo)) as out:
-        run.log_datasets(split for task in members for split in prepared_splits(task, ("validation",)))
+        run.log_datasets(split for t in members for split in prepared_splits(params.task_of(t), ("validation",)))
         for task in members:
             (out / "heads" / task).mkdir(parents=True)
             shutil.copy2(paths.adapter_dir(task) / "head.safetensors", out / "heads" / task / "head.safetensors")

@@ -30,10 +30,11 @@ SUMMARY_TAG = "loramerge.summary"
 
 
 def write_outputs(params: Params) -> Results:
-    """Every file of the stage: tables, figures, report.md, report.html, summary.md and the metrics files."""
-    results = compute_results(params)
+    """Every file of the stage: tables, figures, report.md, report.html, summary.md and the metrics files. Everything
+    but the seeds table is of the first training seed (`repeats`: its replicas are named after their tasks)."""
+    results, first = compute_results(params), params.repeat_view(0)
     write_tables(results)
-    write_document(results, write_figures(results, params), params)
+    write_document(results, write_figures(results, first), first)
     write_metrics(results)
     return results
 
@@ -52,6 +53,7 @@ def write_tables(results: Results) -> None:
         "triples_ranked": results.triples,
         "comparison_with_best": results.comparison,
         "merging_cost": results.cost,
+        "seeds": results.seeds,
     }
     for name, frame in tables.items():
         write_text(TABLES / f"{name}.csv", frame.to_csv(index=False))

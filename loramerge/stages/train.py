@@ -350,9 +350,10 @@ def build_encoder(params: Params, mode: str):
     return encoder
 
 
-def train_task(params: Params, task: str, mode: str = "lora") -> Path:
-    """Train one task's model in one mode and write its folder atomically."""
-    config = params.task_train(task, mode)
+def train_task(params: Params, name: str, mode: str = "lora") -> Path:
+    """Train one replica's model (a task with one seed; a task's name is its first) in one mode and write its
+    folder atomically."""
+    config, task = params.task_train(name, mode), params.task_of(name)
     check_hardware(config)
     labels = load_labels(task)  # before the model: a task not yet prepared fails here, naming the stage to run
     if config.num_threads:
@@ -373,6 +374,7 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
     precision = resolve(config.precision)
     settings = {
         "task": task,
+        "replica": name,
         "mode": mode,
         "backbone": params.backbone.model_dump(),
         "train": config.model_dump(),
@@ -382,10 +384,10 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
         settings["lora"] = params.lora.model_dump()
     if mode == "head_only":
         settings["head_inputs"] = "the frozen encoder's pooled features, computed once in eval mode"
-    folder = paths.checkpoint_dir(task, mode)
+    folder = paths.checkpoint_dir(name, mode)
     trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch), precision)
     per_process_batch(config.batch_size, trainer.world_size)
-    lead, stage = trainer.is_global_zero, f"{paths.TRAINING_STAGES[mode]}@{task}"
+    lead, stage = trainer.is_global_zero, f"{paths.TRAINING_STAGES[mode]}@{name}"
     fingerprint = {**settings, "data": params.tasks[task].data.model_dump(), "prepared_sha256": data_fingerprint(task)}
     resume_from = resume_point(folder, fingerprint, lead, stage, config.max_epochs)
     with stage_run(params.tracking, stage, settings) if lead else untracked(params.tracking, stage) as run:
@@ -395,13 +397,13 @@ def train_task(params: Params, task: str, mode: str = "lora") -> Path:
         trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         runtime = time.perf_counter() - started
         if not trainer.is_global_zero:
-            return paths.model_dir(task, mode)
+            return paths.model_dir(name, mode)
         best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
         module.load_state_dict(best["state_dict"])
         metrics = final_metrics(module, data, trainer, int(best["global_step"]), runtime, config, precision)
         run.log_metrics({f"final/{k}": v for k, v in metrics.model_dump().items()})
-        out = save_model(paths.model_dir(task, mode), mode, encoder, head, labels, metrics)
-        metrics.write(paths.train_metrics(task, mode))
+        out = save_model(paths.model_dir(name, mode), mode, encoder, head, labels, metrics)
+        metrics.write(paths.train_metrics(name, mode))
         clear_checkpoints(folder)
         for item in sorted(out.iterdir()):  # a fully fine-tuned encoder stays in DVC's cache only
             if item.name != "encoder":

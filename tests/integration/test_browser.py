@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, serving
+from tests.helpers import REPORT_SECTIONS, free_port, serving
 from tests.sandbox import run, tiny_params
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,6 @@ LAUNCH_FLAGS = [
 ]
 SCREENSHOT_DIR = "LORAMERGE_SCREENSHOT_DIR"
 """Where the MLflow UI test also saves its screenshot (e.g. docs/images for the README); a temp folder otherwise."""
-SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "export", "provenance"]
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +62,7 @@ def test_the_report_opens_in_chromium_with_every_figure_loaded_and_the_headline_
     headline = page.locator("table#headline-table")
     assert headline.count() == 1 and headline.locator("td").first.inner_text() in methods
     order = page.eval_on_selector_all("section", "sections => sections.map(s => s.id)")
-    assert order == SECTIONS
+    assert order == REPORT_SECTIONS
     assert "that adapters on dissimilar data merge better" in page.locator("#similarity").inner_text()
     page.close()
 

@@ -24,10 +24,10 @@ def test_every_task_has_a_peft_adapter_a_head_and_test_metrics(repro):
 
 def test_every_pair_and_triple_is_merged_with_every_method_and_scored(repro):
     params = tiny_params()
-    for combo, members in {**params["pairs"], **params["triples"]}.items():
+    for combo, entry in {**params["pairs"], **params["triples"]}.items():
         for method in params["merge"]["methods"]:
             manifest = json.loads((repro / "models" / "merged" / combo / method / "manifest.json").read_text())
-            assert set(manifest["members"]) == set(members)
+            assert set(manifest["members"]) == set(entry["members"])
             assert all(len(m["adapter_sha256"]) == 64 for m in manifest["members"].values())
             assert manifest["search"]["points"], "the validation search recorded its points"
         scores = json.loads((repro / "metrics" / "merged" / f"{combo}.json").read_text())
@@ -98,5 +98,33 @@ def test_changing_one_tasks_training_reruns_only_that_task_and_the_combinations_
     expected |= {f"merge_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
     expected |= {f"evaluate_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
     expected |= {f"export@{c}" for c in with_agnews if c in params["export"]["combinations"]}
+    assert rerun == expected
+    assert "Running stage" not in run(["dvc", "repro", "--dry"], repro).stdout, "restored: nothing stale"
+
+
+def test_a_second_training_seed_runs_only_the_new_seeds_stages(repro):
+    """`repeats: 2` + `loramerge combos`: one new stage per (task, seed) and per new combination; nothing of the
+    first seed reruns (the stages `dvc status` calls stale; params.yaml restored afterwards)."""
+
+    import yaml
+
+    saved = (repro / "params.yaml").read_text()
+    params = yaml.safe_load(saved)
+    params["repeats"] = 2
+    (repro / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        run(["loramerge", "combos"], repro)
+        seeded = yaml.safe_load((repro / "params.yaml").read_text())
+        rerun = set(json.loads(run(["dvc", "status", "--json"], repro).stdout))
+    finally:
+        (repro / "params.yaml").write_text(saved)
+    replicas = [f"{task}-repeat1" for task in params["tasks"]]
+    assert sorted(seeded["replicas"]) == sorted([*params["tasks"], *replicas])
+    per_task = ("train", "baseline_head", "baseline_full", "gram", "evaluate", "evaluate_baselines")
+    expected = {f"{stage}@{r}" for stage in per_task for r in replicas} | {"similarity", "report"}
+    for kind in ("pair", "triple"):
+        new = [c for c in seeded[f"{kind}s"] if c not in params[f"{kind}s"]]
+        assert new and all(m.endswith("-repeat1") for c in new for m in c.split("+"))
+        expected |= {f"merge_{kind}@{c}" for c in new} | {f"evaluate_{kind}@{c}" for c in new}
     assert rerun == expected
     assert "Running stage" not in run(["dvc", "repro", "--dry"], repro).stdout, "restored: nothing stale"

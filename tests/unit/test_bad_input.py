@@ -377,8 +377,10 @@ def test_evaluating_a_combination_before_its_merge_names_the_merge_stage_to_run(
 )
 def test_combos_rewrites_lists_that_name_tasks_no_longer_configured(project, capsys, exported, expected):
     stale = {
-        "pairs": {"topics+gone": ["topics", "gone"]},
-        "triples": {"topics+moods+gone": ["topics", "moods", "gone"]},
+        "pairs": {"topics+gone": {"members": ["topics", "gone"], "tasks": ["topics", "gone"]}},
+        "triples": {
+            "topics+moods+gone": {"members": ["topics", "moods", "gone"], "tasks": ["topics", "moods", "gone"]}
+        },
     }
     write_params(project, "params.yaml", lambda raw: raw.update(**stale, export={"combinations": exported}))
     assert main(["prepare", "--task", "topics"]) == 2

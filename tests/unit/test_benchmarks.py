@@ -5,7 +5,7 @@ from __future__ import annotations
 from benchmarks.bench_pipeline import expected_reruns, stages_to_run
 from benchmarks.bench_run_time import by_group, last_run, stage_records
 from benchmarks.run_all import section_of
-from loramerge.config import Params, all_combinations
+from loramerge.config import Params, all_combinations, generated_lists
 
 
 def four_task_params() -> Params:
@@ -13,8 +13,7 @@ def four_task_params() -> Params:
     return Params.model_validate(
         {
             "tasks": {t: {"data": {"hub": {"id": f"x/{t}"}}} for t in tasks},
-            "pairs": {c: c.split("+") for c in all_combinations(tasks, (2,))},
-            "triples": {c: c.split("+") for c in all_combinations(tasks, (3,))},
+            **generated_lists(tasks, 1, all_combinations(tasks, (2,)), all_combinations(tasks, (3,))),
         }
     )
 

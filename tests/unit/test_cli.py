@@ -37,7 +37,7 @@ def test_combos_writes_every_pair_and_triple_of_the_task_list(project, params_di
     assert main(["combos"]) == 0
     written = yaml.safe_load((project / "params.yaml").read_text())
     assert len(written["pairs"]) == 3 and len(written["triples"]) == 1
-    assert all(name == "+".join(members) for name, members in written["pairs"].items())
+    assert all(name == "+".join(entry["members"]) for name, entry in written["pairs"].items())
 
 
 def test_combos_caps_pairs_and_triples_as_the_params_file_says(project, params_dict, capsys):

@@ -69,7 +69,7 @@ def test_duplicate_task_names_are_refused_not_silently_merged(project):
 
 
 def test_a_combination_naming_an_unknown_task_is_refused(project, params_dict):
-    params_dict["pairs"]["topics+nope"] = ["topics", "nope"]
+    params_dict["pairs"]["topics+nope"] = {"members": ["topics", "nope"], "tasks": ["topics", "nope"]}
     write(project, params_dict)
     with pytest.raises(ConfigError, match=r"pairs\.topics\+nope.*unknown task"):
         load_params(project / "params.yaml")

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loramerge.config import all_combinations
+from loramerge.config import all_combinations, generated_lists
 from loramerge.merging import get_method
 from loramerge.paths import SIMILARITY
 from loramerge.report.sections import headline_text
@@ -26,9 +26,14 @@ from loramerge.stages.export import export_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import write_report
 from loramerge.stages.similarity import write_similarity
-from tests.helpers import opened_project, synthetic_rows, tiny_params_dict, train_every_task, write_csv
-
-SECTIONS = ["headline", "methods", "heatmaps", "triples", "retention", "similarity", "sweep", "export", "provenance"]
+from tests.helpers import (
+    REPORT_SECTIONS,
+    opened_project,
+    synthetic_rows,
+    tiny_params_dict,
+    train_every_task,
+    write_csv,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,8 @@ def reported_params(tmp_path_factory, tiny_backbone, tiny_data):
         write_csv(data / "mixed" / f"{split}.csv", synthetic_rows(["sport", "sad"], count, 99 + len(split)))
     raw = tiny_params_dict(tiny_backbone, data)
     raw["tasks"]["mixed"] = {"data": {"hub": {"id": "example/mixed"}}, "train": {}}
-    raw["pairs"] = {c: c.split("+") for c in all_combinations(list(raw["tasks"]), (2,))}
-    raw["triples"] = {c: c.split("+") for c in all_combinations(list(raw["tasks"]), (3,))}
+    tasks = list(raw["tasks"])
+    raw.update(generated_lists(tasks, 1, all_combinations(tasks, (2,)), all_combinations(tasks, (3,))))
     raw["export"] = {
         "combinations": [next(iter(raw["pairs"]))],
         "compression_examples": 8,
@@ -86,12 +91,14 @@ def test_report_md_has_every_section_in_order_and_names_the_best_method(reported
         "Pairwise heat-maps",
         "Triples ranked",
         "Per-task retention",
+        "Training seeds",
         "Does task similarity",
         "The emotion study's sweep",
         "The shipped multi-task models",
         "Provenance",
     ]
     assert len(headings) == len(starts) and all(h.startswith(s) for h, s in zip(headings, starts))
+    assert "One training seed (train.seed 0): every interval in this report is over test examples only" in text
     best = pd.read_csv(
         reported_folder / "reports/tables/methods.csv"
     )  # the methods table exists and ranks every method
@@ -139,7 +146,7 @@ def test_report_html_is_self_contained_with_sections_in_order(reported_params, r
     sources = re.findall(r'<img src="([^"]+)"', page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     assert base64.b64decode(sources[0].split(",", 1)[1])[:4] == b"\x89PNG"
-    positions = [page.index(f'<section id="{s}">') for s in SECTIONS]
+    positions = [page.index(f'<section id="{s}">') for s in REPORT_SECTIONS]
     assert positions == sorted(positions)
     assert 'id="headline-table"' in page and 'id="methods-table"' in page
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from loramerge.combinations import scored_pairs
-from loramerge.config import Params
+from loramerge.config import Params, generated_lists
 from loramerge.merging import TaskUpdate
 from loramerge.similarity import cosine, jaccard, linear_mmd, subspace_alignment, update_similarity, vocabulary
 from loramerge.tracking import metric_key
@@ -93,8 +93,7 @@ def test_every_pair_inside_a_triple_is_scored_once():
     params = Params.model_validate(
         {
             "tasks": {t: {"data": {"hub": {"id": f"x/{t}"}}} for t in ("a", "b", "c")},
-            "pairs": {"a+b": ["a", "b"]},
-            "triples": {"a+b+c": ["a", "b", "c"]},
+            **generated_lists(["a", "b", "c"], 1, ["a+b"], ["a+b+c"]),
         }
     )
     assert scored_pairs(params) == ["a+b", "a+c", "b+c"]
