@@ -33,7 +33,7 @@ def test_every_pair_and_triple_is_merged_with_every_method_and_scored(repro):
         scores = json.loads((repro / "metrics" / "merged" / f"{combo}.json").read_text())
         assert set(scores["methods"]) == set(params["merge"]["methods"])
         for result in scores["methods"].values():
-            assert set(result["tasks"]) == set(members)
+            assert set(result["tasks"]) == set(entry["members"])
 
 
 def test_the_report_summarises_every_method(repro):
