@@ -30,6 +30,8 @@ from loramerge.report.uncertainty import (
 )
 
 MODELS = {SINGLE: "single_adapter", HEAD_ONLY: "head_only", FULL: "full_fine_tuning"}
+COLUMNS = ["subject", "kind", "measure", "repeats", "mean", "sd", "ci_low", "ci_high"]
+"""The seeds table's columns, then one `repeat_<k>` per repeat."""
 
 
 def repeat_values(params: Params, repeat: int) -> pd.DataFrame:
@@ -53,7 +55,10 @@ def repeat_values(params: Params, repeat: int) -> pd.DataFrame:
 
 def seed_spread(params: Params) -> pd.DataFrame:
     """Per method and kind (and per task and model): the mean over repeats, its standard deviation, the two-level
-    bootstrap interval, and each repeat's value (`repeat_<k>`: trained with seed train.seed + k)."""
+    bootstrap interval, and each repeat's value (`repeat_<k>`: trained with seed train.seed + k). With one repeat
+    there is no spread to show: the table is empty (its columns only)."""
+    if params.repeats == 1:
+        return pd.DataFrame(columns=COLUMNS)
     repeats = [repeat_values(params, k) for k in range(params.repeats)]
     points = pd.DataFrame([values.loc["point"] for values in repeats])
     draws = np.stack([values.drop("point").to_numpy(dtype=float) for values in repeats])

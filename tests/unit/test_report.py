@@ -99,6 +99,17 @@ def test_report_md_has_every_section_in_order_and_names_the_best_method(reported
     ]
     assert len(headings) == len(starts) and all(h.startswith(s) for h, s in zip(headings, starts))
     assert "One training seed (train.seed 0): every interval in this report is over test examples only" in text
+    seeds = pd.read_csv(reported_folder / "reports/tables/seeds.csv")
+    assert seeds.empty and list(seeds.columns) == [
+        "subject",
+        "kind",
+        "measure",
+        "repeats",
+        "mean",
+        "sd",
+        "ci_low",
+        "ci_high",
+    ]
     best = pd.read_csv(
         reported_folder / "reports/tables/methods.csv"
     )  # the methods table exists and ranks every method
