@@ -116,7 +116,7 @@ def compute_results(everything: Params) -> Results:
         retention_table(single, merged, best)
         .merge(task_intervals(accuracy), on="task")
         .merge(merged_task_intervals(accuracy, best, params), on="task"),
-        seed_spread(everything),
+        seed_spread(everything, accuracy),
     )
 
 

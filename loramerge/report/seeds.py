@@ -34,13 +34,16 @@ COLUMNS = ["subject", "kind", "measure", "repeats", "mean", "sd", "ci_low", "ci_
 """The seeds table's columns, then one `repeat_<k>` per repeat."""
 
 
-def repeat_values(params: Params, repeat: int) -> pd.DataFrame:
+def repeat_accuracy(params: Params, repeat: int) -> dict[str, pd.DataFrame]:
+    """One repeat's per-task bootstrap accuracies of every model, as the report computes them for the first."""
+    view = params.repeat_view(repeat)
+    return replicate_accuracies(read_outcomes(view), params.report.bootstrap_resamples, params.report.bootstrap_seed)
+
+
+def repeat_values(params: Params, repeat: int, accuracy: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One repeat's bootstrap replicates (rows, then "point") of every number the seeds table shows: columns
     (subject, kind, measure), subject a method (kind pair/triple) or a task (kind a model of MODELS)."""
     view = params.repeat_view(repeat)
-    accuracy = replicate_accuracies(
-        read_outcomes(view), params.report.bootstrap_resamples, params.report.bootstrap_seed
-    )
     columns = {}
     replicates = combination_replicates(accuracy, view)
     for kind in KINDS:
@@ -53,13 +56,15 @@ def repeat_values(params: Params, repeat: int) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def seed_spread(params: Params) -> pd.DataFrame:
+def seed_spread(params: Params, first: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Per method and kind (and per task and model): the mean over repeats, its standard deviation, the two-level
-    bootstrap interval, and each repeat's value (`repeat_<k>`: trained with seed train.seed + k). With one repeat
-    there is no spread to show: the table is empty (its columns only)."""
+    bootstrap interval, and each repeat's value (`repeat_<k>`: trained with seed train.seed + k). `first` is the
+    first repeat's bootstrap accuracies, already computed for the report's tables. With one repeat there is no
+    spread to show: the table is empty (its columns only)."""
     if params.repeats == 1:
         return pd.DataFrame(columns=COLUMNS)
-    repeats = [repeat_values(params, k) for k in range(params.repeats)]
+    accuracies = [first, *(repeat_accuracy(params, k) for k in range(1, params.repeats))]
+    repeats = [repeat_values(params, k, accuracy) for k, accuracy in enumerate(accuracies)]
     points = pd.DataFrame([values.loc["point"] for values in repeats])
     draws = np.stack([values.drop("point").to_numpy(dtype=float) for values in repeats])
     resampled = two_level(draws, np.random.default_rng([params.report.bootstrap_seed, params.repeats]))
