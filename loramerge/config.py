@@ -51,8 +51,10 @@ class HubSource(Strict):
 
     id: str
     config: str | None = None
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str | None = None
+    """The input column; unset: `text` for sentence tasks, `tokens` (a list of words) for token tasks."""
+    label_column: str | None = None
+    """The label column; unset: `label` for sentence tasks, `ner_tags` (one tag per word) for token tasks."""
     splits: dict[str, str] = {"train": "train", "validation": "validation", "test": "test"}
     validation_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
 
@@ -93,9 +95,27 @@ class TrainOverrides(Strict):
     seed: int | None = None
 
 
+TaskType = Literal["sequence_classification", "token_classification"]
+"""What a task predicts: one label per text (a pooled head), or one BIO tag per word (a token head, NER)."""
+
+DEFAULT_COLUMNS: dict[str, tuple[str, str]] = {
+    "sequence_classification": ("text", "label"),
+    "token_classification": ("tokens", "ner_tags"),
+}
+"""The Hub columns each task type reads unless `hub.text_column` / `hub.label_column` say otherwise."""
+
+
 class TaskConfig(Strict):
+    type: TaskType = "sequence_classification"
     data: TaskData
     train: TrainOverrides = TrainOverrides()
+
+    @model_validator(mode="after")
+    def _columns_of_its_type(self) -> TaskConfig:
+        text, label = DEFAULT_COLUMNS[self.type]
+        hub = self.data.hub
+        hub.text_column, hub.label_column = hub.text_column or text, hub.label_column or label
+        return self
 
 
 class DataConfig(Strict):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,36 @@ def read_local_split(task: str, csv_path: Path) -> pd.DataFrame:
     return frame[["text", "label"]]
 
 
+def read_tagged_split(path: Path) -> pd.DataFrame:
+    """One row per sentence: `tokens` (list of words) and `tags` (one BIO tag per word)."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            tokens, tags = record["tokens"], record["tags"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DataError(
+                f'{path}:{number}: not a tagged sentence ({error}); each line must be {{"tokens": [...], "tags": [...]}}'
+            ) from None
+        if len(tokens) != len(tags):
+            raise DataError(
+                f"{path}:{number}: {len(tokens)} tokens but {len(tags)} tags; give exactly one tag per token"
+            )
+        bad = [t for t in tags if not (t == "O" or t[:2] in ("B-", "I-"))]
+        if bad:
+            raise DataError(f"{path}:{number}: tag {bad[0]!r} is not BIO (O, B-<type>, I-<type>); fix the file")
+        rows.append({"tokens": list(tokens), "tags": list(tags)})
+    return pd.DataFrame(rows, columns=["tokens", "tags"])
+
+
+def tag_set(frames: Sequence[pd.DataFrame]) -> list[str]:
+    """Every tag used, "O" first, then sorted: the label ids a token head predicts."""
+    tags = {t for frame in frames for sentence in frame["tags"] for t in sentence}
+    return ["O", *sorted(tags - {"O"})]
+
+
 def read_hub_splits(task: str, hub: HubSource, seed: int) -> dict[str, pd.DataFrame]:
     """The task's splits from the Hub, with label indices turned into label names; a validation split the
     dataset lacks is carved from its train split (stratified, seeded), never taken from test."""
@@ -88,21 +120,47 @@ def carve_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[p
     return kept.reset_index(drop=True), held.reset_index(drop=True)
 
 
+def read_hub_tagged_splits(task: str, hub: HubSource, seed: int) -> dict[str, pd.DataFrame]:
+    """A token-classification task's splits from the Hub: words and their tag names (a Sequence(ClassLabel)
+    feature's indices turned into names); a missing validation split is carved from train, seeded."""
+    import datasets
+
+    dataset = datasets.load_dataset(hub.id, hub.config)
+    frames = {}
+    for split, hub_split in hub.splits.items():
+        part = dataset[hub_split]
+        names = getattr(part.features[hub.label_column], "feature", None)
+        tags = [[names.int2str(int(i)) if names else str(i) for i in row] for row in part[hub.label_column]]
+        frames[split] = pd.DataFrame({"tokens": [list(t) for t in part[hub.text_column]], "tags": tags})
+    if "validation" not in frames:
+        held = frames["train"].sample(frac=hub.validation_fraction, random_state=seed)
+        frames["train"], frames["validation"] = frames["train"].drop(held.index), held
+    return {s: f.reset_index(drop=True) for s, f in frames.items()}
+
+
 def read_raw_splits(
-    task: str, data: TaskData, local_dir: Path | None, seed: int
+    task: str, data: TaskData, local_dir: Path | None, seed: int, tagged: bool = False
 ) -> tuple[dict[str, pd.DataFrame], str]:
-    """The task's train/validation/test frames and a description of where they came from."""
+    """The task's train/validation/test frames and a description of where they came from: `text`/`label`
+    columns, or `tokens`/`tags` (lists, one tag per word) for a token-classification (`tagged`) task."""
     folder = local_dir / task if local_dir else None
     if folder is not None and folder.is_dir():
-        return {s: read_local_split(task, folder / f"{s}.csv") for s in paths.SPLITS}, str(folder.resolve())
+        read = (
+            (lambda s: read_tagged_split(folder / f"{s}.jsonl"))
+            if tagged
+            else (lambda s: read_local_split(task, folder / f"{s}.csv"))
+        )
+        return {s: read(s) for s in paths.SPLITS}, str(folder.resolve())
     try:
-        return read_hub_splits(task, data.hub, seed), f"hub:{data.hub.id}/{data.hub.config or ''}"
+        reader = read_hub_tagged_splits if tagged else read_hub_splits
+        return reader(task, data.hub, seed), f"hub:{data.hub.id}/{data.hub.config or ''}"
     except Exception as error:  # any failure to reach or read the Hub ends the same way
         looked = str(folder.resolve()) if folder else "(no local folder configured)"
+        files = "JSON Lines (tokens, tags)" if tagged else "CSVs"
         raise DataError(
             f"task {task!r}: no local data at {looked} and the Hub dataset {data.hub.id!r}"
             f" (config {data.hub.config!r}) could not be loaded: {type(error).__name__}: {error}."
-            f" Put train/validation/test CSVs in {looked} or set ${DATA_DIR_ENV} / data.local_dir."
+            f" Put train/validation/test {files} in {looked} or set ${DATA_DIR_ENV} / data.local_dir."
         ) from None
 
 

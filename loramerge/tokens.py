@@ -13,12 +13,10 @@ them (heads are never merged), so a merged encoder serves an NER head and a sent
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from seqeval.metrics import classification_report, f1_score
@@ -29,40 +27,6 @@ from transformers import PreTrainedTokenizerBase
 IGNORED = -100
 """The label of word pieces after a word's first, and of special tokens: cross-entropy skips it."""
 TOKEN_HEAD_FILE = "token_head.safetensors"
-
-
-class TaggedDataError(ValueError):
-    """A tagged-sentence file that cannot be read as one; the message names the file, line and fix."""
-
-
-def read_tagged_split(path: Path) -> pd.DataFrame:
-    """One row per sentence: `tokens` (list of words) and `tags` (one BIO tag per word)."""
-    rows = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            tokens, tags = record["tokens"], record["tags"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise TaggedDataError(
-                f'{path}:{number}: not a tagged sentence ({error}); each line must be {{"tokens": [...], "tags": [...]}}'
-            ) from None
-        if len(tokens) != len(tags):
-            raise TaggedDataError(
-                f"{path}:{number}: {len(tokens)} tokens but {len(tags)} tags; give exactly one tag per token"
-            )
-        bad = [t for t in tags if not (t == "O" or t[:2] in ("B-", "I-"))]
-        if bad:
-            raise TaggedDataError(f"{path}:{number}: tag {bad[0]!r} is not BIO (O, B-<type>, I-<type>); fix the file")
-        rows.append({"tokens": list(tokens), "tags": list(tags)})
-    return pd.DataFrame(rows, columns=["tokens", "tags"])
-
-
-def tag_set(frames: Sequence[pd.DataFrame]) -> list[str]:
-    """Every tag used, "O" first, then sorted: the label ids a token head predicts."""
-    tags = {t for frame in frames for sentence in frame["tags"] for t in sentence}
-    return ["O", *sorted(tags - {"O"})]
 
 
 class TaggedWords(torch.utils.data.Dataset):

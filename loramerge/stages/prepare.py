@@ -14,7 +14,7 @@ import pandas as pd
 from loramerge import paths
 from loramerge.atomic import atomic_dir, write_json
 from loramerge.config import Params
-from loramerge.data import DataError, local_data_dir, read_raw_splits, stratified_subsample
+from loramerge.data import DataError, local_data_dir, read_raw_splits, stratified_subsample, tag_set
 from loramerge.records import PreparedStats
 
 
@@ -49,6 +49,8 @@ def count_cross_split_duplicates(splits: dict[str, pd.DataFrame]) -> dict[str, i
 
 def prepare_task(params: Params, task: str) -> Path:
     """Validate, clean and subsample one task; write data/prepared/<task>/ atomically."""
+    if params.tasks[task].type == "token_classification":
+        return prepare_tagged(params, task)
     data = params.tasks[task].data
     raw, source = read_raw_splits(task, data, local_data_dir(params), params.data.subsample_seed)
     cleaned, dropped = {}, {}
@@ -82,6 +84,63 @@ def prepare_task(params: Params, task: str) -> Path:
         stats.write(out / paths.prepared_stats(task).name)
     report_problems(task, dropped, duplicates)
     return paths.prepared_dir(task)
+
+
+def prepare_tagged(params: Params, task: str) -> Path:
+    """A token-classification task: sentences with one BIO tag per word. Its label set is train's tags ("O"
+    first); `class_counts` counts entities (B- tags) per type; the majority baseline tags every word "O"."""
+    data, seed = params.tasks[task].data, params.data.subsample_seed
+    raw, source = read_raw_splits(task, data, local_data_dir(params), seed, tagged=True)
+    cleaned = {s: f[f["tokens"].map(len) > 0].reset_index(drop=True) for s, f in raw.items()}
+    dropped = {s: len(raw[s]) - len(f) for s, f in cleaned.items()}
+    labels = tag_set([cleaned["train"]])
+    for split in ("validation", "test"):
+        unseen = sorted(set(tag_set([cleaned[split]])) - set(labels))
+        if unseen:
+            raise DataError(
+                f"task {task!r}: tag(s) {unseen} appear in {split} but never in train; a model cannot learn them"
+            )
+    texts = {s: f.assign(text=f["tokens"].map(" ".join)) for s, f in cleaned.items()}
+    duplicates = count_cross_split_duplicates(texts)
+    limits = {"train": data.max_train, "validation": data.max_validation, "test": data.max_test}
+    final = {
+        s: (
+            f if limits[s] is None or len(f) <= limits[s] else f.sample(n=limits[s], random_state=seed).sort_index()
+        ).reset_index(drop=True)
+        for s, f in texts.items()
+    }
+    index = {tag: i for i, tag in enumerate(labels)}
+    stats = PreparedStats(
+        task=task,
+        source=source,
+        rows_raw={s: len(f) for s, f in raw.items()},
+        empty_texts_dropped=dropped,
+        duplicates_across_splits=duplicates,
+        rows={s: len(f) for s, f in final.items()},
+        class_counts={s: entity_counts(f) for s, f in final.items()},
+        majority_label="O",
+        majority_baseline_accuracy={s: outside_share(f) for s, f in final.items() if s != "train"},
+    )
+    with atomic_dir(paths.prepared_dir(task)) as out:
+        for split, frame in final.items():
+            frame = frame.assign(tag_ids=frame["tags"].map(lambda tags: [index[t] for t in tags]))
+            frame.to_parquet(out / f"{split}.parquet", index=False)
+        write_json(out / "labels.json", {"labels": labels})
+        stats.write(out / paths.prepared_stats(task).name)
+    report_problems(task, dropped, duplicates)
+    return paths.prepared_dir(task)
+
+
+def entity_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Entities per type (one per B- tag)."""
+    counts = pd.Series([t[2:] for tags in frame["tags"] for t in tags if t.startswith("B-")], dtype=str)
+    return counts.value_counts().sort_index().to_dict()
+
+
+def outside_share(frame: pd.DataFrame) -> float:
+    """The word accuracy of tagging every word "O"."""
+    words = [t for tags in frame["tags"] for t in tags]
+    return sum(t == "O" for t in words) / len(words) if words else 0.0
 
 
 def report_problems(task: str, dropped: dict[str, int], duplicates: dict[str, int]) -> None:

@@ -152,3 +152,40 @@ def test_a_hub_dataset_without_validation_gets_one_carved_from_train_never_from_
     assert frames["validation"]["label"].value_counts().to_dict() == {"sport": 5, "world": 5}
     again, _ = read_raw_splits("topics", task.data, tmp_path / "nowhere", seed=0)
     assert again["validation"].equals(frames["validation"])
+
+
+def test_a_token_task_is_prepared_from_json_lines_with_its_tag_set_entity_counts_and_an_all_o_baseline(
+    tmp_path, monkeypatch, params_dict
+):
+    """NER data (the layout of ../shared/data/wnut17): words and BIO tags per sentence, "O" first in the label map."""
+    import json
+
+    import pandas as pd
+
+    from loramerge.config import Params
+    from loramerge.stages.prepare import prepare_task
+
+    folder = tmp_path / "data" / "names"
+    folder.mkdir(parents=True)
+    sentence = {
+        "tokens": ["Ada", "Lovelace", "wrote", "in", "London"],
+        "tags": ["B-person", "I-person", "O", "O", "B-location"],
+    }
+    empty = {"tokens": [], "tags": []}
+    for split in ("train", "validation", "test"):
+        lines = [sentence, empty, {"tokens": ["hello"], "tags": ["O"]}]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    params_dict["data"]["local_dir"] = str(tmp_path / "data")
+    params_dict["tasks"] = {"names": {"type": "token_classification", "data": {"hub": {"id": "example/names"}}}}
+    params_dict["pairs"], params_dict["triples"] = {}, {}
+    monkeypatch.chdir(tmp_path)
+    out = prepare_task(Params.model_validate(params_dict), "names")
+    labels = json.loads((out / "labels.json").read_text())["labels"]
+    assert labels == ["O", "B-location", "B-person", "I-person"]
+    train = pd.read_parquet(out / "train.parquet")
+    assert len(train) == 2 and list(train["tag_ids"][0]) == [2, 3, 0, 0, 1]
+    assert train["text"][0] == "Ada Lovelace wrote in London"
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["empty_texts_dropped"]["train"] == 1
+    assert stats["class_counts"]["test"] == {"location": 1, "person": 1}
+    assert stats["majority_baseline_accuracy"]["test"] == pytest.approx(3 / 6)

@@ -8,17 +8,15 @@ import pytest
 import torch
 
 from loramerge.backbone import load_tokenizer
+from loramerge.data import DataError, read_tagged_split, tag_set
 from loramerge.tokens import (
     IGNORED,
-    TaggedDataError,
     TaggedWords,
     TokenHead,
     entity_metrics,
     first_piece_labels,
     micro_f1,
-    read_tagged_split,
     sentence_counts,
-    tag_set,
     token_loss,
     word_tags,
 )
@@ -94,7 +92,7 @@ def test_tagged_files_are_read_strictly_with_the_line_at_fault_named(tmp_path):
     ):
         bad = tmp_path / "bad.jsonl"
         bad.write_text('{"tokens": ["x"], "tags": ["O"]}\n' + line + "\n")
-        with pytest.raises(TaggedDataError, match=rf"bad.jsonl:2: .*{message}"):
+        with pytest.raises(DataError, match=rf"bad.jsonl:2: .*{message}"):
             read_tagged_split(bad)
 
 
