@@ -32,6 +32,7 @@ from loramerge.data import load_split
 from loramerge.model import ClassificationHead, Classifier
 from loramerge.records import TrainMetrics
 from loramerge.stages.train import ClassifierModule, TaskDataModule, build_encoder
+from loramerge.tasktypes import TASK_TYPES
 
 
 def encoder_layer_params(model: torch.nn.Module) -> int:
@@ -49,12 +50,20 @@ def ours(params, task: str, examples: int, epochs: int) -> dict:
         ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout),
         params.backbone.pooling,
     ).train()
-    data = TaskDataModule(task, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
+    data = TaskDataModule(
+        task,
+        TASK_TYPES["sequence_classification"],
+        labels,
+        tokenizer,
+        params.backbone.max_length,
+        config.batch_size,
+        config.seed,
+    )
     data.setup()
     data.splits["train"].input_ids = data.splits["train"].input_ids[:examples]
     data.splits["train"].labels = data.splits["train"].labels[:examples]
     steps = -(-examples // config.batch_size) * epochs
-    module = ClassifierModule(classifier, config, total_steps=steps)
+    module = ClassifierModule(classifier, config, steps, data)
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",

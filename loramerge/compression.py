@@ -23,6 +23,7 @@ import torch
 
 from loramerge.multitask import MultiTaskModel
 from loramerge.precision import cpu_has_bf16
+from loramerge.tokens import entity_metrics
 
 
 def variant(model: MultiTaskModel, name: str) -> MultiTaskModel:
@@ -49,13 +50,17 @@ def size_on_disk(model: MultiTaskModel) -> int:
 
 
 def accuracies(
-    model: MultiTaskModel, tests: Mapping[str, tuple[Sequence[str], np.ndarray]], batch_size: int
+    model: MultiTaskModel, tests: Mapping[str, tuple[Sequence[str], list]], batch_size: int
 ) -> dict[str, float]:
-    """Each member task's accuracy on its own test texts (label ids as in the export's label maps)."""
+    """Each member task's score on its own test texts: accuracy against gold label names, or for a word tagger
+    entity micro-F1 against gold tag lists (the evaluate stages' scores, through the exported model's own API)."""
     result = {}
-    for task, (texts, labels) in tests.items():
-        predicted = model.probabilities(texts, batch_size)[task].argmax(-1)
-        result[task] = float((predicted == labels).mean()) if len(labels) else float("nan")
+    for task, (texts, gold) in tests.items():
+        predicted = model.predict_frame(texts, batch_size)[task].tolist() if len(texts) else []
+        if model.heads[task].per_token:
+            result[task] = entity_metrics(gold, [tags.split() for tags in predicted])["micro_f1"]
+        else:
+            result[task] = float(np.mean([p == g for p, g in zip(predicted, gold)])) if gold else float("nan")
     return result
 
 
@@ -88,7 +93,7 @@ def latency(
 
 def compare_precisions(
     model: MultiTaskModel,
-    tests: Mapping[str, tuple[Sequence[str], np.ndarray]],
+    tests: Mapping[str, tuple[Sequence[str], list]],
     calls: int,
     repeats: int,
     batch_size: int = 64,

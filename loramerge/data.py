@@ -165,10 +165,11 @@ def read_raw_splits(
 
 
 def stratified_subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
-    """At most `limit` rows keeping class proportions; plain random when a class is too small to split."""
+    """At most `limit` rows keeping class proportions; plain random when a class is too small to split, or when
+    rows have no one label (tagged sentences)."""
     if limit is None or len(frame) <= limit:
         return frame
-    counts = frame["label"].value_counts()
+    counts = frame["label"].value_counts() if "label" in frame.columns else pd.Series([1])
     stratify = frame["label"] if counts.min() >= 2 and counts.size <= limit else None
     kept, _ = train_test_split(frame, train_size=limit, stratify=stratify, random_state=seed)
     return kept.sort_index().reset_index(drop=True)

@@ -5,47 +5,55 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from loramerge import paths
 from loramerge.batching import TokenizedTexts
-from loramerge.data import load_split, stratified_subsample
+from loramerge.config import Params
+from loramerge.data import load_labels, load_split, stratified_subsample
 from loramerge.lora import deltas_of, load_updates
-from loramerge.metrics import classification_metrics
 from loramerge.model import ClassificationHead, predict
 from loramerge.paths import DENSE_FILE
+from loramerge.tasktypes import TASK_TYPES, Scored, TaskType
+from loramerge.tokens import TaggedWords
 
 
 @dataclass
 class TaskSplit:
-    """A task's split tokenised once, with its gold label ids, ready to score many models."""
+    """A task's split tokenised once, as its type reads it (with the gold labels), ready to score many models."""
 
     task: str
-    texts: TokenizedTexts
-    labels: np.ndarray
+    kind: TaskType
+    texts: TokenizedTexts | TaggedWords
+    labels: list[str]
+    """The task's label names (a head's output rows)."""
+
+    @property
+    def examples(self) -> int:
+        return len(self.texts)
 
 
 def load_task_split(
-    task: str, split: str, tokenizer: PreTrainedTokenizerBase, max_length: int, limit: int | None = None, seed: int = 0
+    params: Params, name: str, split: str, tokenizer: PreTrainedTokenizerBase, limit: int | None = None, seed: int = 0
 ) -> TaskSplit:
+    """A split of the task that replica `name` belongs to, at most `limit` examples (stratified by label for a
+    sentence task, a seeded sample of sentences for a token task); named after the replica, whose head scores it."""
+    task = params.task_of(name)
+    kind, labels = TASK_TYPES[params.tasks[task].type], load_labels(task)
     frame = stratified_subsample(load_split(task, split), limit, seed)
-    texts = TokenizedTexts(tokenizer, frame["text"].tolist(), None, max_length)
-    return TaskSplit(task, texts, frame["label_id"].to_numpy())
+    return TaskSplit(name, kind, kind.inputs(frame, tokenizer, labels, params.backbone.max_length), labels)
 
 
 def load_head(task: str, adapters_root: Path = paths.ADAPTERS) -> ClassificationHead:
     return ClassificationHead.load(adapters_root / task)
 
 
-def score(
-    encoder, head: ClassificationHead, data: TaskSplit, batch_size: int, pooling: str
-) -> tuple[dict[str, float], np.ndarray]:
-    """Metrics and predicted label ids of one head on one task's split."""
+def score(encoder, head: ClassificationHead, data: TaskSplit, batch_size: int, pooling: str) -> Scored:
+    """One head on one task's split: its metrics (`score` first) and per-example points."""
     predicted = predict(encoder, {data.task: head}, data.texts.sorted_batches(batch_size), pooling)[data.task]
-    return classification_metrics(data.labels, predicted), predicted
+    return data.kind.score(data.texts, predicted, data.labels)
 
 
 def merged_deltas(encoder, folder: Path) -> dict[str, torch.Tensor]:

@@ -147,10 +147,10 @@ def model_card(
     test_rows = [
         [
             t,
-            _pct(test[t].accuracy),
-            _pct(singles[t].accuracy),
-            _pct(baselines[t].head_only.accuracy),
-            _pct(baselines[t].full.accuracy),
+            _pct(test[t].score),
+            _pct(singles[t].score),
+            _pct(baselines[t].head_only.score),
+            _pct(baselines[t].full.score),
         ]
         for t in members
     ]

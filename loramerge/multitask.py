@@ -20,6 +20,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from loramerge.batching import TokenizedTexts
 from loramerge.model import ClassificationHead, head_outputs
+from loramerge.tokens import TaggedWords
 
 EXPORT_MANIFEST = "export.json"
 HEADS = "heads"
@@ -47,7 +48,10 @@ def predict_probabilities(
     """Each head's class probabilities (rows in input order) from one encoder pass per batch: `model.predict`'s
     computation keeping the softmax instead of only the argmax, so label ids agree with the evaluate stage's."""
     found = head_outputs(encoder, heads, batches, pooling, lambda logits: torch.softmax(logits, -1), progress)
-    return {task: found.get(task, np.zeros((0, head.linear.out_features))) for task, head in heads.items()}
+    return {
+        task: found.get(task, np.empty(0, dtype=object) if head.per_token else np.zeros((0, head.linear.out_features)))
+        for task, head in heads.items()
+    }
 
 
 class MultiTaskModel:
@@ -94,11 +98,20 @@ class MultiTaskModel:
         }
         return cls(folder, encoder, tokenizer, heads, labels, manifest)
 
+    def inputs(self, texts: Sequence[str]) -> TokenizedTexts | TaggedWords:
+        """The texts tokenised once for every head: split into words (at whitespace) when a head tags words."""
+        if any(head.per_token for head in self.heads.values()):
+            return TaggedWords(self.tokenizer, [t.split() for t in texts], None, [], self.max_length)
+        return TokenizedTexts(self.tokenizer, list(texts), None, self.max_length)
+
     def probabilities(
         self, texts: Sequence[str], batch_size: int = 64, progress: Callable[[int], None] | None = None
     ) -> dict[str, np.ndarray]:
-        """Class probabilities per task, in input order (texts batched by length, one encoder pass each)."""
-        inputs = TokenizedTexts(self.tokenizer, list(texts), None, self.max_length)
+        """Class probabilities per task, in input order (texts batched by length, one encoder pass each); a word
+        tagger's row holds one distribution per word piece."""
+        return self.read(self.inputs(texts), batch_size, progress)
+
+    def read(self, inputs, batch_size: int, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
         return predict_probabilities(
             self.encoder, self.heads, inputs.sorted_batches(batch_size), self.pooling, progress
         )
@@ -106,11 +119,32 @@ class MultiTaskModel:
     def predict_frame(
         self, texts: Sequence[str], batch_size: int = 64, progress: Callable[[int], None] | None = None
     ) -> pd.DataFrame:
-        """One row per text: `<task>` (the label) and `<task>_probability` (its probability) for every task."""
-        probabilities = self.probabilities(texts, batch_size, progress)
+        """One row per text: `<task>` (the label) and `<task>_probability` (its probability) for every task. A word
+        tagger's `<task>` is one BIO tag per whitespace-separated word, space-joined, and its probability the
+        mean over the words of their tag's (each word read at its first piece)."""
+        inputs = self.inputs(texts)
         columns: dict[str, list] = {}
-        for task, p in probabilities.items():
+        for task, p in self.read(inputs, batch_size, progress).items():
+            labels = self.labels[task]
+            if self.heads[task].per_token:
+                tagged = [word_probabilities(row, w, n) for row, w, n in zip(p, inputs.word_ids, inputs.words)]
+                columns[task] = [" ".join(labels[i] for i in row.argmax(-1)) for row in tagged]
+                columns[f"{task}{PROBABILITY_SUFFIX}"] = [
+                    float(row.max(-1).mean()) if len(row) else 1.0 for row in tagged
+                ]
+                continue
             best = p.argmax(-1) if len(p) else np.array([], dtype=int)
-            columns[task] = [self.labels[task][i] for i in best]
+            columns[task] = [labels[i] for i in best]
             columns[f"{task}{PROBABILITY_SUFFIX}"] = p[np.arange(len(best)), best].astype(float)
         return pd.DataFrame(columns)
+
+
+def word_probabilities(pieces: np.ndarray, word_ids: Sequence[int | None], words: int) -> np.ndarray:
+    """Per word, its first piece's class probabilities; a word cut off by truncation is certain of "O" (id 0)."""
+    rows = np.zeros((words, pieces.shape[-1]))
+    rows[:, 0] = 1.0
+    seen: set[int] = set()
+    for piece, word in zip(pieces, word_ids):
+        if word is not None and word not in seen:
+            rows[word], _ = piece, seen.add(word)
+    return rows

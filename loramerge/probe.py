@@ -15,9 +15,9 @@ from collections.abc import Mapping
 import torch
 from torch.func import functional_call
 
-from loramerge.backbone import pool
 from loramerge.batching import TokenizedTexts
 from loramerge.model import ClassificationHead
+from loramerge.tokens import TaggedWords
 
 
 class EntropyProbe:
@@ -25,7 +25,7 @@ class EntropyProbe:
         self,
         encoder: torch.nn.Module,
         head: ClassificationHead,
-        texts: TokenizedTexts,
+        texts: TokenizedTexts | TaggedWords,
         pooling: str,
         seed: int,
     ) -> None:
@@ -47,5 +47,9 @@ class EntropyProbe:
         weights = {f"{layer}.weight": self.modules[layer].weight.detach() + delta for layer, delta in deltas.items()}
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         hidden = functional_call(self.encoder, weights, args=(), kwargs=inputs, strict=False).last_hidden_state
-        log_p = self.head(pool(hidden, batch["attention_mask"], self.pooling)).log_softmax(-1)
-        return -(log_p.exp() * log_p).sum(-1).mean()
+        log_p = self.head.read(hidden, batch["attention_mask"], self.pooling).log_softmax(-1)
+        entropy = -(log_p.exp() * log_p).sum(-1)
+        if self.head.per_token:  # the mean over real tokens, padding left out
+            mask = batch["attention_mask"].to(entropy.dtype)
+            return (entropy * mask).sum() / mask.sum()
+        return entropy.mean()

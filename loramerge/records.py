@@ -60,13 +60,20 @@ class Record(Strict):
 
 
 class Scores(Strict):
-    """`metrics.classification_metrics`: one model's scores on one split."""
+    """One model's scores on one split (loramerge/tasktypes.py). `score` is the task's headline number, what
+    normalized scores and gain retention are computed from: accuracy for a sentence task, entity micro-F1 for a
+    token task (whose `accuracy` is the share of words tagged right). Wherever the pipeline's records and
+    tables say "accuracy" of a task in a merge (`single_accuracy`, `normalized_accuracy`), it is this score."""
 
+    score: float
     accuracy: float
     macro_f1: float
-    weighted_precision: float
-    weighted_recall: float
     weighted_f1: float
+    weighted_precision: float | None = None
+    """Sentence tasks only (scikit-learn, weighted by support)."""
+    weighted_recall: float | None = None
+    micro_f1: float | None = None
+    """Token tasks only: entity micro-F1 (seqeval, strict IOB2), equal to `score`."""
 
 
 class PreparedStats(Record):
@@ -99,11 +106,13 @@ class TrainMetrics(Record):
     """train_metrics.json of a trained model (in its folder, and copied to metrics/train/<mode>/<task>.json):
     the best checkpoint's validation scores, the run's cost and the model's parameter counts."""
 
+    val_score: float
     val_accuracy: float
     val_macro_f1: float
-    val_weighted_precision: float
-    val_weighted_recall: float
     val_weighted_f1: float
+    val_weighted_precision: float | None = None
+    val_weighted_recall: float | None = None
+    val_micro_f1: float | None = None
     global_steps: int
     best_step: int
     runtime_s: float
@@ -262,8 +271,11 @@ class PredictionTable:
 
 
 MERGED_PREDICTIONS = PredictionTable(
-    lambda combo: f"evaluate_{combination_kind(combo)}@{combo}", ("method", "task", "example", "correct")
+    lambda combo: f"evaluate_{combination_kind(combo)}@{combo}", ("method", "task", "example", "points", "possible")
 )
-"""evaluate_pair / evaluate_triple: one row per (method, member task, test example)."""
-BASELINE_PREDICTIONS = PredictionTable(lambda task: f"evaluate_baselines@{task}", ("example", "head_only", "full"))
-"""evaluate_baselines: per test example, whether each baseline was right."""
+"""evaluate_pair / evaluate_triple: one row per (method, member task, test example), with the example's points of
+its possible points (loramerge/tasktypes.py: a split's score is Σ points / Σ possible)."""
+BASELINE_PREDICTIONS = PredictionTable(
+    lambda task: f"evaluate_baselines@{task}", ("mode", "example", "points", "possible")
+)
+"""evaluate_baselines: one row per (baseline mode, test example), points as above."""

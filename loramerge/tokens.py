@@ -7,18 +7,17 @@ pieces; only the first piece of each word carries the word's tag, the others are
 recipe), so one label per word goes in and one comes out. Scores are entity-level (seqeval, strict IOB2:
 an entity counts only when its type and both ends are right) plus the share of words tagged right.
 
-The pieces here are what the pipeline's token-classification task type is built from; merging never sees
-them (heads are never merged), so a merged encoder serves an NER head and a sentence head alike.
+The pieces here are what the pipeline's token-classification task type (loramerge/tasktypes.py) is built
+from; its head is loramerge.model's ClassificationHead reading every token. Merging never sees them (heads
+are never merged), so a merged encoder serves an NER head and a sentence head alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from seqeval.metrics import classification_report, f1_score
 from seqeval.scheme import IOB2, Entities
 from torch import nn
@@ -26,7 +25,6 @@ from transformers import PreTrainedTokenizerBase
 
 IGNORED = -100
 """The label of word pieces after a word's first, and of special tokens: cross-entropy skips it."""
-TOKEN_HEAD_FILE = "token_head.safetensors"
 
 
 class TaggedWords(torch.utils.data.Dataset):
@@ -47,6 +45,7 @@ class TaggedWords(torch.utils.data.Dataset):
         self.input_ids: list[list[int]] = encoded["input_ids"]
         self.word_ids: list[list[int | None]] = [encoded.word_ids(i) for i in range(len(sentences))]
         self.words = [len(s) for s in sentences]
+        self.tags = [list(t) for t in tags] if tags is not None else None
         self.pad_id = tokenizer.pad_token_id or 0
         index = {label: i for i, label in enumerate(labels)}
         self.labels = (
@@ -112,31 +111,9 @@ def word_tags(
     return tags
 
 
-class TokenHead(nn.Module):
-    """Dropout and a linear layer on every token's hidden state: one tag distribution per word piece."""
-
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden_size, num_labels)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.dropout(hidden))
-
-    def save(self, folder: Path) -> None:
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(Path(folder) / TOKEN_HEAD_FILE))
-
-    @classmethod
-    def load(cls, folder: Path) -> TokenHead:
-        state = load_file(str(Path(folder) / TOKEN_HEAD_FILE))
-        num_labels, hidden = state["linear.weight"].shape
-        head = cls(hidden, num_labels, dropout=0.0)
-        head.load_state_dict(state)
-        return head.eval()
-
-
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the labelled pieces only (first piece of each word)."""
+    """Cross-entropy over the labelled pieces only (first piece of each word). Sentence logits (texts × labels)
+    with one label per text have nothing ignored: the same function is the sentence tasks' loss."""
     return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORED)
 
 

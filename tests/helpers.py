@@ -37,6 +37,33 @@ def synthetic_rows(labels: list[str], count: int, seed: int) -> list[tuple[str, 
     return rows
 
 
+ENTITY_TYPES = ("sport", "money")
+"""The synthetic NER task's entity types: its entities are WORDS of these kinds, its other words FILLER."""
+
+
+def synthetic_tagged(count: int, seed: int) -> list[dict]:
+    """Tagged sentences (the wnut17 layout): filler words and one or two entities of one or two words each, so a
+    tiny model learns to tag them (a word's kind gives its type; B- on an entity's first word, I- after)."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(count):
+        chunks = [[(word, "O")] for word in rng.sample(FILLER, 3)]
+        for kind in rng.sample(ENTITY_TYPES, rng.randint(1, 2)):
+            words = rng.sample(WORDS[kind], rng.randint(1, 2))
+            chunks.append([(w, ("B-" if i == 0 else "I-") + kind) for i, w in enumerate(words)])
+        rng.shuffle(chunks)
+        pairs = [pair for chunk in chunks for pair in chunk]
+        sentences.append({"tokens": [w for w, _ in pairs], "tags": [t for _, t in pairs]})
+    return sentences
+
+
+def write_jsonl(path: Path, sentences: list[dict]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(s) + "\n" for s in sentences))
+
+
 def write_csv(path: Path, rows: list[tuple[str, str]]) -> None:
     import pandas as pd
 

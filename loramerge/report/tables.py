@@ -16,6 +16,7 @@ from loramerge.merging import get_method
 from loramerge.merging.observed import DataAwareMethod
 from loramerge.metrics import gain_retention
 from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics, TrainMetrics
+from loramerge.tasktypes import TASK_TYPES
 
 KINDS = ("pair", "triple")
 """The combination sizes the report compares, in the order it shows them."""
@@ -24,20 +25,23 @@ RETENTION = ["normalized_accuracy", "gain_retention"]
 
 
 def single_table(params: Params) -> pd.DataFrame:
-    """Per task: the majority class, head-only, full fine-tuning and the LoRA adapter on test."""
+    """Per task: the majority class, head-only, full fine-tuning and the LoRA adapter on test, each by the task's
+    score (`metric`: accuracy, or entity micro-F1 for a token task, where always tagging "O" finds nothing: 0)."""
     rows = []
     for task in params.tasks:
+        kind = TASK_TYPES[params.tasks[params.task_of(task)].type]
         metrics = SingleMetrics.read(paths.single_metrics(task))
         baselines = BaselineMetrics.read(paths.baseline_metrics(task))
         train = TrainMetrics.read(paths.train_metrics(task, "lora"))
         rows.append(
             {
                 "task": task,
+                "metric": kind.score_name,
                 "test_examples": metrics.test_examples,
-                "majority_accuracy": metrics.majority_baseline_accuracy,
-                "head_only_accuracy": baselines.head_only.accuracy,
-                "full_ft_accuracy": baselines.full.accuracy,
-                "lora_accuracy": metrics.accuracy,
+                "majority_accuracy": 0.0 if kind.per_token else metrics.majority_baseline_accuracy,
+                "head_only_accuracy": baselines.head_only.score,
+                "full_ft_accuracy": baselines.full.score,
+                "lora_accuracy": metrics.score,
                 "lora_macro_f1": metrics.macro_f1,
                 "lora_trainable_percent": train.trainable_percent,
                 "lora_train_s": train.runtime_s,
@@ -49,7 +53,8 @@ def single_table(params: Params) -> pd.DataFrame:
 
 
 def merged_table(params: Params, single: pd.DataFrame) -> pd.DataFrame:
-    """One row per (combination, method, member task), with normalized accuracy and gain retention."""
+    """One row per (combination, method, member task), with normalized accuracy and gain retention; `accuracy` is
+    the task's score (entity micro-F1 for a token task), as in single_table."""
     head_only = single.set_index("task")["head_only_accuracy"].to_dict()
     rows = []
     for combo in params.combinations:
@@ -63,15 +68,15 @@ def merged_table(params: Params, single: pd.DataFrame) -> pd.DataFrame:
                         "kind": kind,
                         "method": method,
                         "task": task,
-                        "accuracy": metrics.accuracy,
+                        "accuracy": metrics.score,
                         "single_accuracy": metrics.single_accuracy,
                         "normalized_accuracy": metrics.normalized_accuracy,
                         "macro_f1": metrics.macro_f1,
                         "head_only_accuracy": head_only[task],
-                        "beats_head_only": metrics.accuracy > head_only[task],
-                        "gain_retention": gain_retention(metrics.accuracy, metrics.single_accuracy, head_only[task]),
+                        "beats_head_only": metrics.score > head_only[task],
+                        "gain_retention": gain_retention(metrics.score, metrics.single_accuracy, head_only[task]),
                         "adapter_gain": metrics.single_accuracy - head_only[task],
-                        "merged_gain": metrics.accuracy - head_only[task],
+                        "merged_gain": metrics.score - head_only[task],
                     }
                 )
     return pd.DataFrame(rows)

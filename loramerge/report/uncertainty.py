@@ -13,6 +13,10 @@ Method comparisons: the difference in mean normalized accuracy (over every combi
 between a method and the best one, bootstrapped with the same draws; two-sided p = 2·min(P*(d ≤ 0),
 P*(d ≥ 0)) with the usual +1 correction, Holm-adjusted over the comparisons shown. Per task, the
 merged model against the single adapter: McNemar's exact test on the discordant examples.
+
+Scores are ratios of sums (loramerge/tasktypes.py): accuracy, or a token task's entity micro-F1, is
+Σ points / Σ possible over the drawn examples (sentences), so both resample the same way. McNemar's
+test pairs examples scored in full (for NER: every entity of the sentence found and none invented).
 """
 
 from __future__ import annotations
@@ -35,26 +39,47 @@ SINGLE, HEAD_ONLY, FULL = "single", "head_only", "full"
 
 @dataclass
 class Outcomes:
-    """Per task, which test examples each model got right: columns `single`, `head_only`, `full` and one per
-    (combination, method) that includes the task, rows in the prepared test split's order."""
+    """Per task, each test example's points under each model: columns `single`, `head_only`, `full` and one per
+    (combination, method) that includes the task, rows in the prepared test split's order; `possible` the same
+    tables of possible points (loramerge/tasktypes.py: a score is Σ points / Σ possible). No `possible`: every
+    example is worth one point (accuracy, and the points say which examples were right)."""
 
     tasks: dict[str, pd.DataFrame]
+    possible: dict[str, pd.DataFrame] | None = None
+
+    def possible_points(self, task: str) -> pd.DataFrame:
+        if self.possible is None:
+            return pd.DataFrame(1.0, index=self.tasks[task].index, columns=self.tasks[task].columns)
+        return self.possible[task]
+
+    def correct(self, task: str, model) -> np.ndarray:
+        """Which examples `model` scored in full (a text's label; a sentence's entities, all and only)."""
+        return (self.tasks[task][model] == self.possible_points(task)[model]).to_numpy(bool)
+
+    def score(self, task: str, model) -> float:
+        return float(self.tasks[task][model].sum() / self.possible_points(task)[model].sum())
 
 
 def read_outcomes(params: Params) -> Outcomes:
     """The evaluate stages' per-example tables, joined per task by example."""
-    tasks = {}
+    points, possible = {}, {}
     for task in params.tasks:
         single = pd.read_csv(paths.single_predictions(task))
-        columns = {SINGLE: (single["actual"] == single["predicted"]).to_numpy()}
-        baselines = BASELINE_PREDICTIONS.read(paths.baseline_predictions(task)).sort_values("example")
-        columns |= {HEAD_ONLY: baselines["head_only"].to_numpy(), FULL: baselines["full"].to_numpy()}
-        tasks[task] = columns
+        points[task], possible[task] = {SINGLE: single["points"].to_numpy()}, {SINGLE: single["possible"].to_numpy()}
+        baselines = BASELINE_PREDICTIONS.read(paths.baseline_predictions(task))
+        for mode, rows in baselines.groupby("mode", sort=False):
+            rows = rows.sort_values("example")
+            points[task][mode], possible[task][mode] = rows["points"].to_numpy(), rows["possible"].to_numpy()
     for combo in params.combinations:
         merged = MERGED_PREDICTIONS.read(paths.merged_predictions(combo))
         for (method, task), rows in merged.groupby(["method", "task"], sort=False):
-            tasks[task][(combo, method)] = rows.sort_values("example")["correct"].to_numpy()
-    return Outcomes({task: pd.DataFrame(columns) for task, columns in tasks.items()})
+            rows = rows.sort_values("example")
+            points[task][(combo, method)] = rows["points"].to_numpy()
+            possible[task][(combo, method)] = rows["possible"].to_numpy()
+    return Outcomes(
+        {task: pd.DataFrame(columns) for task, columns in points.items()},
+        {task: pd.DataFrame(columns) for task, columns in possible.items()},
+    )
 
 
 def resample_counts(examples: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -66,16 +91,18 @@ def resample_counts(examples: int, resamples: int, rng: np.random.Generator) -> 
 
 
 def replicate_accuracies(outcomes: Outcomes, resamples: int, seed: int) -> dict[str, pd.DataFrame]:
-    """Per task, every model's accuracy in each replicate (rows) and on the full split (row "point"). One draw
-    per task and replicate, shared by all its models: a seed gives the same intervals every time."""
+    """Per task, every model's score (accuracy, or entity micro-F1) in each replicate (rows) and on the full split
+    (row "point"): Σ drawn points / Σ drawn possible points. One draw per task and replicate, shared by all its
+    models: a seed gives the same intervals every time."""
     found = {}
-    for index, (task, correct) in enumerate(outcomes.tasks.items()):
-        counts = resample_counts(len(correct), resamples, np.random.default_rng([seed, index]))
-        matrix = correct.to_numpy(dtype=np.float64)
-        replicates = pd.DataFrame(counts @ matrix / len(correct), columns=correct.columns)
-        found[task] = pd.concat(
-            [replicates, pd.DataFrame([matrix.mean(axis=0)], columns=correct.columns, index=["point"])]
-        )
+    for index, (task, points) in enumerate(outcomes.tasks.items()):
+        counts = resample_counts(len(points), resamples, np.random.default_rng([seed, index]))
+        earned = points.to_numpy(dtype=np.float64)
+        possible = outcomes.possible_points(task).to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a draw with nothing to find scores NaN, not 0
+            replicates = pd.DataFrame((counts @ earned) / (counts @ possible), columns=points.columns)
+            whole = earned.sum(axis=0) / possible.sum(axis=0)
+        found[task] = pd.concat([replicates, pd.DataFrame([whole], columns=points.columns, index=["point"])])
     return found
 
 
@@ -172,19 +199,20 @@ def mcnemar_exact(first: np.ndarray, second: np.ndarray) -> float:
 
 def merging_cost(outcomes: Outcomes, method: str, params: Params, significance: float) -> pd.DataFrame:
     """Per (combination, member task): `method`'s merged model against the task's single adapter on the same test
-    examples (McNemar exact, Holm-adjusted over every row): where merging cost accuracy beyond chance."""
+    examples (McNemar exact on the examples scored in full, Holm-adjusted over every row): where merging cost
+    accuracy (a token task: entity micro-F1) beyond chance."""
     rows = []
     for combo in params.combinations:
         for task in split_combination(combo):
-            correct = outcomes.tasks[task]
-            merged, single = correct[(combo, method)].to_numpy(bool), correct[SINGLE].to_numpy(bool)
+            merged, single = outcomes.correct(task, (combo, method)), outcomes.correct(task, SINGLE)
+            single_score, merged_score = outcomes.score(task, SINGLE), outcomes.score(task, (combo, method))
             rows.append(
                 {
                     "combination": combo,
                     "task": task,
-                    "single_accuracy": single.mean(),
-                    "merged_accuracy": merged.mean(),
-                    "change_points": 100 * (merged.mean() - single.mean()),
+                    "single_accuracy": single_score,
+                    "merged_accuracy": merged_score,
+                    "change_points": 100 * (merged_score - single_score),
                     "only_single_right": int(np.sum(single & ~merged)),
                     "only_merged_right": int(np.sum(~single & merged)),
                     "p_mcnemar": mcnemar_exact(single, merged),

@@ -19,7 +19,7 @@ from loramerge.atomic import write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.config import Params, combination_kind, split_combination
-from loramerge.data import load_labels, load_split, prepared_splits
+from loramerge.data import load_split, prepared_splits
 from loramerge.evaluation import load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
@@ -40,6 +40,7 @@ from loramerge.records import (
     SingleMetrics,
     TrainMetrics,
 )
+from loramerge.tasktypes import Scored
 from loramerge.tracking import stage_run
 
 
@@ -49,30 +50,32 @@ def evaluate_single(params: Params, name: str) -> Path:
     task = params.task_of(name)
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     (update,) = load_updates(encoder, {name: paths.adapter_dir(name)})
-    test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
+    test = load_task_split(params, name, "test", tokenizer)
     precision = resolve(params.evaluate.precision)
     settings = {"task": task, "replica": name, "split": "test", "precision": precision.record()}
     with stage_run(params.tracking, f"evaluate@{name}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
         with patched(encoder, deltas_of(update)), precision.context():
-            scores, predicted = score(
-                encoder, load_head(name), test, params.evaluate.batch_size, params.backbone.pooling
-            )
-        labels = load_labels(task)
+            scored = score(encoder, load_head(name), test, params.evaluate.batch_size, params.backbone.pooling)
         predictions = pd.DataFrame(
-            {"actual": [labels[i] for i in test.labels], "predicted": [labels[i] for i in predicted]}
+            {
+                "actual": scored.actual,
+                "predicted": scored.predicted,
+                "points": scored.points,
+                "possible": scored.possible,
+            }
         )
         write_text(paths.single_predictions(name), predictions.to_csv(index=False))
         metrics = SingleMetrics(
-            **scores,
+            **scored.metrics,
             majority_baseline_accuracy=PreparedStats.read(paths.prepared_stats(task)).majority_baseline_accuracy[
                 "test"
             ],
-            test_examples=len(test.labels),
+            test_examples=test.examples,
             precision=PrecisionRecord(**precision.record()),
         )
         metrics.write(paths.single_metrics(name))
-        run.log_metrics({f"test/{name}/{k}": v for k, v in metrics.model_dump().items()})
+        run.log_metrics({f"test/{name}/{k}": v for k, v in metrics.model_dump().items() if v is not None})
     return paths.single_metrics(name)
 
 
@@ -83,9 +86,9 @@ def evaluate_baselines(params: Params, name: str) -> Path:
         paths.trained_model(name, mode)
     task = params.task_of(name)
     tokenizer = load_tokenizer(params.backbone)
-    test = load_task_split(task, "test", tokenizer, params.backbone.max_length)
+    test = load_task_split(params, name, "test", tokenizer)
     precision = resolve(params.evaluate.precision)
-    results, correct = {}, {"example": range(len(test.labels))}
+    results, outcomes = {}, []
     settings = {"task": task, "replica": name, "split": "test", "precision": precision.record()}
     with stage_run(params.tracking, f"evaluate_baselines@{name}", settings) as run:
         run.log_datasets(prepared_splits(task, ("test",)))
@@ -97,19 +100,27 @@ def evaluate_baselines(params: Params, name: str) -> Path:
                 else params.backbone.model_copy(update={"name": str(folder / "encoder")})
             )
             with precision.context():
-                metrics, predicted = score(
+                scored = score(
                     load_encoder(backbone),
                     ClassificationHead.load(folder),
                     test,
                     params.evaluate.batch_size,
                     params.backbone.pooling,
                 )
-            correct[mode] = predicted == test.labels
-            results[mode] = BaselineScores(**metrics, train=TrainMetrics.read(folder / paths.TRAIN_METRICS_FILE))
-            run.log_metrics({f"test/{name}/{mode}/{k}": v for k, v in metrics.items()})
-        BASELINE_PREDICTIONS.write(paths.baseline_predictions(name), pd.DataFrame(correct))
+            outcomes.append(example_points(scored, mode=mode))
+            results[mode] = BaselineScores(
+                **scored.metrics, train=TrainMetrics.read(folder / paths.TRAIN_METRICS_FILE)
+            )
+            run.log_metrics({f"test/{name}/{mode}/{k}": v for k, v in scored.metrics.items()})
+        BASELINE_PREDICTIONS.write(paths.baseline_predictions(name), pd.concat(outcomes, ignore_index=True))
         BaselineMetrics(**results, precision=PrecisionRecord(**precision.record())).write(paths.baseline_metrics(name))
     return paths.baseline_metrics(name)
+
+
+def example_points(scored: Scored, **labels: str) -> pd.DataFrame:
+    """One row per test example: its points of its possible points, under the given labels (mode, or method and task)."""
+    rows = pd.DataFrame({"example": range(len(scored.points)), "points": scored.points, "possible": scored.possible})
+    return rows.assign(**labels)
 
 
 def check_merged(params: Params, combo: str) -> list[str]:
@@ -136,8 +147,8 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     settings = {"combination": combo, "split": "test", "precision": precision.record()}
     with stage_run(params.tracking, f"evaluate_{kind}@{combo}", settings) as run, precision.context():
         run.log_datasets(split for t in members for split in prepared_splits(params.task_of(t), ("test",)))
-        results, correct = score_merges(params, combo, encoder, tokenizer, heads)
-        MERGED_PREDICTIONS.write(paths.merged_predictions(combo), correct)
+        results, outcomes = score_merges(params, combo, encoder, tokenizer, heads)
+        MERGED_PREDICTIONS.write(paths.merged_predictions(combo), outcomes)
         for method, result in results.items():
             run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result.mean_normalized_accuracy})
         timing = inference_cost(
@@ -158,38 +169,33 @@ def evaluate_combination(params: Params, combo: str) -> Path:
 def score_merges(
     params: Params, combo: str, encoder, tokenizer, heads: dict[str, ClassificationHead]
 ) -> tuple[dict[str, MethodResult], pd.DataFrame]:
-    """Each method's merged model on every member's test split, normalized by the single adapters, and whether
-    it got each test example right (one row per method, task and example). Reads and writes nothing but the
+    """Each method's merged model on every member's test split, normalized by the single adapters, and each test
+    example's points (one row per method, task and example). Reads and writes nothing but the
     merge stage's outputs, so benchmarks can time it alone."""
     members = split_combination(combo)
-    single = {t: SingleMetrics.read(paths.single_metrics(t)).accuracy for t in members}
-    tests = {t: load_task_split(params.task_of(t), "test", tokenizer, params.backbone.max_length) for t in members}
-    results, correct = {}, []
+    single = {t: SingleMetrics.read(paths.single_metrics(t)).score for t in members}
+    tests = {t: load_task_split(params, t, "test", tokenizer) for t in members}
+    results, outcomes = {}, []
     for method in params.merge.methods:
         folder = paths.merged_dir(combo) / method
         per_task = {}
         with patched(encoder, merged_deltas(encoder, folder)):
             for task in members:
-                scores, predicted = score(
-                    encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling
-                )
-                right = predicted == tests[task].labels
-                correct.append(
-                    pd.DataFrame({"method": method, "task": task, "example": range(len(right)), "correct": right})
-                )
+                scored = score(encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling)
+                outcomes.append(example_points(scored, method=method, task=task))
                 per_task[task] = MergedTaskScores(
-                    **scores,
+                    **scored.metrics,
                     single_accuracy=single[task],
-                    normalized_accuracy=normalized_accuracy(scores["accuracy"], single[task]),
+                    normalized_accuracy=normalized_accuracy(scored.metrics["score"], single[task]),
                 )
-        accuracy = {t: m.accuracy for t, m in per_task.items()}
+        found = {t: m.score for t, m in per_task.items()}
         results[method] = MethodResult(
             tasks=per_task,
-            mean_accuracy=sum(accuracy.values()) / len(members),
-            mean_normalized_accuracy=mean_normalized_accuracy(accuracy, single),
+            mean_accuracy=sum(found.values()) / len(members),
+            mean_normalized_accuracy=mean_normalized_accuracy(found, single),
             params=MergeManifest.read(paths.merge_manifest(combo, method)).params,
         )
-    return results, pd.concat(correct, ignore_index=True)
+    return results, pd.concat(outcomes, ignore_index=True)
 
 
 def inference_cost(

@@ -114,13 +114,15 @@ def export_manifest(params: Params, combo: str, method: str, scores: dict[str, f
 
 
 def member_test_texts(params: Params, members: list[str]) -> dict:
-    """Up to export.compression_examples test texts per member (stratified, seeded) with their label ids."""
+    """Up to export.compression_examples test texts per member (stratified, seeded) with their gold label names
+    (a word tagger's: its tag lists, the texts being its words joined by spaces)."""
     tests = {}
     for task in members:
         frame = stratified_subsample(
-            load_split(task, "test"), params.export.compression_examples, params.data.subsample_seed
+            load_split(params.task_of(task), "test"), params.export.compression_examples, params.data.subsample_seed
         )
-        tests[task] = (frame["text"].tolist(), frame["label_id"].to_numpy())
+        gold = frame["tags"].map(list) if "tags" in frame.columns else frame["label"]
+        tests[task] = (frame["text"].tolist(), gold.tolist())
     return tests
 
 

@@ -31,12 +31,12 @@ def write_grams(params: Params, name: str) -> Path:
     check_same_base({name: adapter}, params.backbone.name)
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     (update,) = load_updates(encoder, {name: adapter})
-    data = load_task_split(task, SPLIT, tokenizer, params.backbone.max_length)
+    data = load_task_split(params, name, SPLIT, tokenizer)
     run_params = {
         "task": task,
         "replica": name,
         "split": SPLIT,
-        "examples": len(data.labels),
+        "examples": data.examples,
         "backbone": params.backbone.name,
     }
     with stage_run(params.tracking, f"gram@{name}", run_params) as run, atomic_dir(gram_dir(name)) as out:
@@ -45,12 +45,12 @@ def write_grams(params: Params, name: str) -> Path:
         record = GramRecord(
             task=name,
             split=SPLIT,
-            examples=len(data.labels),
+            examples=data.examples,
             tokens=tokens,
             layers=sorted(grams),
             adapter_sha256=file_digest(adapter / "adapter_model.safetensors"),
             backbone=params.backbone.name,
         )
         save_grams(out, grams, record)
-        run.log_metrics({"tokens": tokens, "examples": len(data.labels)})
+        run.log_metrics({"tokens": tokens, "examples": data.examples})
     return gram_dir(name)

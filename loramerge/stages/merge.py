@@ -71,10 +71,11 @@ class ValidationObjective:
         self.single: dict[str, float] = {}
 
     def accuracies(self, deltas: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, float]:
-        """Accuracy of the encoder patched with `deltas` on each task's validation split (all members by default)."""
+        """The score (accuracy; entity micro-F1 for a token task) of the encoder patched with `deltas` on each task's
+        validation split (all members by default)."""
         with patched(self.encoder, deltas), self.precision.context():
             return {
-                t: score(self.encoder, self.heads[t], self.splits[t], self.batch_size, self.pooling)[0]["accuracy"]
+                t: score(self.encoder, self.heads[t], self.splits[t], self.batch_size, self.pooling).metrics["score"]
                 for t in tasks or self.splits
             }
 
@@ -149,12 +150,7 @@ def merge_combination(params: Params, combo: str) -> Path:
     heads = {t: load_head(t) for t in members}
     splits = {
         t: load_task_split(
-            params.task_of(t),
-            "validation",
-            tokenizer,
-            params.backbone.max_length,
-            params.merge.search_max_examples,
-            params.data.subsample_seed,
+            params, t, "validation", tokenizer, params.merge.search_max_examples, params.data.subsample_seed
         )
         for t in members
     }
@@ -209,11 +205,11 @@ def merge_with(
         search=SearchRecord(
             strategy=params.merge.search,
             space=space.root,
-            metric="mean normalized validation accuracy",
+            metric="mean normalized validation score (accuracy; entity micro-F1 for token tasks)",
             points=[t.row() for t in trials],
         ),
         validation=ValidationSummary(
-            examples={t: len(objective.splits[t].labels) for t in members},
+            examples={t: objective.splits[t].examples for t in members},
             single_accuracy=dict(objective.single),
             merged_accuracy=best.accuracy,
             mean_normalized_accuracy=best.score,

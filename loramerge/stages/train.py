@@ -29,6 +29,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -37,14 +38,15 @@ from transformers import get_linear_schedule_with_warmup
 from loramerge import paths
 from loramerge.atomic import atomic_dir, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.batching import CachedFeatures, TokenizedTexts
+from loramerge.batching import CachedFeatures
 from loramerge.config import ConfigError, Params, TrainConfig
 from loramerge.data import file_digest, load_labels, load_split, prepared_splits
 from loramerge.lora import add_lora
-from loramerge.metrics import classification_metrics
-from loramerge.model import ClassificationHead, Classifier, pooled_features
+from loramerge.model import ClassificationHead, Classifier, per_text, pooled_features
 from loramerge.precision import Precision, resolve
 from loramerge.records import PrecisionRecord, TrainMetrics
+from loramerge.tasktypes import TASK_TYPES, TaskType
+from loramerge.tokens import IGNORED, token_loss
 from loramerge.tracking import lightning_logger, stage_run, untracked
 
 CHECKPOINT_FILES = ("last.ckpt", "best.ckpt")
@@ -89,21 +91,22 @@ class TaskDataModule(L.LightningDataModule):
     of the seeded order, so together they see exactly the single-process batch).
     """
 
-    def __init__(self, task: str, tokenizer, max_length: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, task: str, kind: TaskType, labels: list[str], tokenizer, max_length: int, batch_size: int, seed: int
+    ) -> None:
         super().__init__()
-        self.task, self.tokenizer, self.max_length = task, tokenizer, max_length
+        self.task, self.kind, self.labels = task, kind, labels
+        self.tokenizer, self.max_length = tokenizer, max_length
         self.batch_size, self.seed = batch_size, seed
 
     def setup(self, stage: str | None = None) -> None:
         """Tokenise once: Lightning calls this again at `fit`, which must keep the splits (and cached features)."""
         if getattr(self, "splits", None):
             return
-        self.splits = {}
-        for split in ("train", "validation"):
-            frame = load_split(self.task, split)
-            self.splits[split] = TokenizedTexts(
-                self.tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), self.max_length
-            )
+        self.splits = {
+            split: self.kind.inputs(load_split(self.task, split), self.tokenizer, self.labels, self.max_length)
+            for split in ("train", "validation")
+        }
 
     def cache_features(self, encoder: torch.nn.Module, pooling: str) -> None:
         """Replace both splits' texts by the frozen encoder's pooled vectors, computed once (head-only training)."""
@@ -126,7 +129,7 @@ class TaskDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
-        """Every process scores the whole validation split (Lightning would shard it), so val_acc,
+        """Every process scores the whole validation split (Lightning would shard it), so val_score,
         early stopping and the best checkpoint are the same on every rank and as in one process."""
         batches = list(self.splits["validation"].sorted_batches(self.batch_size * 2))
         whole = torch.utils.data.DistributedSampler(batches, num_replicas=1, rank=0, shuffle=False)
@@ -141,15 +144,18 @@ def step_seed(seed: int, step: int) -> int:
 class ClassifierModule(L.LightningModule):
     """Cross-entropy training of whatever requires grad (LoRA, all weights, or the head alone) + head.
 
-    AdamW with linear warm-up and decay; the head has its own learning rate.
+    AdamW with linear warm-up and decay; the head has its own learning rate. Validation scores the task's
+    type's way (`val_score`: accuracy, or entity micro-F1), which early stopping and the best checkpoint follow.
     """
 
-    def __init__(self, classifier: Classifier, config: TrainConfig, total_steps: int) -> None:
+    def __init__(
+        self, classifier: Classifier, config: TrainConfig, total_steps: int, data: TaskDataModule | None = None
+    ) -> None:
+        """`data`: the task whose validation split validation scores; None for training steps alone (no validation)."""
         super().__init__()
-        self.classifier, self.config, self.total_steps = classifier, config, total_steps
-        self._val_true: list[np.ndarray] = []
-        self._val_pred: list[np.ndarray] = []
-        self._val_loss: list[float] = []
+        self.classifier, self.config, self.total_steps, self.data = classifier, config, total_steps, data
+        self._val_rows: list[tuple[np.ndarray, np.ndarray]] = []
+        self._val_loss, self._val_labelled = 0.0, 0
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         """Dropout's randomness restarts from (seed, step) before every step: a resumed run replays bit
@@ -160,23 +166,24 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self.classifier.logits(batch)
-        loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        loss = token_loss(logits, batch["labels"])
         self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        logits = self.classifier.logits(batch)
-        self._val_loss.append(float(torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum")))
-        self._val_true.append(batch["labels"].numpy())
-        self._val_pred.append(logits.argmax(-1).numpy())
+        logits, labels = self.classifier.logits(batch), batch["labels"]
+        flat = logits.reshape(-1, logits.shape[-1]).float()
+        self._val_loss += float(F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORED, reduction="sum"))
+        self._val_labelled += int((labels != IGNORED).sum())
+        self._val_rows.append((batch["index"].numpy(), predicted_ids(logits, batch, self.classifier.head.per_token)))
 
     def on_validation_epoch_end(self) -> None:
-        y_true, y_pred = np.concatenate(self._val_true), np.concatenate(self._val_pred)
-        scores = classification_metrics(y_true, y_pred)
-        self.log("val_loss", sum(self._val_loss) / len(y_true))
-        self.log("val_acc", scores["accuracy"], prog_bar=True)
+        scores = validation_scores(self._val_rows, self.data)
+        self.log("val_loss", self._val_loss / max(self._val_labelled, 1))
+        self.log("val_score", scores["score"], prog_bar=True)
+        self.log("val_acc", scores["accuracy"])
         self.log("val_macro_f1", scores["macro_f1"])
-        self._val_true, self._val_pred, self._val_loss = [], [], []
+        self._val_rows, self._val_loss, self._val_labelled = [], 0.0, 0
 
     def configure_optimizers(self):
         head = list(self.classifier.head.parameters())
@@ -197,6 +204,19 @@ class ClassifierModule(L.LightningModule):
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         return super().load_state_dict(state_dict, strict=False, assign=assign)
+
+
+def predicted_ids(logits: torch.Tensor, batch: dict, per_token: bool) -> np.ndarray:
+    """Each row's predicted label id, or (per-token heads) each text's array of per-piece ids without padding."""
+    found = logits.argmax(-1).numpy()
+    return per_text(found, batch["attention_mask"]) if per_token else found
+
+
+def validation_scores(rows: list[tuple[np.ndarray, np.ndarray]], data: TaskDataModule) -> dict[str, float]:
+    """The task type's scores of (indices, predictions) batches on the validation split, put back in order."""
+    order = np.argsort(np.concatenate([index for index, _ in rows]))
+    predicted = np.concatenate([found for _, found in rows])[order]
+    return data.kind.score(data.splits["validation"], predicted, data.labels).metrics
 
 
 def count_parameters(model: torch.nn.Module) -> dict[str, int | float]:
@@ -305,11 +325,11 @@ LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 def build_trainer(
     config: TrainConfig, folder: Path, val_every: int, precision: Precision
 ) -> tuple[L.Trainer, ModelCheckpoint]:
-    """Two checkpoints: `best.ckpt` (highest val_acc, what gets saved) and `last.ckpt`, written only
+    """Two checkpoints: `best.ckpt` (highest val_score, what gets saved) and `last.ckpt`, written only
     at epoch ends so that resuming never starts mid-epoch. The logger is attached once the stage's
     MLflow run exists (rank 0 only); the Trainer comes first because it knows this process's rank."""
     checkpoint = ModelCheckpoint(
-        dirpath=folder, filename="best", monitor="val_acc", mode="max", save_top_k=1, enable_version_counter=False
+        dirpath=folder, filename="best", monitor="val_score", mode="max", save_top_k=1, enable_version_counter=False
     )
     # `save_last` alone no longer writes (Lightning >= 2.6 saves "last" only beside a top-k save), so the
     # resume point is an unmonitored top-1 checkpoint named "last", replaced at every epoch end.
@@ -331,7 +351,7 @@ def build_trainer(
         precision=LIGHTNING_PRECISION[precision.name],
         val_check_interval=val_every,
         check_val_every_n_epoch=None,
-        callbacks=[EarlyStopping(monitor="val_acc", mode="max", patience=config.patience), checkpoint, epoch_end],
+        callbacks=[EarlyStopping(monitor="val_score", mode="max", patience=config.patience), checkpoint, epoch_end],
         logger=False,
         deterministic=True,
         enable_model_summary=False,
@@ -356,24 +376,26 @@ def train_task(params: Params, name: str, mode: str = "lora") -> Path:
     config, task = params.task_train(name, mode), params.task_of(name)
     check_hardware(config)
     labels = load_labels(task)  # before the model: a task not yet prepared fails here, naming the stage to run
+    kind = TASK_TYPES[params.tasks[task].type]
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     L.seed_everything(config.seed, workers=True)
     tokenizer = load_tokenizer(params.backbone)
     encoder = build_encoder(params, mode)
-    head = ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout)
+    head = ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout, kind.per_token)
     classifier = Classifier(
         encoder, head, params.backbone.pooling
     ).train()  # from_pretrained leaves eval mode: no dropout
-    data = TaskDataModule(task, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
+    data = TaskDataModule(task, kind, labels, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
     data.setup()
-    if mode == "head_only":
+    if mode == "head_only" and not kind.per_token:  # a token head reads every token's state: nothing pooled to cache
         data.cache_features(encoder, params.backbone.pooling)
     steps_per_epoch = -(-len(data.splits["train"]) // config.batch_size)
-    module = ClassifierModule(classifier, config, total_steps=steps_per_epoch * config.max_epochs)
+    module = ClassifierModule(classifier, config, steps_per_epoch * config.max_epochs, data)
     precision = resolve(config.precision)
     settings = {
         "task": task,
+        "type": kind.name,
         "replica": name,
         "mode": mode,
         "backbone": params.backbone.model_dump(),
@@ -423,12 +445,12 @@ def final_metrics(
     """The best checkpoint's validation scores (in float32: the saved model as every later stage reads it),
     the run's cost (time, steps, memory), its training precision and the model's size."""
     module.eval()
-    trues, preds = [], []
+    rows = []
     with torch.inference_mode():
         for batch in data.splits["validation"].sorted_batches(config.batch_size * 2):
-            preds.append(module.classifier.logits(batch).argmax(-1).numpy())
-            trues.append(batch["labels"].numpy())
-    scores = classification_metrics(np.concatenate(trues), np.concatenate(preds))
+            logits = module.classifier.logits(batch)
+            rows.append((batch["index"].numpy(), predicted_ids(logits, batch, module.classifier.head.per_token)))
+    scores = validation_scores(rows, data)
     return TrainMetrics(
         **{f"val_{k}": v for k, v in scores.items()},
         global_steps=trainer.global_step,

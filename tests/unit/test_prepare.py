@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loramerge.atomic import read_json
+from loramerge.config import generated_lists
 from loramerge.data import DataError, load_split, read_raw_splits, stratified_subsample
 from loramerge.stages.prepare import prepare_task
 from tests.helpers import synthetic_rows, write_csv
@@ -177,7 +178,7 @@ def test_a_token_task_is_prepared_from_json_lines_with_its_tag_set_entity_counts
         (folder / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     params_dict["data"]["local_dir"] = str(tmp_path / "data")
     params_dict["tasks"] = {"names": {"type": "token_classification", "data": {"hub": {"id": "example/names"}}}}
-    params_dict["pairs"], params_dict["triples"] = {}, {}
+    params_dict.update(generated_lists(["names"], 1, [], []))
     monkeypatch.chdir(tmp_path)
     out = prepare_task(Params.model_validate(params_dict), "names")
     labels = json.loads((out / "labels.json").read_text())["labels"]

@@ -9,10 +9,10 @@ import torch
 
 from loramerge.backbone import load_tokenizer
 from loramerge.data import DataError, read_tagged_split, tag_set
+from loramerge.model import ClassificationHead
 from loramerge.tokens import (
     IGNORED,
     TaggedWords,
-    TokenHead,
     entity_metrics,
     first_piece_labels,
     micro_f1,
@@ -72,12 +72,17 @@ def test_tagged_words_pad_labels_with_ignored_and_the_loss_skips_them(params):
     assert token_loss(logits, batch["labels"]) == pytest.approx((manual / 3).item(), rel=1e-5)
 
 
-def test_a_token_head_saves_and_loads_the_same_weights(tmp_path):
-    head = TokenHead(8, 5, 0.1)
+def test_a_per_token_head_saves_and_loads_as_one_and_reads_every_token(tmp_path):
+    head = ClassificationHead(8, 5, 0.1, per_token=True)
     head.save(tmp_path)
-    loaded = TokenHead.load(tmp_path)
-    hidden = torch.randn(2, 3, 8)
-    torch.testing.assert_close(loaded(hidden), head.eval()(hidden))
+    loaded = ClassificationHead.load(tmp_path)
+    assert loaded.per_token and not loaded.training
+    hidden, mask = torch.randn(2, 4, 8), torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    assert torch.equal(loaded.read(hidden, mask, "mean"), loaded(hidden)) and loaded.read(
+        hidden, mask, "mean"
+    ).shape == (2, 4, 5)
+    ClassificationHead(8, 5, 0.0).save(tmp_path)
+    assert not ClassificationHead.load(tmp_path).per_token, "a sentence head stays one"
 
 
 def test_tagged_files_are_read_strictly_with_the_line_at_fault_named(tmp_path):

@@ -1,0 +1,106 @@
+"""Task types behind one interface: how a prepared split becomes model inputs, and how predictions are scored.
+
+`sequence_classification` predicts one label per text from the pooled vector; `token_classification`
+one BIO tag per word from each word's first piece (loramerge/tokens.py). Everything downstream sees
+only what this interface returns: the inputs (same batching methods for both), and a `Scored` with the
+task's headline `score` (accuracy, or entity micro-F1), its other metrics, and per example the two
+numbers any resample's score is computed from: score = Σ points / Σ possible. For accuracy an example
+gives 1 or 0 of 1; for micro-F1 a sentence gives 2·(entities right) of (entities predicted + true).
+So normalized scores, gain retention and the report's paired bootstrap treat both types alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from transformers import PreTrainedTokenizerBase
+
+from loramerge.batching import TokenizedTexts
+from loramerge.metrics import classification_metrics
+from loramerge.tokens import TaggedWords, entity_metrics, sentence_counts, word_tags
+
+
+@dataclass
+class Scored:
+    """One model on one task's split: metrics (with `score`), and per example its points, possible points,
+    whether it is entirely right, and the gold and predicted labels as text (the predictions file)."""
+
+    metrics: dict[str, float]
+    points: np.ndarray
+    possible: np.ndarray
+    actual: list[str]
+    predicted: list[str]
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Examples scored in full (a text's label; a sentence's every entity found and none invented)."""
+        return self.points == self.possible
+
+
+class TaskType(Protocol):
+    name: str
+    per_token: bool
+    score_name: str
+
+    def inputs(
+        self, frame: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, labels: list[str], max_length: int
+    ) -> TokenizedTexts | TaggedWords: ...
+
+    def score(self, inputs, predicted: np.ndarray, labels: list[str]) -> Scored: ...
+
+
+class SequenceClassification:
+    """One label per text, from the pooled vector; scored by accuracy."""
+
+    name, per_token, score_name = "sequence_classification", False, "accuracy"
+
+    def inputs(self, frame, tokenizer, labels, max_length) -> TokenizedTexts:
+        return TokenizedTexts(tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), max_length)
+
+    def score(self, inputs: TokenizedTexts, predicted: np.ndarray, labels: list[str]) -> Scored:
+        gold = np.asarray(inputs.labels, dtype=np.int64)
+        predicted = np.asarray(predicted, dtype=np.int64)
+        metrics = classification_metrics(gold, predicted)
+        right = (gold == predicted).astype(np.float64)
+        return Scored(
+            {"score": metrics["accuracy"], **metrics},
+            right,
+            np.ones_like(right),
+            [labels[i] for i in gold],
+            [labels[i] for i in predicted],
+        )
+
+
+class TokenClassification:
+    """One BIO tag per word (named-entity recognition); scored by entity-level micro-F1 (seqeval, strict IOB2)."""
+
+    name, per_token, score_name = "token_classification", True, "entity micro-F1"
+
+    def inputs(self, frame, tokenizer, labels, max_length) -> TaggedWords:
+        return TaggedWords(tokenizer, frame["tokens"].tolist(), frame["tags"].tolist(), labels, max_length)
+
+    def score(self, inputs: TaggedWords, predicted: np.ndarray, labels: list[str]) -> Scored:
+        tags = [word_tags(p, w, n, labels) for p, w, n in zip(predicted, inputs.word_ids, inputs.words)]
+        found = entity_metrics(inputs.tags, tags)
+        counts = sentence_counts(inputs.tags, tags)
+        metrics = {
+            "score": found["micro_f1"],
+            "accuracy": found["word_accuracy"],
+            "micro_f1": found["micro_f1"],
+            "macro_f1": found["macro_f1"],
+            "weighted_f1": found["weighted_f1"],
+        }
+        return Scored(
+            metrics,
+            2.0 * counts[:, 0],
+            (counts[:, 1] + counts[:, 2]).astype(np.float64),
+            [" ".join(t) for t in inputs.tags],
+            [" ".join(t) for t in tags],
+        )
+
+
+TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SequenceClassification(), TokenClassification())}
+"""Every task type by its params.yaml name (`tasks.<task>.type`)."""
