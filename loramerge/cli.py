@@ -21,6 +21,7 @@ from loramerge.config import (
     TRAINING_MODES,
     ConfigError,
     Params,
+    adapters_of,
     generated_lists,
     load_params,
     split_combination,
@@ -125,7 +126,7 @@ def _combos(args: argparse.Namespace) -> None:
             f"{covered['min_per_task']}-{covered['max_per_task']}"
             + (f"; task pairs met in a triple: {covered['task_pairs_met']:.0%}" if size == 3 else "")
         )
-    lists = generated_lists(tasks, params.repeats, chosen["pairs"], chosen["triples"])
+    lists = generated_lists(tasks, params.repeats, chosen["pairs"], chosen["triples"], adapters_of(params.tasks))
     if "replicas" not in document:  # first written by this version: beside the lists, under their comment
         document.insert(list(document).index("pairs") if "pairs" in document else len(document), "replicas", {})
     for key, entries in lists.items():

@@ -95,12 +95,14 @@ class TrainOverrides(Strict):
     seed: int | None = None
 
 
-TaskType = Literal["sequence_classification", "token_classification"]
-"""What a task predicts: one label per text (a pooled head), or one BIO tag per word (a token head, NER)."""
+TaskType = Literal["sequence_classification", "token_classification", "image_classification"]
+"""What a task predicts: one label per text (a pooled head), one BIO tag per word (a token head, NER), or one
+label per image (a pooled head on a vision encoder such as ViT)."""
 
 DEFAULT_COLUMNS: dict[str, tuple[str, str]] = {
     "sequence_classification": ("text", "label"),
     "token_classification": ("tokens", "ner_tags"),
+    "image_classification": ("image", "label"),
 }
 """The Hub columns each task type reads unless `hub.text_column` / `hub.label_column` say otherwise."""
 
@@ -109,6 +111,9 @@ class TaskConfig(Strict):
     type: TaskType = "sequence_classification"
     data: TaskData
     train: TrainOverrides = TrainOverrides()
+    adapter: str | None = None
+    """An existing PEFT LoRA adapter for this task, used instead of training one: a local folder (a path starting
+    with /, ./ or ../, which DVC then tracks as a dependency) or a Hub id. Only a head is trained on it."""
 
     @model_validator(mode="after")
     def _columns_of_its_type(self) -> TaskConfig:
@@ -316,6 +321,8 @@ class Replica(Strict):
 
     task: str
     repeat: int = Field(ge=0)
+    source: str = ""  # empty only in lists older than this field, which `loramerge combos` rewrites
+    """What its adapter is made from, the train stage's dependency: the prepared data, or a task's own adapter folder."""
 
 
 class Combination(Strict):
@@ -390,7 +397,7 @@ class Params(Strict):
         repeats, or dvc.yaml would loop over stale names (unchecked while `loramerge combos` rewrites them)."""
         if info.context and info.context.get("rewriting_lists"):
             return self
-        expected = replica_entries(list(self.tasks), self.repeats)
+        expected = replica_entries(list(self.tasks), self.repeats, adapters_of(self.tasks))
         if {k: v.model_dump() for k, v in self.replicas.items()} != expected:
             raise ValueError(
                 f"replicas lists {sorted(self.replicas)} but tasks and repeats={self.repeats} make "
@@ -471,9 +478,32 @@ def replica_name(task: str, repeat: int) -> str:
     return task if repeat == 0 else f"{task}-repeat{repeat}"
 
 
-def replica_entries(tasks: list[str], repeats: int) -> dict[str, dict[str, Any]]:
+def is_local_path(adapter: str) -> bool:
+    """A local folder is written as a path (/, ./, ../ or ~); anything else is a Hub id."""
+    return adapter.startswith(("/", "./", "../", "~"))
+
+
+def adapters_of(tasks: dict[str, TaskConfig]) -> dict[str, str]:
+    """The tasks that bring their own adapter, and where it is."""
+    return {name: task.adapter for name, task in tasks.items() if task.adapter}
+
+
+def adapter_source(task: str, adapter: str | None) -> str:
+    """The train stage's dependency for a task's adapter: its own folder, else the data it is trained (or, for a Hub
+    adapter, its head is trained) from."""
+    return adapter if adapter and is_local_path(adapter) else f"data/prepared/{task}"
+
+
+def replica_entries(
+    tasks: list[str], repeats: int, adapters: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
     """`replicas:` as `loramerge combos` writes it: every task of every repeat, repeat by repeat."""
-    return {replica_name(t, k): {"task": t, "repeat": k} for k in range(repeats) for t in tasks}
+    adapters = adapters or {}
+    return {
+        replica_name(t, k): {"task": t, "repeat": k, "source": adapter_source(t, adapters.get(t))}
+        for k in range(repeats)
+        for t in tasks
+    }
 
 
 def combination_entries(chosen: list[str], repeats: int) -> dict[str, dict[str, list[str]]]:
@@ -487,10 +517,13 @@ def combination_entries(chosen: list[str], repeats: int) -> dict[str, dict[str, 
     return entries
 
 
-def generated_lists(tasks: list[str], repeats: int, pairs: list[str], triples: list[str]) -> dict[str, dict]:
-    """The three sections `loramerge combos` owns, for these tasks, repeats and chosen task pairs and triples."""
+def generated_lists(
+    tasks: list[str], repeats: int, pairs: list[str], triples: list[str], adapters: dict[str, str] | None = None
+) -> dict[str, dict]:
+    """The three sections `loramerge combos` owns, for these tasks (those in `adapters` bring their own), repeats and
+    chosen task pairs and triples."""
     return {
-        "replicas": replica_entries(tasks, repeats),
+        "replicas": replica_entries(tasks, repeats, adapters),
         "pairs": combination_entries(pairs, repeats),
         "triples": combination_entries(triples, repeats),
     }

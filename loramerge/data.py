@@ -138,29 +138,83 @@ def read_hub_tagged_splits(task: str, hub: HubSource, seed: int) -> dict[str, pd
     return {s: f.reset_index(drop=True) for s, f in frames.items()}
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_image_split(task: str, folder: Path) -> pd.DataFrame:
+    """One split in the torchvision ImageFolder layout, `<split>/<class>/<file>.png|jpg`: each image's file bytes
+    and its class (the folder's name), in sorted order."""
+    if not folder.is_dir():
+        raise DataError(f"task {task!r}: no folder {folder}; an image task needs <task>/<split>/<class>/*.png|jpg")
+    rows = [
+        {"image": path.read_bytes(), "label": path.parent.name}
+        for path in sorted(folder.glob("*/*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not rows:
+        raise DataError(f"task {task!r}: {folder} holds no <class>/*.png|jpg images")
+    return pd.DataFrame(rows, columns=["image", "label"])
+
+
+def read_hub_image_splits(task: str, hub: HubSource, seed: int) -> dict[str, pd.DataFrame]:
+    """An image task's splits from the Hub (`image`/`label` columns): each image as PNG bytes, labels as names; a
+    missing validation split is carved from train (stratified, seeded)."""
+    import io
+
+    import datasets
+
+    dataset = datasets.load_dataset(hub.id, hub.config)
+    frames = {}
+    for split, hub_split in hub.splits.items():
+        part = dataset[hub_split]
+        names = part.features[hub.label_column]
+        images = []
+        for picture in part[hub.text_column]:
+            buffer = io.BytesIO()
+            picture.convert("RGB").save(buffer, format="PNG")
+            images.append(buffer.getvalue())
+        labels = [names.int2str(int(i)) if hasattr(names, "int2str") else str(i) for i in part[hub.label_column]]
+        frames[split] = pd.DataFrame({"image": images, "label": labels})
+    if "validation" not in frames:
+        frames["train"], frames["validation"] = carve_validation(frames["train"], hub.validation_fraction, seed)
+    return frames
+
+
+LOCAL_READERS = {
+    "sequence_classification": lambda task, folder, split: read_local_split(task, folder / f"{split}.csv"),
+    "token_classification": lambda task, folder, split: read_tagged_split(folder / f"{split}.jsonl"),
+    "image_classification": lambda task, folder, split: read_image_split(task, folder / split),
+}
+"""Per task type, how one split is read from the task's local folder."""
+HUB_READERS = {
+    "sequence_classification": read_hub_splits,
+    "token_classification": read_hub_tagged_splits,
+    "image_classification": read_hub_image_splits,
+}
+LOCAL_LAYOUT = {
+    "sequence_classification": "train/validation/test CSVs (text, label)",
+    "token_classification": "train/validation/test JSON Lines (tokens, tags)",
+    "image_classification": "train/validation/test/<class>/ image folders",
+}
+
+
 def read_raw_splits(
-    task: str, data: TaskData, local_dir: Path | None, seed: int, tagged: bool = False
+    task: str, data: TaskData, local_dir: Path | None, seed: int, kind: str = "sequence_classification"
 ) -> tuple[dict[str, pd.DataFrame], str]:
     """The task's train/validation/test frames and a description of where they came from: `text`/`label`
-    columns, or `tokens`/`tags` (lists, one tag per word) for a token-classification (`tagged`) task."""
+    columns, `tokens`/`tags` (lists, one tag per word) for a token-classification task, `image` (file bytes)/`label`
+    for an image task (`kind`: the task's type)."""
     folder = local_dir / task if local_dir else None
     if folder is not None and folder.is_dir():
-        read = (
-            (lambda s: read_tagged_split(folder / f"{s}.jsonl"))
-            if tagged
-            else (lambda s: read_local_split(task, folder / f"{s}.csv"))
-        )
-        return {s: read(s) for s in paths.SPLITS}, str(folder.resolve())
+        return {s: LOCAL_READERS[kind](task, folder, s) for s in paths.SPLITS}, str(folder.resolve())
     try:
-        reader = read_hub_tagged_splits if tagged else read_hub_splits
-        return reader(task, data.hub, seed), f"hub:{data.hub.id}/{data.hub.config or ''}"
+        return HUB_READERS[kind](task, data.hub, seed), f"hub:{data.hub.id}/{data.hub.config or ''}"
     except Exception as error:  # any failure to reach or read the Hub ends the same way
         looked = str(folder.resolve()) if folder else "(no local folder configured)"
-        files = "JSON Lines (tokens, tags)" if tagged else "CSVs"
         raise DataError(
             f"task {task!r}: no local data at {looked} and the Hub dataset {data.hub.id!r}"
             f" (config {data.hub.config!r}) could not be loaded: {type(error).__name__}: {error}."
-            f" Put train/validation/test {files} in {looked} or set ${DATA_DIR_ENV} / data.local_dir."
+            f" Put {LOCAL_LAYOUT[kind]} in {looked} or set ${DATA_DIR_ENV} / data.local_dir."
         ) from None
 
 

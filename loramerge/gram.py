@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from loramerge.atomic import read_json, write_json
+from loramerge.backbone import encode
 from loramerge.config import Strict
 from loramerge.lora import patched
 from loramerge.merging import TaskUpdate
@@ -44,29 +45,32 @@ class GramRecord(Strict):
 def layer_input_grams(
     encoder: torch.nn.Module, layers: Sequence[str], batches: Iterable[dict[str, torch.Tensor]]
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """Per layer, XᵀX/N over the real tokens of every batch (float64 sums), and N."""
+    """Per layer, XᵀX/N over the real positions of every batch (a text's tokens, every patch of an image; float64
+    sums), and N."""
     modules = dict(encoder.named_modules())
     sums: dict[str, torch.Tensor] = {}
-    mask: dict[str, torch.Tensor] = {}
+    rows: dict[str, int] = {}
+    mask: dict[str, torch.Tensor | None] = {}
 
     def hook(layer: str):
         def collect(_module, inputs):
-            x = inputs[0][mask["tokens"]].double()
+            x = inputs[0]
+            x = (x[mask["tokens"]] if mask["tokens"] is not None else x.reshape(-1, x.shape[-1])).double()
             sums[layer] = sums[layer] + x.T @ x if layer in sums else x.T @ x
+            rows[layer] = rows.get(layer, 0) + x.shape[0]
 
         return collect
 
     handles = [modules[layer].register_forward_pre_hook(hook(layer)) for layer in layers]
-    tokens = 0
     try:
         with torch.inference_mode():
             for batch in batches:
-                mask["tokens"] = batch["attention_mask"].bool()
-                tokens += int(mask["tokens"].sum())
-                encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                mask["tokens"] = batch["attention_mask"].bool() if "attention_mask" in batch else None
+                encode(encoder, batch)
     finally:
         for handle in handles:
             handle.remove()
+    tokens = max(rows.values(), default=0)
     if tokens == 0:
         raise ValueError("no tokens to compute Gram matrices from: the split is empty")
     return {layer: (total / tokens).float() for layer, total in sums.items()}, tokens

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
@@ -23,8 +25,16 @@ def normalized_accuracy(merged: float, single: float) -> float:
 
 
 def mean_normalized_accuracy(merged: dict[str, float], single: dict[str, float]) -> float:
-    """The members' mean normalized accuracy: what the merge search maximizes and the report ranks methods by."""
-    return sum(normalized_accuracy(merged[task], single[task]) for task in merged) / len(merged)
+    """The members' mean normalized accuracy: what the merge search maximizes and the report ranks methods by.
+    A member whose single adapter scored 0 (a tagger that found no entity) has nothing to normalize by and is left
+    out of the mean; NaN when no member has."""
+    ratios = [normalized_accuracy(merged[task], single[task]) for task in merged if single[task] > 0]
+    return sum(ratios) / len(ratios) if ratios else float("nan")
+
+
+def ranked(score: float) -> float:
+    """A score to take the maximum of: NaN (nothing to compare) ranks below every number."""
+    return float("-inf") if math.isnan(score) else score
 
 
 def gain_retention(merged: float, single: float, head_only: float) -> float:

@@ -18,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from loramerge.backbone import pool
+from loramerge.backbone import encode, pool
 from loramerge.batching import TokenizedTexts
 
 HEAD_FILE = "head.safetensors"
@@ -65,19 +65,15 @@ class Classifier(nn.Module):
         self.head = head
         self.pooling = pooling
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool(hidden, attention_mask, self.pooling)
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head.read(hidden, attention_mask, self.pooling)
+        return self.logits({"input_ids": input_ids, "attention_mask": attention_mask})
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """A batch of texts through encoder and head, or of cached pooled features through the head alone."""
+        """A batch of texts (or images) through encoder and head, or of cached pooled features through the head alone."""
         if "features" in batch:
             return self.head(batch["features"])
-        return self(batch["input_ids"], batch["attention_mask"])
+        hidden, mask = encode(self.encoder, batch)
+        return self.head.read(hidden, mask, self.pooling)
 
 
 @torch.inference_mode()
@@ -86,8 +82,8 @@ def pooled_features(encoder: nn.Module, texts: TokenizedTexts, batch_size: int, 
     encoder.eval()
     rows = torch.empty(len(texts), encoder.config.hidden_size)
     for batch in texts.sorted_batches(batch_size):
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        rows[batch["index"]] = pool(hidden, batch["attention_mask"], pooling).float()
+        hidden, mask = encode(encoder, batch)
+        rows[batch["index"]] = pool(hidden, mask, pooling).float()
     return rows
 
 
@@ -109,8 +105,7 @@ def head_outputs(
     chunks: dict[str, list[np.ndarray]] = {task: [] for task in heads}
     order: list[np.ndarray] = []
     for batch in batches:
-        mask = batch["attention_mask"]
-        hidden = encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        hidden, mask = encode(encoder, batch)
         pooled = pool(hidden, mask, pooling).float()
         order.append(batch["index"].numpy())
         for task, head in heads.items():

@@ -45,11 +45,12 @@ class EntropyProbe:
     def __call__(self, deltas: Mapping[str, torch.Tensor], step: int, batch_size: int) -> torch.Tensor:
         batch = self.batch(step, batch_size)
         weights = {f"{layer}.weight": self.modules[layer].weight.detach() + delta for layer, delta in deltas.items()}
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values") if k in batch}
         hidden = functional_call(self.encoder, weights, args=(), kwargs=inputs, strict=False).last_hidden_state
-        log_p = self.head.read(hidden, batch["attention_mask"], self.pooling).log_softmax(-1)
+        mask = batch.get("attention_mask", torch.ones(hidden.shape[:2], dtype=torch.long))  # an image: every patch
+        log_p = self.head.read(hidden, mask, self.pooling).log_softmax(-1)
         entropy = -(log_p.exp() * log_p).sum(-1)
         if self.head.per_token:  # the mean over real tokens, padding left out
-            mask = batch["attention_mask"].to(entropy.dtype)
-            return (entropy * mask).sum() / mask.sum()
+            real = mask.to(entropy.dtype)
+            return (entropy * real).sum() / real.sum()
         return entropy.mean()

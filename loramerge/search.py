@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from loramerge.config import ConfigError, SearchSpace, describe
 from loramerge.merging import MergeMethod, MergeResult, MethodConfig, get_method
+from loramerge.metrics import ranked
 
 Point = dict[str, Any]
 
@@ -77,11 +78,13 @@ def run_search(method: MergeMethod, space: SearchSpace, strategy: str, scoring: 
         points = [
             {**space.fixed, **dict(zip(names, values))} for values in itertools.product(*space.searched.values())
         ]
-        best = max((trial(p) for p in points), key=lambda t: t.score)
+        best = max((trial(p) for p in points), key=lambda t: ranked(t.score))
     else:
         best = trial(space.start)
         for name in search_order(method, space.searched):
-            best = max((trial({**best.point, name: value}) for value in space.searched[name]), key=lambda t: t.score)
+            best = max(
+                (trial({**best.point, name: value}) for value in space.searched[name]), key=lambda t: ranked(t.score)
+            )
     return best, trials
 
 

@@ -1,7 +1,8 @@
 """Task types behind one interface: how a prepared split becomes model inputs, and how predictions are scored.
 
 `sequence_classification` predicts one label per text from the pooled vector; `token_classification`
-one BIO tag per word from each word's first piece (loramerge/tokens.py). Everything downstream sees
+one BIO tag per word from each word's first piece (loramerge/tokens.py); `image_classification` one label
+per image from a vision encoder's pooled vector. Everything downstream sees
 only what this interface returns: the inputs (same batching methods for both), and a `Scored` with the
 task's headline `score` (accuracy, or entity micro-F1), its other metrics, and per example the two
 numbers any resample's score is computed from: score = Σ points / Σ possible. For accuracy an example
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 from transformers import PreTrainedTokenizerBase
 
-from loramerge.batching import TokenizedTexts
+from loramerge.batching import PixelImages, TokenizedTexts
 from loramerge.metrics import classification_metrics
 from loramerge.tokens import TaggedWords, entity_metrics, sentence_counts, word_tags
 
@@ -102,5 +103,17 @@ class TokenClassification:
         )
 
 
-TASK_TYPES: dict[str, TaskType] = {t.name: t for t in (SequenceClassification(), TokenClassification())}
+class ImageClassification(SequenceClassification):
+    """One label per image (ViT-style encoders), from the pooled vector ([CLS] or the mean over patches); scored
+    by accuracy. The backbone's image processor makes the pixel values."""
+
+    name = "image_classification"
+
+    def inputs(self, frame, processor, labels, max_length) -> PixelImages:
+        return PixelImages(processor, frame["image"].tolist(), frame["label_id"].tolist())
+
+
+TASK_TYPES: dict[str, TaskType] = {
+    t.name: t for t in (SequenceClassification(), TokenClassification(), ImageClassification())
+}
 """Every task type by its params.yaml name (`tasks.<task>.type`)."""

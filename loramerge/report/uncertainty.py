@@ -122,7 +122,10 @@ def combination_replicates(accuracy: dict[str, pd.DataFrame], params: Params) ->
             merged = [accuracy[t][(combo, method)] for t in members]
             single = [accuracy[t][SINGLE] for t in members]
             head = [accuracy[t][HEAD_ONLY] for t in members]
-            columns[(combo, method, "normalized_accuracy")] = sum(m / s for m, s in zip(merged, single)) / len(members)
+            ratios = pd.concat([(m / s).where(s > 0) for m, s in zip(merged, single)], axis=1)
+            columns[(combo, method, "normalized_accuracy")] = ratios.mean(
+                axis=1
+            )  # as metrics.mean_normalized_accuracy
             gain = sum(s - h for s, h in zip(single, head))
             columns[(combo, method, "gain_retention")] = (sum(m - h for m, h in zip(merged, head)) / gain).where(
                 gain > 0

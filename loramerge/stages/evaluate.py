@@ -17,7 +17,7 @@ import pandas as pd
 from loramerge import paths
 from loramerge.atomic import write_text
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.batching import TokenizedTexts
+from loramerge.batching import PixelImages, TokenizedTexts
 from loramerge.config import Params, combination_kind, split_combination
 from loramerge.data import load_split, prepared_splits
 from loramerge.evaluation import load_head, load_task_split, merged_deltas, score
@@ -201,15 +201,19 @@ def score_merges(
 def inference_cost(
     params: Params, encoder, tokenizer, members: list[str], heads: dict[str, ClassificationHead], merged_folder: Path
 ) -> InferenceCost:
-    """Seconds to classify the members' test inputs for every member task: the merged model
+    """Seconds to classify the members' test inputs (texts or images) for every member task: the merged model
     (one encoder pass feeding every head) versus the unmerged adapters (one pass per task).
 
     The unmerged side is timed at its best: each adapter's update pre-applied to the weights,
     so no LoRA overhead is counted; patching weights is outside both timings.
     """
     limit = params.evaluate.timing_examples
-    texts = [t for member in members for t in load_split(params.task_of(member), "test")["text"].tolist()[:limit]]
-    inputs = TokenizedTexts(tokenizer, texts, None, params.backbone.max_length)
+    frames = pd.concat([load_split(params.task_of(member), "test").head(limit) for member in members])
+    inputs = (
+        PixelImages(tokenizer, frames["image"].tolist(), None)
+        if "image" in frames.columns
+        else TokenizedTexts(tokenizer, frames["text"].tolist(), None, params.backbone.max_length)
+    )
     batches = list(inputs.sorted_batches(params.evaluate.batch_size))
     with patched(encoder, merged_deltas(encoder, merged_folder)):
         started = time.perf_counter()
@@ -222,7 +226,7 @@ def inference_cost(
             predict(encoder, {update.name: heads[update.name]}, batches, params.backbone.pooling)
             unmerged_s += time.perf_counter() - started
     return InferenceCost(
-        examples=len(texts),
+        examples=len(inputs),
         tasks=len(members),
         merged_s=merged_s,
         unmerged_s=unmerged_s,

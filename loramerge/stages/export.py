@@ -22,6 +22,7 @@ from loramerge.compression import compare_precisions
 from loramerge.config import Params, split_combination
 from loramerge.data import load_split, prepared_splits, stratified_subsample
 from loramerge.evaluation import merged_deltas
+from loramerge.metrics import ranked
 from loramerge.modelcard import model_card
 from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, MultiTaskModel, fold
 from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics
@@ -61,8 +62,7 @@ def choose_method(params: Params, combo: str) -> tuple[str, dict[str, float]]:
         m: MergeManifest.read(paths.merge_manifest(combo, m)).validation.mean_normalized_accuracy
         for m in params.merge.methods
     }
-    best = max(scores.values())
-    return next(m for m, s in scores.items() if s == best), scores
+    return max(scores, key=lambda m: ranked(scores[m])), scores  # max keeps the first of equals
 
 
 def content_hash(folder: Path) -> str:
@@ -131,6 +131,12 @@ def export_combination(params: Params, combo: str) -> Path:
     if combo not in export_combinations(params):
         raise ValueError(f"combination {combo!r} is not in export.combinations of params.yaml; add it there")
     members = split_combination(combo)
+    images = [t for t in members if params.tasks[params.task_of(t)].type == "image_classification"]
+    if images:
+        raise ValueError(
+            f"combination {combo!r}: image tasks {images} cannot be exported yet (the exported model reads text); "
+            "remove it from export.combinations in params.yaml"
+        )
     missing = [p for p in (paths.merged_dir(combo) / "heads", paths.merged_metrics(combo)) if not p.exists()]
     if missing:
         raise FileNotFoundError(

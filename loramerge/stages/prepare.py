@@ -7,6 +7,7 @@ data are found here, before any training burns compute.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -38,8 +39,15 @@ def check_labels(task: str, splits: dict[str, pd.DataFrame]) -> list[str]:
     return sorted(train_labels)
 
 
+def content(frame: pd.DataFrame) -> pd.Series:
+    """What makes two examples the same: the stripped text, or an image's bytes (by their SHA-256)."""
+    if "text" in frame.columns:
+        return frame["text"].str.strip()
+    return frame["image"].map(lambda data: hashlib.sha256(data).hexdigest())
+
+
 def count_cross_split_duplicates(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
-    texts = {s: set(f["text"].str.strip()) for s, f in splits.items()}
+    texts = {s: set(content(f)) for s, f in splits.items()}
     return {
         "train&validation": len(texts["train"] & texts["validation"]),
         "train&test": len(texts["train"] & texts["test"]),
@@ -49,13 +57,14 @@ def count_cross_split_duplicates(splits: dict[str, pd.DataFrame]) -> dict[str, i
 
 def prepare_task(params: Params, task: str) -> Path:
     """Validate, clean and subsample one task; write data/prepared/<task>/ atomically."""
-    if params.tasks[task].type == "token_classification":
+    kind = params.tasks[task].type
+    if kind == "token_classification":
         return prepare_tagged(params, task)
     data = params.tasks[task].data
-    raw, source = read_raw_splits(task, data, local_data_dir(params), params.data.subsample_seed)
+    raw, source = read_raw_splits(task, data, local_data_dir(params), params.data.subsample_seed, kind)
     cleaned, dropped = {}, {}
     for split, frame in raw.items():
-        cleaned[split], dropped[split] = drop_empty_texts(frame)
+        cleaned[split], dropped[split] = drop_empty_texts(frame) if "text" in frame.columns else (frame, 0)
     labels = check_labels(task, cleaned)
     duplicates = count_cross_split_duplicates(cleaned)
     limits = {"train": data.max_train, "validation": data.max_validation, "test": data.max_test}
@@ -90,7 +99,7 @@ def prepare_tagged(params: Params, task: str) -> Path:
     """A token-classification task: sentences with one BIO tag per word. Its label set is train's tags ("O"
     first); `class_counts` counts entities (B- tags) per type; the majority baseline tags every word "O"."""
     data, seed = params.tasks[task].data, params.data.subsample_seed
-    raw, source = read_raw_splits(task, data, local_data_dir(params), seed, tagged=True)
+    raw, source = read_raw_splits(task, data, local_data_dir(params), seed, "token_classification")
     cleaned = {s: f[f["tokens"].map(len) > 0].reset_index(drop=True) for s, f in raw.items()}
     dropped = {s: len(raw[s]) - len(f) for s, f in cleaned.items()}
     labels = tag_set([cleaned["train"]])

@@ -15,10 +15,12 @@ import numpy as np
 from loramerge import paths
 from loramerge.atomic import write_json
 from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.batching import PixelImages
 from loramerge.combinations import scored_pairs
 from loramerge.config import Params, split_combination
 from loramerge.data import load_labels, load_split, prepared_splits, stratified_subsample
 from loramerge.lora import load_updates
+from loramerge.model import pooled_features
 from loramerge.precision import Precision, resolve
 from loramerge.similarity import MEASURES, cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
 from loramerge.tracking import metric_key, stage_run
@@ -26,7 +28,8 @@ from loramerge.tracking import metric_key, stage_run
 
 @dataclass
 class TaskProfile:
-    """What the data and label measures need of one task: its sampled texts' embeddings and words, its labels."""
+    """What the data and label measures need of one task: its sampled texts' embeddings and words (none for images:
+    their vocabulary overlap is NaN), its labels."""
 
     embeddings: np.ndarray
     vocabulary: set[str]
@@ -34,14 +37,19 @@ class TaskProfile:
 
 
 def task_profile(params: Params, task: str, encoder, tokenizer) -> TaskProfile:
-    """The task's training texts, capped at `similarity.max_texts` by the same stratified sampler as prepare."""
-    texts = stratified_subsample(load_split(task, "train"), params.similarity.max_texts, params.data.subsample_seed)[
-        "text"
-    ].tolist()
+    """The task's training texts (or images: no words), capped at `similarity.max_texts` by the same stratified
+    sampler as prepare."""
+    frame = stratified_subsample(load_split(task, "train"), params.similarity.max_texts, params.data.subsample_seed)
+    labels = {label.lower() for label in load_labels(task)}
+    if "image" in frame.columns:
+        images = PixelImages(tokenizer, frame["image"].tolist(), None)
+        embeddings = pooled_features(encoder, images, params.evaluate.batch_size, params.backbone.pooling).numpy()
+        return TaskProfile(embeddings, set(), labels)
+    texts = frame["text"].tolist()
     embeddings = embed_texts(
         encoder, tokenizer, texts, params.backbone.max_length, params.evaluate.batch_size, params.backbone.pooling
     )
-    return TaskProfile(embeddings, vocabulary(texts), {label.lower() for label in load_labels(task)})
+    return TaskProfile(embeddings, vocabulary(texts), labels)
 
 
 def pair_measures(a: TaskProfile, b: TaskProfile) -> dict[str, float]:

@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from transformers import get_linear_schedule_with_warmup
 
 from loramerge import paths
+from loramerge.adopt import adopt
 from loramerge.atomic import atomic_dir, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import CachedFeatures
@@ -381,14 +382,20 @@ def train_task(params: Params, name: str, mode: str = "lora") -> Path:
         torch.set_num_threads(config.num_threads)
     L.seed_everything(config.seed, workers=True)
     tokenizer = load_tokenizer(params.backbone)
-    encoder = build_encoder(params, mode)
+    adapter = params.tasks[task].adapter if mode == "lora" else None
+    if adapter:  # tasks.<task>.adapter: that adapter, frozen, and its classifier's weights if it carries one
+        encoder, classifier = adopt(load_encoder(params.backbone), adapter, params.backbone.name)
+    else:
+        encoder, classifier = build_encoder(params, mode), {}
     head = ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout, kind.per_token)
+    if classifier and classifier["weight"].shape == head.linear.weight.shape:  # the adapter's own head, to start from
+        head.linear.load_state_dict(classifier)
     classifier = Classifier(
         encoder, head, params.backbone.pooling
     ).train()  # from_pretrained leaves eval mode: no dropout
     data = TaskDataModule(task, kind, labels, tokenizer, params.backbone.max_length, config.batch_size, config.seed)
     data.setup()
-    if mode == "head_only" and not kind.per_token:  # a token head reads every token's state: nothing pooled to cache
+    if (mode == "head_only" or adapter) and not kind.per_token:  # frozen encoder; a token head reads every token
         data.cache_features(encoder, params.backbone.pooling)
     steps_per_epoch = -(-len(data.splits["train"]) // config.batch_size)
     module = ClassifierModule(classifier, config, steps_per_epoch * config.max_epochs, data)
@@ -402,8 +409,10 @@ def train_task(params: Params, name: str, mode: str = "lora") -> Path:
         "train": config.model_dump(),
         "precision": precision.record(),
     }
-    if mode == "lora":
+    if mode == "lora" and not adapter:
         settings["lora"] = params.lora.model_dump()
+    if adapter:
+        settings["adapter"] = {"source": adapter, "head_from_its_classifier": bool(classifier)}
     if mode == "head_only":
         settings["head_inputs"] = "the frozen encoder's pooled features, computed once in eval mode"
     folder = paths.checkpoint_dir(name, mode)

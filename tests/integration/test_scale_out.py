@@ -37,8 +37,8 @@ pytestmark = pytest.mark.integration
 if not (shared_data_dir() / "emotion" / "train.csv").exists():
     pytest.skip(f"the task data is not at {shared_data_dir()} (set LORAMERGE_DATA_DIR)", allow_module_level=True)
 
-TASKS = ("emotion", "tweet_offensive")
-PAIR = "emotion+tweet_offensive"
+TASKS = ("emotion", "agnews")
+PAIR = "emotion+agnews"
 TARGET = f"evaluate_pair@{PAIR}"
 """What the sandbox reproduces: the pair's evaluation and everything it needs."""
 QUEUE_RANKS = [2, 4]
@@ -266,7 +266,7 @@ def set_credentials(checkout: Path, remote: Remote) -> None:
         run(["dvc", "remote", "modify", "--local", "store", option, value], checkout)
 
 
-def test_a_fresh_clone_pulls_every_output_from_the_dvc_remote_and_reruns_nothing(committed, remote, tmp_path):
+def test_a_fresh_clone_pulls_every_output_it_needs_from_the_dvc_remote_and_reruns_nothing(committed, remote, tmp_path):
     """The README's recipe: the remote's URL committed, credentials local, `dvc push --run-cache`; then a
     `git clone` elsewhere (an empty DVC cache) gets every output from the remote alone."""
     run(["dvc", "remote", "add", "--force", "-d", "store", remote.url], committed)
@@ -280,7 +280,7 @@ def test_a_fresh_clone_pulls_every_output_from_the_dvc_remote_and_reruns_nothing
     subprocess.run(["git", "clone", "-q", str(committed), str(clone)], check=True)
     assert not (clone / ".dvc/config.local").exists(), "credentials stayed out of git"
     set_credentials(clone, remote)
-    run(["dvc", "pull"], clone)
+    run(["dvc", "pull", "--with-deps", TARGET], clone)
     again = run(["dvc", "repro", TARGET], clone)
     assert "Running stage" not in again.stdout, again.stdout[-3000:]
     assert "up to date" in run(["dvc", "status", TARGET], clone).stdout

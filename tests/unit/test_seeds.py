@@ -33,7 +33,11 @@ def test_combos_lists_one_replica_per_task_and_seed_and_each_seeds_own_combinati
     (project / "params.yaml").write_text(yaml.safe_dump(params_dict, sort_keys=False))
     assert main(["combos"]) == 0
     params = load_params(project / "params.yaml")
-    assert params.replicas["topics-repeat1"].model_dump() == {"task": "topics", "repeat": 1}
+    assert params.replicas["topics-repeat1"].model_dump() == {
+        "task": "topics",
+        "repeat": 1,
+        "source": "data/prepared/topics",
+    }
     assert list(params.pairs) == ["topics+moods", "topics-repeat1+moods-repeat1"]
     assert params.pairs["topics-repeat1+moods-repeat1"].tasks == ["topics", "moods"]
     assert params.export.combinations in (None, ["topics+moods"])  # what ships is the first seed's merge

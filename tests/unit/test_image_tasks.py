@@ -1,0 +1,149 @@
+"""Image classification on a tiny randomly initialised ViT (built from a config: no pretrained vision model can be
+downloaded here) with generated images in the ImageFolder layout: prepared, trained in every mode, merged,
+evaluated, compared for similarity and reported through the same stages as text tasks."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from loramerge.config import all_combinations, generated_lists
+from loramerge.records import MergedMetrics, SingleMetrics
+from loramerge.stages.evaluate import evaluate_combination
+from loramerge.stages.export import export_combination
+from loramerge.stages.merge import merge_combination
+from loramerge.stages.report import write_report
+from loramerge.stages.similarity import write_similarity
+from tests.helpers import opened_project, train_every_task
+
+SIZE = 16
+TASKS = {"colors": ["blue", "red"], "stripes": ["across", "down"]}
+
+
+def picture(task: str, label: str, rng: random.Random) -> bytes:
+    """A noisy 16×16 image whose class shows: a red or blue tint (colors), stripes across or down (stripes)."""
+    image = Image.new("RGB", (SIZE, SIZE))
+    for x in range(SIZE):
+        for y in range(SIZE):
+            noise = rng.randint(0, 60)
+            if task == "colors":
+                image.putpixel((x, y), (200, noise, noise) if label == "red" else (noise, noise, 200))
+            else:
+                on = (y if label == "across" else x) % 4 < 2
+                image.putpixel((x, y), (220 - noise,) * 3 if on else (noise,) * 3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    """A 2-layer ViT with random weights and its image processor, saved like any HF vision model."""
+    import torch
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    folder = tmp_path_factory.mktemp("tiny-vit")
+    torch.manual_seed(0)
+    config = ViTConfig(
+        image_size=SIZE,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
+    ViTModel(config).save_pretrained(folder, safe_serialization=True)
+    ViTImageProcessor(size={"height": SIZE, "width": SIZE}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def imaged(tmp_path_factory, tiny_vit):
+    """Both image tasks in the ImageFolder layout, trained, merged (low-rank, dense, both data-aware), evaluated,
+    compared and reported."""
+    data = tmp_path_factory.mktemp("images")
+    rng = random.Random(0)
+    for task, labels in TASKS.items():
+        for split, count in (("train", 48), ("validation", 16), ("test", 16)):
+            for i in range(count):
+                label = labels[i % 2]
+                (data / task / split / label).mkdir(parents=True, exist_ok=True)
+                (data / task / split / label / f"{i}.png").write_bytes(picture(task, label, rng))
+    tasks = list(TASKS)
+    raw = {
+        "data": {"local_dir": str(data), "subsample_seed": 0},
+        "tasks": {t: {"type": "image_classification", "data": {"hub": {"id": f"example/{t}"}}} for t in tasks},
+        "backbone": {"name": str(tiny_vit), "max_length": 16, "pooling": "mean"},
+        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
+        "train": {
+            "seed": 0,
+            "learning_rate": 0.01,
+            "head_learning_rate": 0.01,
+            "batch_size": 16,
+            "max_epochs": 6,
+            "val_check_interval": 3,
+            "patience": 10,
+            "accelerator": "cpu",
+        },
+        "merge": {
+            "methods": {
+                "task_arithmetic": {"scaling": [0.5, 1.0]},
+                "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
+                "regmean": {"scaling": [1.0]},
+                "adamerging": {"steps": 2, "learning_rate": 0.05, "batch_size": 4},
+            },
+            "search_max_examples": 16,
+        },
+        "evaluate": {"precision": "32"},
+        "export": {"combinations": [], "registry": False},
+        "tracking": {"experiment": "tests"},
+        **generated_lists(tasks, 1, all_combinations(tasks, (2,)), []),
+    }
+    with opened_project(tmp_path_factory.mktemp("image-project"), raw) as params:
+        train_every_task(params)
+        combo = params.combinations[0]
+        merge_combination(params, combo)
+        evaluate_combination(params, combo)
+        write_similarity(params)
+        write_report(params)
+        yield params, combo
+
+
+def test_images_are_prepared_from_image_folders_with_their_classes(imaged):
+    stats = json.loads(Path("data/prepared/colors/stats.json").read_text())
+    assert stats["rows"] == {"train": 48, "validation": 16, "test": 16}
+    assert stats["class_counts"]["train"] == {"blue": 24, "red": 24}
+
+
+def test_the_vit_adapters_learn_their_tasks_and_merge_into_one_encoder_scored_on_both(imaged):
+    params, combo = imaged
+    colors = SingleMetrics.read(Path("metrics/single/colors.json"))
+    assert colors.score == colors.accuracy >= 0.75, "a tint is easy to see"
+    merged = MergedMetrics.read(Path("metrics/merged") / f"{combo}.json")
+    for method, result in merged.methods.items():
+        assert set(result.tasks) == set(TASKS), method
+        for task, scores in result.tasks.items():
+            single = SingleMetrics.read(Path("metrics/single") / f"{task}.json").score
+            assert scores.normalized_accuracy == pytest.approx(scores.score / single)
+    assert merged.inference.examples == 2 * 16
+
+
+def test_image_tasks_have_no_vocabulary_to_compare_and_are_reported(imaged):
+    pair = json.loads(Path("metrics/similarity.json").read_text())["pairs"]["colors+stripes"]
+    assert math.isnan(pair["vocab_jaccard"]) and -1 <= pair["data_cosine"] <= 1
+    assert "colors+stripes" in Path("reports/summary.md").read_text()
+
+
+def test_exporting_an_image_combination_is_refused_naming_the_setting(imaged):
+    params, combo = imaged
+    with pytest.raises(ValueError, match="cannot be exported yet.*export.combinations"):
+        export_combination(
+            params.model_copy(update={"export": params.export.model_copy(update={"combinations": [combo]})}), combo
+        )
