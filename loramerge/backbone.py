@@ -13,7 +13,6 @@ import huggingface_hub
 import torch
 from transformers import (
     AutoConfig,
-    AutoImageProcessor,
     AutoModel,
     AutoTokenizer,
     PretrainedConfig,
@@ -86,6 +85,8 @@ def load_tokenizer(config: BackboneConfig) -> PreTrainedTokenizerBase:
     processor (`AutoImageProcessor`: resizing and normalisation as the model was pretrained with)."""
     location = resolve_backbone(config.name)
     if is_vision(backbone_config(config)):
+        from transformers import AutoImageProcessor  # import cost: 1.5 s, paid only by image tasks
+
         return AutoImageProcessor.from_pretrained(location)
     return AutoTokenizer.from_pretrained(location, trust_remote_code=config.trust_remote_code)
 
