@@ -45,8 +45,8 @@ class GramRecord(Strict):
 def layer_input_grams(
     encoder: torch.nn.Module, layers: Sequence[str], batches: Iterable[dict[str, torch.Tensor]]
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """Per layer, XᵀX/N over the real positions of every batch (a text's tokens, every patch of an image; float64
-    sums), and N."""
+    """Per layer, XᵀX/N over the real positions of every batch (a text's tokens, every patch of an image), and N.
+    Each batch's product is taken in float32 (a few thousand rows: relative error ~1e-6) and summed in float64."""
     modules = dict(encoder.named_modules())
     sums: dict[str, torch.Tensor] = {}
     rows: dict[str, int] = {}
@@ -55,8 +55,9 @@ def layer_input_grams(
     def hook(layer: str):
         def collect(_module, inputs):
             x = inputs[0]
-            x = (x[mask["tokens"]] if mask["tokens"] is not None else x.reshape(-1, x.shape[-1])).double()
-            sums[layer] = sums[layer] + x.T @ x if layer in sums else x.T @ x
+            x = (x[mask["tokens"]] if mask["tokens"] is not None else x.reshape(-1, x.shape[-1])).float()
+            product = (x.T @ x).double()  # one batch in float32 (2-4x faster), the running sum in float64
+            sums[layer] = sums[layer] + product if layer in sums else product
             rows[layer] = rows.get(layer, 0) + x.shape[0]
 
         return collect
