@@ -63,7 +63,7 @@ def test_the_report_opens_in_chromium_with_every_figure_loaded_and_the_headline_
     assert headline.count() == 1 and headline.locator("td").first.inner_text() in methods
     order = page.eval_on_selector_all("section", "sections => sections.map(s => s.id)")
     assert order == REPORT_SECTIONS
-    assert "that adapters on dissimilar data merge better" in page.locator("#similarity").inner_text()
+    assert "adapters on dissimilar data merge better" in page.locator("#similarity").inner_text(), "the verdict"
     page.close()
 
 
