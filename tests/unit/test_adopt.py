@@ -97,8 +97,11 @@ def test_the_adapters_own_classifier_is_where_the_head_starts(outside, tmp_path,
     torch.testing.assert_close(head["linear.weight"], saved["base_model.model.classifier.weight"], atol=1e-5, rtol=0)
 
 
-def test_outside_adapters_merge_with_a_trained_one_and_are_evaluated(outside, tmp_path, tiny_backbone, tiny_data):
-    raw = with_adapters(tiny_params_dict(tiny_backbone, tiny_data), {"topics": outside["bare"]})
+@pytest.mark.parametrize("kind", ["bare", "classified"])
+def test_outside_adapters_merge_with_a_trained_one_and_are_evaluated(
+    outside, kind, tmp_path, tiny_backbone, tiny_data
+):
+    raw = with_adapters(tiny_params_dict(tiny_backbone, tiny_data), {"topics": outside[kind]})
     raw["merge"]["methods"] = {"task_arithmetic": {"scaling": [0.5, 1.0]}, "regmean": {"scaling": [1.0]}}
     with opened_project(tmp_path, raw) as params:
         train_every_task(params)
