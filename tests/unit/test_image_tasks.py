@@ -20,7 +20,7 @@ from loramerge.stages.export import export_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import write_report
 from loramerge.stages.similarity import write_similarity
-from tests.helpers import opened_project, train_every_task
+from tests.helpers import opened_project, tiny_params_dict, train_every_task
 
 SIZE = 16
 TASKS = {"colors": ["blue", "red"], "stripes": ["across", "down"]}
@@ -77,35 +77,15 @@ def imaged(tmp_path_factory, tiny_vit):
                 (data / task / split / label).mkdir(parents=True, exist_ok=True)
                 (data / task / split / label / f"{i}.png").write_bytes(picture(task, label, rng))
     tasks = list(TASKS)
-    raw = {
-        "data": {"local_dir": str(data), "subsample_seed": 0},
-        "tasks": {t: {"type": "image_classification", "data": {"hub": {"id": f"example/{t}"}}} for t in tasks},
-        "backbone": {"name": str(tiny_vit), "max_length": 16, "pooling": "mean"},
-        "lora": {"rank": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"},
-        "train": {
-            "seed": 0,
-            "learning_rate": 0.01,
-            "head_learning_rate": 0.01,
-            "batch_size": 16,
-            "max_epochs": 6,
-            "val_check_interval": 3,
-            "patience": 10,
-            "accelerator": "cpu",
-        },
-        "merge": {
-            "methods": {
-                "task_arithmetic": {"scaling": [0.5, 1.0]},
-                "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
-                "regmean": {"scaling": [1.0]},
-                "adamerging": {"steps": 2, "learning_rate": 0.05, "batch_size": 4},
-            },
-            "search_max_examples": 16,
-        },
-        "evaluate": {"precision": "32"},
-        "export": {"combinations": [], "registry": False},
-        "tracking": {"experiment": "tests"},
-        **generated_lists(tasks, 1, all_combinations(tasks, (2,)), []),
-    }
+    raw = tiny_params_dict(tiny_vit, data)  # the BERT tests' settings, on the ViT and its image tasks
+    raw["tasks"] = {t: {"type": "image_classification", "data": {"hub": {"id": f"example/{t}"}}} for t in tasks}
+    raw["train"].update(max_epochs=6, val_check_interval=3, patience=10)
+    methods = raw["merge"]["methods"]
+    raw["merge"]["methods"] = {m: methods[m] for m in ("task_arithmetic", "ties", "regmean", "adamerging")}
+    raw["merge"]["methods"]["regmean"] = {"scaling": [1.0]}
+    raw["evaluate"] = {"precision": "32"}
+    raw["export"] = {"combinations": [], "registry": False}
+    raw.update(generated_lists(tasks, 1, all_combinations(tasks, (2,)), []))
     with opened_project(tmp_path_factory.mktemp("image-project"), raw) as params:
         train_every_task(params)
         combo = params.combinations[0]
