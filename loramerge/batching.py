@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Union
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -48,8 +50,12 @@ class TokenizedTexts(torch.utils.data.Dataset):
             mask[row, : len(item["input_ids"])] = 1
         batch = {"input_ids": ids, "attention_mask": mask, "index": torch.tensor([i["index"] for i in items])}
         if self.labels is not None:
-            batch["labels"] = torch.tensor([i["labels"] for i in items])
+            batch["labels"] = self.label_tensor(items, width)
         return batch
+
+    def label_tensor(self, items: list[dict], width: int) -> torch.Tensor:  # noqa: ARG002 - a tagger pads to it
+        """One label id per text."""
+        return torch.tensor([i["labels"] for i in items])
 
     def sorted_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """Batches of similar length, for inference."""
@@ -91,11 +97,26 @@ class CachedFeatures(torch.utils.data.Dataset):
             yield self.collate([self[i] for i in range(start, min(start + batch_size, len(self)))])
 
 
-class PixelImages(torch.utils.data.Dataset):
-    """Images (their encoded file bytes) and label ids; the backbone's image processor turns each batch into pixel
-    values when the batch is drawn, so the decoded pixels of a whole split never sit in memory at once."""
+Picture = Union[bytes, str, Path, "PIL.Image.Image"]  # noqa: F821 - PIL is imported only for image tasks
+"""An image as the pipeline stores it (its file's bytes), as a user hands it over (a file path), or a PIL image."""
 
-    def __init__(self, processor, images: Sequence[bytes], labels: Sequence[int] | None) -> None:
+
+def rgb(picture: Picture):
+    """A PIL RGB image from file bytes, a file path or a PIL image (the image processors expect RGB)."""
+    from PIL import Image  # import cost only for image tasks
+
+    if isinstance(picture, bytes):
+        picture = Image.open(io.BytesIO(picture))
+    elif isinstance(picture, (str, Path)):
+        picture = Image.open(picture)
+    return picture.convert("RGB")
+
+
+class PixelImages(torch.utils.data.Dataset):
+    """Images (file bytes, paths or PIL images) and label ids; the backbone's image processor turns each batch into
+    pixel values when the batch is drawn, so the decoded pixels of a whole split never sit in memory at once."""
+
+    def __init__(self, processor, images: Sequence[Picture], labels: Sequence[int] | None) -> None:
         self.processor, self.images = processor, list(images)
         self.labels = list(labels) if labels is not None else None
 
@@ -113,9 +134,7 @@ class PixelImages(torch.utils.data.Dataset):
         return item
 
     def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        from PIL import Image
-
-        pictures = [Image.open(io.BytesIO(item["image"])).convert("RGB") for item in items]
+        pictures = [rgb(item["image"]) for item in items]
         batch = {
             "pixel_values": self.processor(images=pictures, return_tensors="pt")["pixel_values"],
             "index": torch.tensor([i["index"] for i in items]),

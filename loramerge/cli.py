@@ -188,11 +188,16 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    """Classify texts with an exported model; results go to --output (written whole) or stdout as JSON lines."""
+    """Classify texts or images with an exported model; results go to --output (written whole) or stdout as JSON
+    lines."""
     from loramerge.predict import run_predict
 
     tracking = load_params(args.params).tracking if Path(args.params).exists() else None  # for models:/ URIs
-    print(run_predict(args.model, args.text, args.input, args.text_column, args.output, args.batch_size, tracking))
+    print(
+        run_predict(
+            args.model, args.text, args.input, args.text_column, args.output, args.batch_size, tracking, args.image
+        )
+    )
 
 
 def checked_params(args: argparse.Namespace) -> Params:
@@ -264,11 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="ship one combination's best merge as a multi-task model")
     export.add_argument("--combo", required=True, help="tasks joined by '+', e.g. emotion+agnews")
     export.set_defaults(handler=_export)
-    predict = commands.add_parser("predict", help="classify texts for every task of an exported model")
+    predict = commands.add_parser("predict", help="classify texts (or images) for every task of an exported model")
     predict.add_argument("--model", required=True, help="models/export/<combo>, or models:/loramerge-<combo>@champion")
     source = predict.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to classify (repeatable)")
-    source.add_argument("--input", type=Path, help="a .csv or .jsonl file of texts")
+    source.add_argument("--input", type=Path, help="a .csv or .jsonl file of texts, or a folder of images")
+    source.add_argument("--image", type=Path, action="append", help="an image file to classify (repeatable)")
     predict.add_argument("--text-column", default="text", help="the --input column holding the texts (default: text)")
     predict.add_argument("--output", type=Path, help="a .csv or .jsonl results file (default: JSON lines on stdout)")
     predict.add_argument("--batch-size", type=int, default=64)

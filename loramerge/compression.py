@@ -37,7 +37,7 @@ def variant(model: MultiTaskModel, name: str) -> MultiTaskModel:
         encoder = encoder.to(torch.bfloat16)
     else:
         raise ValueError(f"unknown precision {name!r}; choose fp32, int8 or bf16")
-    return MultiTaskModel(model.folder, encoder, model.tokenizer, model.heads, model.labels, model.manifest)
+    return MultiTaskModel(model.folder, encoder, model.processor, model.heads, model.labels, model.manifest)
 
 
 def size_on_disk(model: MultiTaskModel) -> int:
@@ -49,14 +49,13 @@ def size_on_disk(model: MultiTaskModel) -> int:
         return os.path.getsize(path)
 
 
-def accuracies(
-    model: MultiTaskModel, tests: Mapping[str, tuple[Sequence[str], list]], batch_size: int
-) -> dict[str, float]:
-    """Each member task's score on its own test texts: accuracy against gold label names, or for a word tagger
-    entity micro-F1 against gold tag lists (the evaluate stages' scores, through the exported model's own API)."""
+def accuracies(model: MultiTaskModel, tests: Mapping[str, tuple[Sequence, list]], batch_size: int) -> dict[str, float]:
+    """Each member task's score on its own test examples (texts or images): accuracy against gold label names, or
+    for a word tagger entity micro-F1 against gold tag lists (the evaluate stages' scores, through the exported
+    model's own API)."""
     result = {}
-    for task, (texts, gold) in tests.items():
-        predicted = model.predict_frame(texts, batch_size)[task].tolist() if len(texts) else []
+    for task, (examples, gold) in tests.items():
+        predicted = model.predict_frame(examples, batch_size)[task].tolist() if len(examples) else []
         if model.heads[task].per_token:
             result[task] = entity_metrics(gold, [tags.split() for tags in predicted])["micro_f1"]
         else:
@@ -65,18 +64,18 @@ def accuracies(
 
 
 def latency(
-    classify: Callable[[Sequence[str], int], object], texts: Sequence[str], calls: int, repeats: int, batch: int = 64
+    classify: Callable[[Sequence, int], object], examples: Sequence, calls: int, repeats: int, batch: int = 64
 ) -> dict[str, float]:
-    """Batch-1 latency p50/p95 in ms over `calls` single texts, and batch-`batch` throughput (texts/s, best of
-    `repeats`) of `classify(texts, batch_size)`: tokenising included, as a caller of `predict` sees it.
-    A warm-up call precedes each measurement."""
-    classify(texts[:1], 1)
+    """Batch-1 latency p50/p95 in ms over `calls` single examples, and batch-`batch` throughput (examples/s, best
+    of `repeats`) of `classify(examples, batch_size)`: tokenising (or decoding images) included, as a caller of
+    `predict` sees it. A warm-up call precedes each measurement."""
+    classify(examples[:1], 1)
     single = []
     for i in range(calls):
         started = time.perf_counter()
-        classify([texts[i % len(texts)]], 1)
+        classify([examples[i % len(examples)]], 1)
         single.append((time.perf_counter() - started) * 1000)
-    chunk = [texts[i % len(texts)] for i in range(batch)]
+    chunk = [examples[i % len(examples)] for i in range(batch)]
     classify(chunk, batch)
     best = float("inf")
     for _ in range(repeats):
@@ -93,14 +92,14 @@ def latency(
 
 def compare_precisions(
     model: MultiTaskModel,
-    tests: Mapping[str, tuple[Sequence[str], list]],
+    tests: Mapping[str, tuple[Sequence, list]],
     calls: int,
     repeats: int,
     batch_size: int = 64,
 ) -> dict:
     """fp32 / int8 / bf16 (bf16 only with native CPU support): size, per-task test accuracy, latency."""
     names = ["fp32", "int8"] + (["bf16"] if cpu_has_bf16() else [])
-    texts = [t for task_texts, _ in tests.values() for t in task_texts]
+    examples = [e for task_examples, _ in tests.values() for e in task_examples]
     table = {}
     for name in names:
         compressed = variant(model, name)
@@ -108,7 +107,7 @@ def compare_precisions(
             table[name] = {
                 "size_bytes": size_on_disk(compressed),
                 "accuracy": accuracies(compressed, tests, batch_size),
-                **latency(compressed.probabilities, texts, calls, repeats),
+                **latency(compressed.probabilities, examples, calls, repeats),
             }
     return {
         "precisions": table,

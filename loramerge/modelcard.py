@@ -21,17 +21,18 @@ into a single update folded into `{base_model}`, so one encoder pass serves all 
 
 ## Intended use
 
-Short English texts classified for {member_list} at once, on CPU or GPU; research on adapter merging.
+{use} classified for {member_list} at once, on CPU or GPU; research on adapter merging.
 Each head predicts only the labels of its task (see `heads/<task>/labels.json`).
 
 ```python
 from loramerge.multitask import MultiTaskModel
 model = MultiTaskModel.load("{folder}")
-model.predict_frame(["some text"])   # one label and one probability column per task
+model.predict_frame([{example}])   # one label and one probability column per task
 ```
 
-or `loramerge predict --model {folder} --text "some text"`, or through MLflow:
-`mlflow models serve -m "models:/loramerge-{combo}@champion" --env-manager local --host 127.0.0.1`.
+or `loramerge predict --model {folder} {predict_option}`, or through MLflow:
+`mlflow models serve -m "models:/loramerge-{combo}@champion" --env-manager local --host 127.0.0.1`
+(input column `{input}`{served}).
 {adapter_note}
 ## Members
 
@@ -69,8 +70,33 @@ hyper-parameters `{hyper}`. The merged update is folded into the encoder's weigh
 
 - Merging costs accuracy relative to the single adapters (see the tables); check the task you care about.
 - Trained on small subsamples of each dataset ({train_note}); labels and domains are those datasets'.
-- Texts are truncated to {max_length} tokens. English only, as the base encoder.
+- {input_limits}
 """
+
+USE = {
+    "text": {
+        "use": "Short English texts",
+        "example": '"some text"',
+        "predict_option": '--text "some text"',
+        "served": "",
+        "pipeline_tag": "text-classification",
+        "unit": "texts",
+        "preprocessing": "tokenising",
+        "input_limits": "Texts are truncated to {max_length} tokens. English only, as the base encoder.",
+    },
+    "image": {
+        "use": "Images",
+        "example": '"photo.jpg"',
+        "predict_option": "--image photo.jpg",
+        "served": ": each image's file bytes, base64-encoded",
+        "pipeline_tag": "image-classification",
+        "unit": "images",
+        "preprocessing": "decoding and resizing",
+        "input_limits": "Images are resized and normalised by the base encoder's image processor, as it was "
+        "pretrained.",
+    },
+}
+"""What the card says of a model that reads text and of one that reads images (export.json's `input`)."""
 
 
 def _front_matter(manifest: dict) -> str:
@@ -79,7 +105,7 @@ def _front_matter(manifest: dict) -> str:
         [
             f"base_model: {manifest['base_model']}",
             "library_name: transformers",
-            "pipeline_tag: text-classification",
+            f"pipeline_tag: {USE[manifest.get('input', 'text')]['pipeline_tag']}",
             "tags:",
             *(f"- {t}" for t in tags),
         ]
@@ -95,7 +121,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-def compression_table(compression: dict) -> str:
+def compression_table(compression: dict, unit: str = "texts", preprocessing: str = "tokenising") -> str:
     """fp32 / int8 / bf16: size on disk, per-task test accuracy, batch-1 latency and batch-64 throughput."""
     precisions = compression["precisions"]
     tasks = list(next(iter(precisions.values()))["accuracy"])
@@ -110,7 +136,9 @@ def compression_table(compression: dict) -> str:
         ]
         for name, m in precisions.items()
     ]
-    table = _table(["precision", "size", *(f"{t} acc" for t in tasks), "b1 p50 ms", "b1 p95 ms", "b64 texts/s"], rows)
+    table = _table(
+        ["precision", "size", *(f"{t} acc" for t in tasks), "b1 p50 ms", "b1 p95 ms", f"b64 {unit}/s"], rows
+    )
     examples = ", ".join(f"{n} {t}" for t, n in compression["examples"].items())
     bf16 = (
         ""
@@ -119,8 +147,8 @@ def compression_table(compression: dict) -> str:
     )
     return (
         f"{table}\n\nAccuracy on test examples ({examples}); "
-        f"latency over {compression['latency_calls']} single texts, "
-        f"throughput best of {compression['throughput_repeats']} batches of 64, tokenising included, "
+        f"latency over {compression['latency_calls']} single {unit}, "
+        f"throughput best of {compression['throughput_repeats']} batches of 64, {preprocessing} included, "
         f"{compression['torch_threads']} CPU threads; sizes are the weights saved with `torch.save`.{bf16}"
     )
 
@@ -135,6 +163,7 @@ def model_card(
 ) -> str:
     """The card's text from the export manifest, metrics/merged/<combo>.json, the single and baseline metrics."""
     members, method = manifest["members"], manifest["method"]
+    use = USE[manifest.get("input", "text")]
     validation = manifest["validation"]
     test = merged.methods[method].tasks
     inference = merged.inference
@@ -178,10 +207,15 @@ def model_card(
         merged_s=inference.merged_s,
         unmerged_s=inference.unmerged_s,
         speedup=inference.speedup,
-        compression_table=compression_table(compression),
+        compression_table=compression_table(compression, use["unit"], use["preprocessing"]),
         git_commit=manifest["git_commit"],
         candidates=", ".join(manifest["candidates"]),
         hyper=json.dumps(manifest["params"]),
         train_note="see params.yaml `tasks.<task>.data`",
-        max_length=manifest["max_length"],
+        input=manifest.get("input", "text"),
+        use=use["use"],
+        example=use["example"],
+        predict_option=use["predict_option"],
+        served=use["served"],
+        input_limits=use["input_limits"].format(max_length=manifest["max_length"]),
     )

@@ -1,7 +1,7 @@
 """The exported multi-task model: one encoder (merged update folded in) feeding every member task's head.
 
-An export folder is a Hugging Face model folder (config.json, model.safetensors, tokenizer files,
-README.md model card) plus what the k tasks need on top of the encoder: heads/<task>/ (the head's
+An export folder is a Hugging Face model folder (config.json, model.safetensors, the tokenizer's files or,
+for an image encoder, the image processor's, README.md model card) plus what the k tasks need on top of the encoder: heads/<task>/ (the head's
 safetensors and its label map), export.json (members, method, hyper-parameters, hashes), and for
 exactly low-rank merges adapter/ (a PEFT adapter over the base encoder). Reading it needs no
 pipeline outputs, so `loramerge predict`, the MLflow pyfunc and tests all load it the same way.
@@ -18,15 +18,18 @@ import pandas as pd
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from loramerge.batching import TokenizedTexts
+from loramerge.batching import Picture, PixelImages, TokenizedTexts
 from loramerge.model import ClassificationHead, head_outputs
-from loramerge.tokens import TaggedWords
+from loramerge.tokens import TaggedWords, first_pieces
 
 EXPORT_MANIFEST = "export.json"
 HEADS = "heads"
 ADAPTER = "adapter"
 LABELS_FILE = "labels.json"
 PROBABILITY_SUFFIX = "_probability"
+INPUTS = ("text", "image")
+"""What an exported model reads (export.json's `input`): texts, or images for a vision encoder. Also the name of
+the input column of `loramerge predict`'s output and of the MLflow model's input."""
 
 
 def fold(encoder: torch.nn.Module, deltas: Mapping[str, torch.Tensor]) -> torch.nn.Module:
@@ -55,20 +58,22 @@ def predict_probabilities(
 
 
 class MultiTaskModel:
-    """A loaded export folder: classify texts for every member task at once."""
+    """A loaded export folder: classify texts (or images) for every member task at once. `processor` is the
+    tokenizer, or an image encoder's image processor."""
 
     def __init__(
         self,
         folder: Path,
         encoder,
-        tokenizer,
+        processor,
         heads: dict[str, ClassificationHead],
         labels: dict[str, list[str]],
         manifest: dict,
     ) -> None:
-        self.folder, self.encoder, self.tokenizer = Path(folder) if folder else None, encoder.eval(), tokenizer
+        self.folder, self.encoder, self.processor = Path(folder) if folder else None, encoder.eval(), processor
         self.heads, self.labels, self.manifest = heads, labels, manifest
         self.pooling, self.max_length = manifest["pooling"], manifest["max_length"]
+        self.input = manifest.get("input", "text")  # exports written before image support read text
 
     @property
     def tasks(self) -> list[str]:
@@ -90,26 +95,37 @@ class MultiTaskModel:
             )
         manifest = json.loads((folder / EXPORT_MANIFEST).read_text(encoding="utf-8"))
         encoder = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+        if manifest.get("input") == "image":
+            from transformers import AutoImageProcessor  # import cost: 1.5 s, paid only by image models
+
+            processor = AutoImageProcessor.from_pretrained(folder)
+        else:
+            processor = AutoTokenizer.from_pretrained(folder)
         heads = {t: ClassificationHead.load(folder / HEADS / t) for t in manifest["members"]}
         labels = {
             t: json.loads((folder / HEADS / t / LABELS_FILE).read_text(encoding="utf-8"))["labels"]
             for t in manifest["members"]
         }
-        return cls(folder, encoder, tokenizer, heads, labels, manifest)
+        return cls(folder, encoder, processor, heads, labels, manifest)
 
-    def inputs(self, texts: Sequence[str]) -> TokenizedTexts | TaggedWords:
-        """The texts tokenised once for every head: split into words (at whitespace) when a head tags words."""
+    def inputs(self, examples: Sequence[str] | Sequence[Picture]) -> TokenizedTexts | TaggedWords | PixelImages:
+        """The examples made into encoder inputs once for every head: texts tokenised (split into words at
+        whitespace when a head tags words), or images (file bytes, paths or PIL images) processed per batch."""
+        if self.input == "image":
+            return PixelImages(self.processor, list(examples), None)
         if any(head.per_token for head in self.heads.values()):
-            return TaggedWords(self.tokenizer, [t.split() for t in texts], None, [], self.max_length)
-        return TokenizedTexts(self.tokenizer, list(texts), None, self.max_length)
+            return TaggedWords(self.processor, [t.split() for t in examples], None, [], self.max_length)
+        return TokenizedTexts(self.processor, list(examples), None, self.max_length)
 
     def probabilities(
-        self, texts: Sequence[str], batch_size: int = 64, progress: Callable[[int], None] | None = None
+        self,
+        examples: Sequence[str] | Sequence[Picture],
+        batch_size: int = 64,
+        progress: Callable[[int], None] | None = None,
     ) -> dict[str, np.ndarray]:
         """Class probabilities per task, in input order (texts batched by length, one encoder pass each); a word
         tagger's row holds one distribution per word piece."""
-        return self.read(self.inputs(texts), batch_size, progress)
+        return self.read(self.inputs(examples), batch_size, progress)
 
     def read(self, inputs, batch_size: int, progress: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
         return predict_probabilities(
@@ -117,12 +133,15 @@ class MultiTaskModel:
         )
 
     def predict_frame(
-        self, texts: Sequence[str], batch_size: int = 64, progress: Callable[[int], None] | None = None
+        self,
+        examples: Sequence[str] | Sequence[Picture],
+        batch_size: int = 64,
+        progress: Callable[[int], None] | None = None,
     ) -> pd.DataFrame:
-        """One row per text: `<task>` (the label) and `<task>_probability` (its probability) for every task. A word
-        tagger's `<task>` is one BIO tag per whitespace-separated word, space-joined, and its probability the
-        mean over the words of their tag's (each word read at its first piece)."""
-        inputs = self.inputs(texts)
+        """One row per text or image: `<task>` (the label) and `<task>_probability` (its probability) for every
+        task. A word tagger's `<task>` is one BIO tag per whitespace-separated word, space-joined, and its
+        probability the mean over the words of their tag's (each word read at its first piece)."""
+        inputs = self.inputs(examples)
         columns: dict[str, list] = {}
         for task, p in self.read(inputs, batch_size, progress).items():
             labels = self.labels[task]
@@ -143,8 +162,6 @@ def word_probabilities(pieces: np.ndarray, word_ids: Sequence[int | None], words
     """Per word, its first piece's class probabilities; a word cut off by truncation is certain of "O" (id 0)."""
     rows = np.zeros((words, pieces.shape[-1]))
     rows[:, 0] = 1.0
-    seen: set[int] = set()
-    for piece, word in zip(pieces, word_ids):
-        if word is not None and word not in seen:
-            rows[word], _ = piece, seen.add(word)
+    for word, position in first_pieces(word_ids).items():
+        rows[word] = pieces[position]
     return rows

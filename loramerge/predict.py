@@ -1,4 +1,4 @@
-"""`loramerge predict`: classify texts with an exported multi-task model (a folder or an MLflow model URI).
+"""`loramerge predict`: classify texts (or images) with an exported multi-task model (a folder or an MLflow model URI).
 
 Everything a user can get wrong is checked before any compute, and the output file is written
 whole or not at all (loramerge/atomic.py), so a bad input never leaves a half-written file.
@@ -19,6 +19,7 @@ from loramerge.multitask import MultiTaskModel
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 """File suffix -> format, for --input and --output alike."""
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 URI_SCHEMES = ("models:/", "runs:/", "file:/", "s3:/", "gs:/", "http://", "https://", "mlflow-artifacts:/")
 
 
@@ -57,6 +58,34 @@ def read_texts(path: Path, column: str) -> list[str]:
     return frame[column].fillna("").astype(str).tolist()
 
 
+def image_files(paths: Sequence[Path] | None, folder: Path | None) -> list[Path]:
+    """The --image files, or every image file in the --input folder (sorted by name); a missing or unreadable
+    one is named in a one-line error before the model loads."""
+    if folder is not None:
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not paths:
+            raise ValueError(f"--input folder {folder} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+    from PIL import Image, UnidentifiedImageError
+
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"--image file {path} not found")
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"--image {path} is not a readable image ({type(error).__name__})") from None
+    return list(paths)
+
+
+def matching_input(model: MultiTaskModel, model_name: str, images: bool) -> None:
+    """A text model given images, or an image model given texts, is told what to pass instead."""
+    if model.input == "image" and not images:
+        raise ValueError(f"--model {model_name} classifies images: pass --image PATH (repeatable) or --input FOLDER")
+    if model.input == "text" and images:
+        raise ValueError(f"--model {model_name} classifies text: pass --text or --input FILE.csv|.jsonl")
+
+
 def is_mlflow_uri(model: str) -> bool:
     return model.startswith(URI_SCHEMES)
 
@@ -81,14 +110,14 @@ def load_model(model: str, tracking: TrackingConfig | None = None) -> MultiTaskM
     return loaded.unwrap_python_model().model
 
 
-def predictions(model: MultiTaskModel, texts: Sequence[str], batch_size: int, show_progress: bool) -> pd.DataFrame:
-    """Each text with its label and probability per task, in input order; a tqdm bar when asked."""
+def predictions(model: MultiTaskModel, examples: Sequence, batch_size: int, show_progress: bool) -> pd.DataFrame:
+    """Each text (or image path) with its label and probability per task, in input order; a tqdm bar when asked."""
     if show_progress:
-        with tqdm(total=len(texts), unit="text", desc="predict") as bar:
-            frame = model.predict_frame(texts, batch_size, bar.update)
+        with tqdm(total=len(examples), unit=model.input, desc="predict") as bar:
+            frame = model.predict_frame(examples, batch_size, bar.update)
     else:
-        frame = model.predict_frame(texts, batch_size)
-    return pd.concat([pd.DataFrame({"text": list(texts)}), frame], axis=1)
+        frame = model.predict_frame(examples, batch_size)
+    return pd.concat([pd.DataFrame({model.input: [str(e) for e in examples]}), frame], axis=1)
 
 
 def render(frame: pd.DataFrame, kind: str) -> str:
@@ -105,11 +134,18 @@ def run_predict(
     output: Path | None,
     batch_size: int,
     tracking: TrackingConfig | None = None,
+    images: Sequence[Path] | None = None,
 ) -> str:
-    """Validate, predict, then write `output` atomically (or return JSON lines for stdout when there is none)."""
+    """Validate, predict, then write `output` atomically (or return JSON lines for stdout when there is none).
+    Images come as --image files or an --input folder; texts as --text or an --input file."""
     out_kind = file_format(output, FORMATS, "--output") if output else "jsonl"
-    batch = list(texts) if texts else read_texts(input_path, column)
+    pictures = images or (input_path is not None and input_path.is_dir())
+    if pictures:
+        batch = image_files(images, None if images else input_path)
+    else:
+        batch = list(texts) if texts else read_texts(input_path, column)
     loaded = load_model(model, tracking)
+    matching_input(loaded, model, bool(pictures))
     text = render(predictions(loaded, batch, batch_size, show_progress=input_path is not None), out_kind)
     if output is None:
         return text

@@ -1,7 +1,8 @@
 """The exported multi-task model in MLflow: a pyfunc, registered as `loramerge-<combo>`, alias `champion`.
 
 `mlflow models serve -m "models:/loramerge-<combo>@champion"` then answers POST /invocations
-with one label and one probability column per member task. A version is registered only
+with one label and one probability column per member task. The input is a `text` column, or for
+a model of an image encoder an `image` column of base64-encoded image files (JSON carries no bytes). A version is registered only
 when the exported weights changed (the export's content hash is a version tag), so
 re-running the pipeline on the same models adds nothing. `champion` always points at the
 version with the best validation score; ties go to the newest version.
@@ -9,6 +10,9 @@ version with the best validation score; ties go to the newest version.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +23,6 @@ from mlflow.tracking import MlflowClient
 
 from loramerge.multitask import MultiTaskModel
 
-TEXT_COLUMN = "text"
 ARTIFACT_KEY = "model"
 CHAMPION = "champion"
 SCORE_TAG = "validation_score"
@@ -30,16 +33,48 @@ def registered_name(combo: str) -> str:
     return f"loramerge-{combo}"
 
 
+def image_bytes(value: bytes | str, row: int) -> bytes:
+    """An image file's bytes as they arrive: raw, or base64-encoded (how JSON requests carry them)."""
+    if isinstance(value, bytes):
+        return value
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except binascii.Error:
+        raise ValueError(f"input row {row}: the image column holds no base64-encoded image file") from None
+
+
+def example_input(model: MultiTaskModel) -> pd.DataFrame:
+    """Two inputs of the model's kind, for the logged signature and input example: texts, or blank PNG images."""
+    if model.input == "text":
+        return pd.DataFrame({"text": ["an example sentence to classify", "another one"]})
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (127, 127, 127)).save(buffer, format="PNG")
+    return pd.DataFrame({"image": [base64.b64encode(buffer.getvalue()).decode("ascii")] * 2})
+
+
 class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow's view of an export folder: a DataFrame with a `text` column in, labels and probabilities out."""
+    """MLflow's view of an export folder: a DataFrame with a `text` (or base64 `image`) column in, labels and
+    probabilities out."""
+
+    @classmethod
+    def of(cls, model: MultiTaskModel) -> MultiTaskPyfunc:
+        """The pyfunc around an already loaded model (what `load_context` makes from the logged folder)."""
+        pyfunc = cls()
+        pyfunc.model = model
+        return pyfunc
 
     def load_context(self, context) -> None:
         self.model = MultiTaskModel.load(context.artifacts[ARTIFACT_KEY])
 
     def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's signature
-        if TEXT_COLUMN not in model_input.columns:
-            raise ValueError(f"input has no {TEXT_COLUMN!r} column (columns: {list(model_input.columns)})")
-        return self.model.predict_frame(model_input[TEXT_COLUMN].astype(str).tolist())
+        column = self.model.input
+        if column not in model_input.columns:
+            raise ValueError(f"input has no {column!r} column (columns: {list(model_input.columns)})")
+        if column == "text":
+            return self.model.predict_frame(model_input[column].astype(str).tolist())
+        return self.model.predict_frame([image_bytes(v, row) for row, v in enumerate(model_input[column])])
 
 
 @contextmanager
@@ -77,8 +112,8 @@ def register_export(folder: Path, uri: str, run_id: str) -> dict:
     existing = version_with_hash(client, name, manifest[HASH_TAG])
     registered = existing is None
     if registered:
-        example = pd.DataFrame({TEXT_COLUMN: ["an example sentence to classify", "another one"]})
-        signature = mlflow.models.infer_signature(example, model.predict_frame(example[TEXT_COLUMN].tolist()))
+        example = example_input(model)
+        signature = mlflow.models.infer_signature(example, MultiTaskPyfunc.of(model).predict(None, example))
         tags = {
             "combination": manifest["combination"],
             "method": manifest["method"],
@@ -97,7 +132,7 @@ def register_export(folder: Path, uri: str, run_id: str) -> dict:
             )
             existing = mlflow.register_model(info.model_uri, name, tags=tags)
         client.update_registered_model(
-            name, f"Multi-task text classifier for {', '.join(manifest['members'])} (loramerge export)"
+            name, f"Multi-task {model.input} classifier for {', '.join(manifest['members'])} (loramerge export)"
         )
     return {
         "name": name,

@@ -14,7 +14,7 @@ are never merged), so a merged encoder serves an NER head and a sentence head al
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,13 +23,15 @@ from seqeval.scheme import IOB2, Entities
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from loramerge.batching import TokenizedTexts
+
 IGNORED = -100
 """The label of word pieces after a word's first, and of special tokens: cross-entropy skips it."""
 
 
-class TaggedWords(torch.utils.data.Dataset):
+class TaggedWords(TokenizedTexts):
     """Sentences as word-piece ids, each piece's label id (the word's tag on its first piece, else IGNORED) and
-    the word each piece came from, so predictions go back to words."""
+    the word each piece came from, so predictions go back to words. Batches as texts' are, labels padded."""
 
     def __init__(
         self,
@@ -54,39 +56,12 @@ class TaggedWords(torch.utils.data.Dataset):
             else None
         )
 
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def lengths(self) -> list[int]:
-        return [len(ids) for ids in self.input_ids]
-
-    def __getitem__(self, index: int) -> dict:
-        item = {"input_ids": self.input_ids[index], "index": index}
-        if self.labels is not None:
-            item["labels"] = self.labels[index]
-        return item
-
-    def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        """Pad ids with the pad token and labels with IGNORED, to the batch's longest sentence."""
-        width = max(len(item["input_ids"]) for item in items)
-        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
+    def label_tensor(self, items: list[dict], width: int) -> torch.Tensor:
+        """Each piece's label id, padded with IGNORED to the batch's longest sentence."""
         labels = torch.full((len(items), width), IGNORED, dtype=torch.long)
         for row, item in enumerate(items):
-            n = len(item["input_ids"])
-            ids[row, :n], mask[row, :n] = torch.tensor(item["input_ids"]), 1
-            if "labels" in item:
-                labels[row, :n] = torch.tensor(item["labels"])
-        batch = {"input_ids": ids, "attention_mask": mask, "index": torch.tensor([i["index"] for i in items])}
-        if self.labels is not None:
-            batch["labels"] = labels
-        return batch
-
-    def sorted_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches of similar length, for inference (little padding); `index` puts rows back in order."""
-        order = sorted(range(len(self)), key=lambda i: len(self.input_ids[i]))
-        for start in range(0, len(order), batch_size):
-            yield self.collate([self[i] for i in order[start : start + batch_size]])
+            labels[row, : len(item["labels"])] = torch.tensor(item["labels"])
+        return labels
 
 
 def first_piece_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> list[int]:
@@ -98,16 +73,23 @@ def first_piece_labels(word_ids: Sequence[int | None], word_labels: Sequence[int
     return labels
 
 
+def first_pieces(word_ids: Sequence[int | None]) -> dict[int, int]:
+    """Each word's first piece position: where a word's prediction is read. Words cut off by truncation have
+    none."""
+    first: dict[int, int] = {}
+    for position, word in enumerate(word_ids):
+        if word is not None:
+            first.setdefault(word, position)
+    return first
+
+
 def word_tags(
     piece_predictions: Sequence[int], word_ids: Sequence[int | None], words: int, labels: Sequence[str]
 ) -> list[str]:
     """One tag per word from its first piece's predicted id; words cut off by truncation are tagged "O"."""
     tags = ["O"] * words
-    seen: set[int] = set()
-    for prediction, word in zip(piece_predictions, word_ids):
-        if word is not None and word not in seen:
-            tags[word] = labels[int(prediction)]
-            seen.add(word)
+    for word, position in first_pieces(word_ids).items():
+        tags[word] = labels[int(piece_predictions[position])]
     return tags
 
 

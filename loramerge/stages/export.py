@@ -3,7 +3,7 @@
 The method is the one with the best mean normalized VALIDATION accuracy in the merge
 stage's manifests (test scores never choose; ties go to the method listed first in
 `merge.methods`). models/export/<combo>/ gets the base encoder with that merged update
-folded into its weights, the tokenizer, each member's head and label map, export.json,
+folded into its weights, the tokenizer (or image processor), each member's head and label map, export.json,
 the PEFT adapter when the merge is exactly low-rank, and a model card; metrics/export/<combo>.json
 gets the fp32/int8/bf16 comparison. The export is then logged to MLflow as a pyfunc and
 registered as `loramerge-<combo>` (see loramerge/registry.py).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from loramerge import paths
 from loramerge.atomic import atomic_dir, read_json, write_json, write_text
-from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.backbone import backbone_config, is_vision, load_encoder, load_tokenizer
 from loramerge.compression import compare_precisions
 from loramerge.config import Params, split_combination
 from loramerge.data import load_split, prepared_splits, stratified_subsample
@@ -76,7 +76,8 @@ def content_hash(folder: Path) -> str:
 
 
 def write_model_files(out: Path, params: Params, combo: str, method: str) -> None:
-    """Encoder with the merged update folded in, tokenizer, heads with label maps, and the PEFT adapter if low-rank."""
+    """Encoder with the merged update folded in, tokenizer or image processor, heads with label maps, and the PEFT
+    adapter if low-rank."""
     merged = paths.merged_dir(combo)
     encoder = load_encoder(params.backbone)
     fold(encoder, merged_deltas(encoder, merged / method))
@@ -101,6 +102,7 @@ def export_manifest(params: Params, combo: str, method: str, scores: dict[str, f
         "params": merge.params,
         "format": merge.format,
         "base_model": params.backbone.name,
+        "input": "image" if is_vision(backbone_config(params.backbone)) else "text",
         "pooling": params.backbone.pooling,
         "max_length": params.backbone.max_length,
         "labels": {t: read_json(out / HEADS / t / LABELS_FILE)["labels"] for t in members},
@@ -113,16 +115,17 @@ def export_manifest(params: Params, combo: str, method: str, scores: dict[str, f
     }
 
 
-def member_test_texts(params: Params, members: list[str]) -> dict:
-    """Up to export.compression_examples test texts per member (stratified, seeded) with their gold label names
-    (a word tagger's: its tag lists, the texts being its words joined by spaces)."""
+def member_tests(params: Params, members: list[str]) -> dict:
+    """Up to export.compression_examples test examples per member (stratified, seeded), as the exported model takes
+    them (texts, or images' file bytes), with their gold label names (a word tagger's: its tag lists, the texts
+    being its words joined by spaces)."""
     tests = {}
     for task in members:
         frame = stratified_subsample(
             load_split(params.task_of(task), "test"), params.export.compression_examples, params.data.subsample_seed
         )
         gold = frame["tags"].map(list) if "tags" in frame.columns else frame["label"]
-        tests[task] = (frame["text"].tolist(), gold.tolist())
+        tests[task] = (frame["image" if "image" in frame.columns else "text"].tolist(), gold.tolist())
     return tests
 
 
@@ -131,12 +134,6 @@ def export_combination(params: Params, combo: str) -> Path:
     if combo not in export_combinations(params):
         raise ValueError(f"combination {combo!r} is not in export.combinations of params.yaml; add it there")
     members = split_combination(combo)
-    images = [t for t in members if params.tasks[params.task_of(t)].type == "image_classification"]
-    if images:
-        raise ValueError(
-            f"combination {combo!r}: image tasks {images} cannot be exported yet (the exported model reads text); "
-            "remove it from export.combinations in params.yaml"
-        )
     missing = [p for p in (paths.merged_dir(combo) / "heads", paths.merged_metrics(combo)) if not p.exists()]
     if missing:
         raise FileNotFoundError(
@@ -156,7 +153,7 @@ def export_combination(params: Params, combo: str) -> Path:
             model = MultiTaskModel.load(out)
             compression = compare_precisions(
                 model,
-                member_test_texts(params, members),
+                member_tests(params, members),
                 params.export.latency_calls,
                 params.export.throughput_repeats,
             )

@@ -113,7 +113,7 @@ def test_peft_loads_the_exported_low_rank_adapter_and_with_the_heads_reproduces_
     model = MultiTaskModel.load(folder)
     peft_model = PeftModel.from_pretrained(load_encoder(params.backbone), str(folder / "adapter")).eval()
     texts = [t for task in model.tasks for t in load_split(task, "test")["text"].tolist()]
-    batches = TokenizedTexts(model.tokenizer, texts, None, model.max_length).sorted_batches(16)
+    batches = TokenizedTexts(model.processor, texts, None, model.max_length).sorted_batches(16)
     through_peft = predict_probabilities(peft_model, model.heads, batches, model.pooling)
     folded = model.probabilities(texts, 16)
     for task in model.tasks:

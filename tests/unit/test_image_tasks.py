@@ -1,19 +1,24 @@
 """Image classification on a tiny randomly initialised ViT (built from a config: no pretrained vision model can be
 downloaded here) with generated images in the ImageFolder layout: prepared, trained in every mode, merged,
-evaluated, compared for similarity and reported through the same stages as text tasks."""
+evaluated, compared for similarity, reported and exported through the same stages as text tasks."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
 import random
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from PIL import Image
 
 from loramerge.config import all_combinations, generated_lists
+from loramerge.data import load_split
+from loramerge.multitask import MultiTaskModel
+from loramerge.predict import run_predict
 from loramerge.records import MergedMetrics, SingleMetrics
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.export import export_combination
@@ -84,7 +89,7 @@ def imaged(tmp_path_factory, tiny_vit):
     raw["merge"]["methods"] = {m: methods[m] for m in ("task_arithmetic", "ties", "regmean", "adamerging")}
     raw["merge"]["methods"]["regmean"] = {"scaling": [1.0]}
     raw["evaluate"] = {"precision": "32"}
-    raw["export"] = {"combinations": [], "registry": False}
+    raw["export"] = {"combinations": ["colors+stripes"], "latency_calls": 3, "throughput_repeats": 1}
     raw.update(generated_lists(tasks, 1, all_combinations(tasks, (2,)), []))
     with opened_project(tmp_path_factory.mktemp("image-project"), raw) as params:
         train_every_task(params)
@@ -121,9 +126,62 @@ def test_image_tasks_have_no_vocabulary_to_compare_and_are_reported(imaged):
     assert "colors+stripes" in Path("reports/summary.md").read_text()
 
 
-def test_exporting_an_image_combination_is_refused_naming_the_setting(imaged):
+@pytest.fixture(scope="module")
+def exported(imaged):
+    """The pair shipped as one model (registered in MLflow), with the test images it is checked on."""
     params, combo = imaged
-    with pytest.raises(ValueError, match="cannot be exported yet.*export.combinations"):
-        export_combination(
-            params.model_copy(update={"export": params.export.model_copy(update={"combinations": [combo]})}), combo
-        )
+    folder = export_combination(params, combo)
+    tests = {task: load_split(task, "test") for task in TASKS}
+    return params, combo, folder, tests
+
+
+def test_the_exported_image_model_scores_each_task_as_the_evaluate_stage_did(exported):
+    params, combo, folder, tests = exported
+    model = MultiTaskModel.load(folder)
+    assert model.input == "image" and set(model.tasks) == set(TASKS)
+    method = json.loads((folder / "export.json").read_text())["method"]
+    evaluated = MergedMetrics.read(Path("metrics/merged") / f"{combo}.json").methods[method].tasks
+    for task, frame in tests.items():
+        predicted = model.predict_frame(frame["image"].tolist())[task]
+        assert (predicted == frame["label"]).mean() == pytest.approx(evaluated[task].score), task
+    compression = json.loads((Path("metrics/export") / f"{combo}.json").read_text())["compression"]
+    assert compression["precisions"]["fp32"]["accuracy"] == pytest.approx({t: evaluated[t].score for t in TASKS})
+    card = (folder / "README.md").read_text()
+    assert "pipeline_tag: image-classification" in card and "--image photo.jpg" in card
+
+
+def test_predict_classifies_a_folder_of_image_files_and_refuses_texts_for_an_image_model(exported, tmp_path):
+    params, combo, folder, tests = exported
+    images = tmp_path / "photos"
+    images.mkdir()
+    for i, picture_bytes in enumerate(tests["colors"]["image"]):
+        (images / f"{i:02d}.png").write_bytes(picture_bytes)
+    (images / "notes.txt").write_text("not an image: skipped")
+    written = tmp_path / "labels.csv"
+    run_predict(str(folder), None, images, "text", written, 8)
+    frame = pd.read_csv(written)
+    assert frame["image"].tolist() == [str(images / f"{i:02d}.png") for i in range(len(tests["colors"]))]
+    expected = MultiTaskModel.load(folder).predict_frame(tests["colors"]["image"].tolist())
+    assert frame["colors"].tolist() == expected["colors"].tolist()
+    with pytest.raises(ValueError, match="classifies images: pass --image"):
+        run_predict(str(folder), ["a text"], None, "text", None, 8)
+    (images / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="broken.png is not a readable image"):
+        run_predict(str(folder), None, None, "text", None, 8, images=[images / "broken.png"])
+
+
+def test_the_registered_image_model_takes_base64_image_files_through_mlflow(exported):
+    import mlflow
+
+    from loramerge.registry import fluent_uri
+    from loramerge.tracking import tracking_uri
+
+    params, combo, folder, tests = exported
+    frame = tests["stripes"]
+    with fluent_uri(tracking_uri(params.tracking, Path("."))):
+        served = mlflow.pyfunc.load_model(f"models:/loramerge-{combo}@champion")
+    encoded = [base64.b64encode(b).decode("ascii") for b in frame["image"]]
+    answer = served.predict(pd.DataFrame({"image": encoded}))
+    expected = MultiTaskModel.load(folder).predict_frame(frame["image"].tolist())
+    assert answer["stripes"].tolist() == expected["stripes"].tolist()
+    assert answer["colors_probability"].to_numpy() == pytest.approx(expected["colors_probability"].to_numpy())
