@@ -85,14 +85,8 @@ def prepare_task(params: Params, task: str) -> Path:
             s: float((f["label"] == majority).mean()) for s, f in final.items() if s != "train"
         },
     )
-    with atomic_dir(paths.prepared_dir(task)) as out:
-        for split, frame in final.items():
-            frame = frame.assign(label_id=frame["label"].map(label_ids).astype("int64"))
-            frame.to_parquet(out / f"{split}.parquet", index=False)
-        write_json(out / "labels.json", {"labels": labels})
-        stats.write(out / paths.prepared_stats(task).name)
-    report_problems(task, dropped, duplicates)
-    return paths.prepared_dir(task)
+    ided = {s: f.assign(label_id=f["label"].map(label_ids).astype("int64")) for s, f in final.items()}
+    return write_prepared(task, ided, labels, stats, dropped, duplicates)
 
 
 def prepare_tagged(params: Params, task: str) -> Path:
@@ -130,9 +124,22 @@ def prepare_tagged(params: Params, task: str) -> Path:
         majority_label="O",
         majority_baseline_accuracy={s: outside_share(f) for s, f in final.items() if s != "train"},
     )
+    ided = {s: f.assign(tag_ids=f["tags"].map(lambda tags: [index[t] for t in tags])) for s, f in final.items()}
+    return write_prepared(task, ided, labels, stats, dropped, duplicates)
+
+
+def write_prepared(
+    task: str,
+    splits: dict[str, pd.DataFrame],
+    labels: list[str],
+    stats: PreparedStats,
+    dropped: dict[str, int],
+    duplicates: dict[str, int],
+) -> Path:
+    """data/prepared/<task>/ written whole or not at all (each split's parquet, labels.json, stats.json), then
+    what was dropped or shared between splits is told."""
     with atomic_dir(paths.prepared_dir(task)) as out:
-        for split, frame in final.items():
-            frame = frame.assign(tag_ids=frame["tags"].map(lambda tags: [index[t] for t in tags]))
+        for split, frame in splits.items():
             frame.to_parquet(out / f"{split}.parquet", index=False)
         write_json(out / "labels.json", {"labels": labels})
         stats.write(out / paths.prepared_stats(task).name)
