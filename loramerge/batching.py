@@ -64,7 +64,15 @@ class TokenizedTexts(torch.utils.data.Dataset):
             yield self.collate([self[i] for i in order[start : start + batch_size]])
 
 
-class CachedFeatures(torch.utils.data.Dataset):
+class InputOrder(torch.utils.data.Dataset):
+    """Inputs of one size (pooled vectors, resized images): no padding to save, so batches keep input order."""
+
+    def sorted_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+        for start in range(0, len(self), batch_size):
+            yield self.collate([self[i] for i in range(start, min(start + batch_size, len(self)))])
+
+
+class CachedFeatures(InputOrder):
     """The frozen encoder's pooled vector of every text, computed once, standing in for the texts themselves.
 
     A head trained on a frozen encoder sees the same vector for a text at every epoch, so the encoder runs
@@ -91,11 +99,6 @@ class CachedFeatures(torch.utils.data.Dataset):
             "index": torch.tensor([i["index"] for i in items]),
         }
 
-    def sorted_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches in input order (no padding to save, so no sorting needed)."""
-        for start in range(0, len(self), batch_size):
-            yield self.collate([self[i] for i in range(start, min(start + batch_size, len(self)))])
-
 
 Picture = Union[bytes, str, Path, "PIL.Image.Image"]  # noqa: F821 - PIL is imported only for image tasks
 """An image as the pipeline stores it (its file's bytes), as a user hands it over (a file path), or a PIL image."""
@@ -112,7 +115,7 @@ def rgb(picture: Picture):
     return picture.convert("RGB")
 
 
-class PixelImages(torch.utils.data.Dataset):
+class PixelImages(InputOrder):
     """Images (file bytes, paths or PIL images) and label ids; the backbone's image processor turns each batch into
     pixel values when the batch is drawn, so the decoded pixels of a whole split never sit in memory at once."""
 
@@ -142,8 +145,3 @@ class PixelImages(torch.utils.data.Dataset):
         if self.labels is not None:
             batch["labels"] = torch.tensor([i["labels"] for i in items])
         return batch
-
-    def sorted_batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches in input order (all the same size: nothing to sort)."""
-        for start in range(0, len(self), batch_size):
-            yield self.collate([self[i] for i in range(start, min(start + batch_size, len(self)))])
