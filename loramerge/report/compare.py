@@ -78,23 +78,56 @@ def compare_merged_accuracy(first: Path, second: Path, labels: tuple[str, str]) 
     return pd.DataFrame(rows)
 
 
+def compare_merged_scores(first: Path, second: Path, labels: tuple[str, str]) -> pd.DataFrame:
+    """Per task: how far every merged score of it (each combination and method) moved between the runs, against
+    the task's sampling noise, the half-width of its single adapter's 95% interval in the first run (the same test
+    examples). Made for runs that differ only in how the same models are computed (e.g. evaluate.precision), where
+    every move is that setting's doing."""
+    a, b = (pd.read_csv(Path(r) / "tables" / "merged.csv") for r in (first, second))
+    single = pd.read_csv(Path(first) / "tables" / "single.csv").set_index("task")
+    keys = ["combination", "method", "task"]
+    both = a.merge(b, on=keys, suffixes=(" a", " b"))
+    both["delta"] = both["accuracy b"] - both["accuracy a"]
+    rows = []
+    for task, scores in both.groupby("task"):
+        noise = (single.loc[task, "lora_accuracy_ci_high"] - single.loc[task, "lora_accuracy_ci_low"]) / 2
+        rows.append(
+            {
+                "task": task,
+                "merged scores": len(scores),
+                "changed": int((scores["delta"] != 0).sum()),
+                f"mean Δ ({labels[1]} − {labels[0]})": scores["delta"].mean(),
+                "largest |Δ|": scores["delta"].abs().max(),
+                "noise (95% half-width)": noise,
+                "beyond noise": int((scores["delta"].abs() > noise).sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 OPTIONAL_TABLES = [
-    ("single.csv", "single adapters and baselines (test accuracy)", compare_singles, "+.3f"),
+    (("single.csv",), "single adapters and baselines (test accuracy)", compare_singles, "+.3f"),
     (
-        "merged.csv",
+        ("merged.csv",),
         "merged models' test accuracy (mean over each combination's tasks)",
         compare_merged_accuracy,
         ".3f",
     ),
+    (
+        ("merged.csv", "single.csv"),
+        "every merged score, per task: how far it moved against its sampling noise",
+        compare_merged_scores,
+        ".3f",
+    ),
 ]
-"""Tables shown when both runs' reports have the CSV they read (older report folders may lack one)."""
+"""Tables shown when both runs' reports have the CSVs they read (older report folders may lack one)."""
 
 
 def comparison_markdown(first: Path, second: Path, labels: tuple[str, str]) -> str:
     table = compare_methods(first, second, labels)
     parts = [f"# {labels[1]} vs {labels[0]}: merge methods on test\n"]
-    for csv, title, compare, number_format in OPTIONAL_TABLES:
-        if all((Path(r) / "tables" / csv).exists() for r in (first, second)):
+    for csvs, title, compare, number_format in OPTIONAL_TABLES:
+        if all((Path(r) / "tables" / csv).exists() for r in (first, second) for csv in csvs):
             shown = compare(first, second, labels).to_markdown(index=False, floatfmt=number_format)
             parts.append(f"## {title}\n\n{shown}\n")
     for measure in MEASURES:

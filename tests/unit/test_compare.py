@@ -9,6 +9,7 @@ from loramerge.report.compare import (
     MEASURES,
     SINGLE_MEASURES,
     compare_merged_accuracy,
+    compare_merged_scores,
     compare_methods,
     compare_singles,
     comparison_markdown,
@@ -76,3 +77,22 @@ def test_merged_accuracy_is_compared_in_plain_accuracy_per_method_and_kind(tmp_p
     assert table.loc[0, "pairs (attention)"] == pytest.approx(0.85)
     assert table.loc[0, "pairs Δ"] == pytest.approx(0.03) and table.loc[0, "triples Δ"] == pytest.approx(0.03)
     assert "## merged models' test accuracy" in comparison_markdown(runs["a"], runs["b"], ("a", "b"))
+
+
+def test_every_merged_score_is_held_against_its_tasks_sampling_noise(tmp_path):
+    moves = {"ties": 0.03, "regmean": 0.08, "task_arithmetic": 0.0}  # bf16 − fp32; the noise is 0.05
+    runs = {}
+    for name, factor in (("fp32", 0), ("bf16", 1)):
+        folder = methods_csv(tmp_path / name, {"ties": 0.9})
+        rows = [
+            {"combination": "emotion+y", "kind": "pair", "method": m, "task": "emotion", "accuracy": 0.7 + factor * d}
+            for m, d in moves.items()
+        ]
+        pd.DataFrame(rows).to_csv(folder / "tables" / "merged.csv", index=False)
+        single_csv(folder, 0.85, 1.45)  # the single adapter's interval: 0.85 ± 0.05
+        runs[name] = folder
+    table = compare_merged_scores(runs["fp32"], runs["bf16"], ("fp32", "bf16"))
+    row = table.set_index("task").loc["emotion"]
+    assert (row["merged scores"], row["changed"], row["beyond noise"]) == (3, 2, 1)
+    assert row["largest |Δ|"] == pytest.approx(0.08) and row["noise (95% half-width)"] == pytest.approx(0.05)
+    assert "against its sampling noise" in comparison_markdown(runs["fp32"], runs["bf16"], ("fp32", "bf16"))
