@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny randomly initialised BERT saved as a normal model folder, synthetic
 task CSVs with a learnable signal, and a throw-away project directory with its own params.
 
-Nothing here touches the network.
+Nothing here touches the network. `make test` runs the suite on two pytest-xdist workers, one core
+each: the integration tests (one `dvc repro` of the tiny pipeline, shared by all of them) stay
+together on one worker while the unit-test modules fill the other.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("LORAMERGE_DATA_DIR", None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # a core per worker; the stages `dvc repro` starts inherit it
 
 import copy
 from pathlib import Path
@@ -74,3 +78,18 @@ def params(project: Path) -> Params:
     from loramerge.config import load_params
 
     return load_params(project / "params.yaml")
+
+
+INTEGRATION = "tests/integration/"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Each test module whole on one worker (its module fixtures are built once), and every integration test on
+    the same worker, since they all read the one `dvc repro` sandbox of the session fixture `repro`."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndOnePipeline(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return INTEGRATION if nodeid.startswith(INTEGRATION) else super()._split_scope(nodeid)
+
+    return ModulesAndOnePipeline(config, log)
