@@ -29,7 +29,7 @@ test: setup
 	test -x /usr/sbin/sshd || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server) \
 		>/dev/null 2>&1 || echo "openssh-server not installed: the SSH remote test will fail"
 	$(VENV)/bin/ruff check loramerge tests benchmarks && $(VENV)/bin/ruff format --check loramerge tests benchmarks
-	$(OFFLINE) $(PY) -m pytest -n 2 -ra --durations=15  # two workers (tests/conftest.py); the slowest tests, to keep the suite inside its time
+	$(OFFLINE) $(PY) -m pytest -n 2 -ra --durations=15  # two workers, grouped in tests/conftest.py; the slowest tests, to keep the suite inside its time
 
 # Benchmarks (benchmarks/*.py) into reports/benchmarks.md; needs the default pipeline's outputs (`make run`).
 bench: setup

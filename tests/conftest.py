@@ -2,8 +2,9 @@
 task CSVs with a learnable signal, and a throw-away project directory with its own params.
 
 Nothing here touches the network. `make test` runs the suite on two pytest-xdist workers, one core
-each: the integration tests (one `dvc repro` of the tiny pipeline, shared by all of them) stay
-together on one worker while the unit-test modules fill the other.
+each: the integration tests that read the one `dvc repro` of the tiny pipeline stay together on one
+worker while the unit tests and the integration tests with sandboxes of their own fill the other
+(`pytest_xdist_make_scheduler` below).
 """
 
 from __future__ import annotations
@@ -81,15 +82,29 @@ def params(project: Path) -> Params:
 
 
 INTEGRATION = "tests/integration/"
+OWN_SANDBOXES = {"tests/integration/test_faults.py"}
+"""Integration modules that never read the shared `repro` sandbox (they build their own): free to run beside it."""
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """Each test module whole on one worker (its module fixtures are built once), and every integration test on
-    the same worker, since they all read the one `dvc repro` sandbox of the session fixture `repro`."""
+    """`pytest -n 2`: each test module whole on one worker (its module fixtures are built once), and every
+    integration module that reads the one `dvc repro` sandbox (the session fixture `repro`) on the same worker, so
+    that sandbox is built once too. (xdist's own `--dist loadgroup` cannot group them: with pytest 9 its renamed
+    node ids do not reach the scheduler.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class ModulesAndOnePipeline(LoadScopeScheduling):
+    class ModulesAndOneSandbox(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return INTEGRATION if nodeid.startswith(INTEGRATION) else super()._split_scope(nodeid)
+            module = super()._split_scope(nodeid).split("::")[0]
+            return INTEGRATION if module.startswith(INTEGRATION) and module not in OWN_SANDBOXES else module
 
-    return ModulesAndOnePipeline(config, log)
+    return ModulesAndOneSandbox(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module said to build its own sandboxes must not read the shared one: it would be built on both workers."""
+    shared = sorted({i.nodeid.split("::")[0] for i in items if "repro" in i.fixturenames} & OWN_SANDBOXES)
+    if shared:
+        raise pytest.UsageError(
+            f"{shared} read the `repro` sandbox: remove them from OWN_SANDBOXES in tests/conftest.py"
+        )
