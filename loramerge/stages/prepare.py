@@ -73,12 +73,7 @@ def prepare_task(params: Params, task: str) -> Path:
     label_ids = {label: i for i, label in enumerate(labels)}
     majority = final["train"]["label"].value_counts().idxmax()
     stats = PreparedStats(
-        task=task,
-        source=source,
-        rows_raw={s: len(f) for s, f in raw.items()},
-        empty_texts_dropped=dropped,
-        duplicates_across_splits=duplicates,
-        rows={s: len(f) for s, f in final.items()},
+        **kept_rows(task, source, raw, dropped, duplicates, final),
         class_counts={s: f["label"].value_counts().sort_index().to_dict() for s, f in final.items()},
         majority_label=majority,
         majority_baseline_accuracy={
@@ -114,18 +109,32 @@ def prepare_tagged(params: Params, task: str) -> Path:
     }
     index = {tag: i for i, tag in enumerate(labels)}
     stats = PreparedStats(
-        task=task,
-        source=source,
-        rows_raw={s: len(f) for s, f in raw.items()},
-        empty_texts_dropped=dropped,
-        duplicates_across_splits=duplicates,
-        rows={s: len(f) for s, f in final.items()},
+        **kept_rows(task, source, raw, dropped, duplicates, final),
         class_counts={s: entity_counts(f) for s, f in final.items()},
         majority_label="O",
         majority_baseline_accuracy={s: outside_share(f) for s, f in final.items() if s != "train"},
     )
     ided = {s: f.assign(tag_ids=f["tags"].map(lambda tags: [index[t] for t in tags])) for s, f in final.items()}
     return write_prepared(task, ided, labels, stats, dropped, duplicates)
+
+
+def kept_rows(
+    task: str,
+    source: str,
+    raw: dict[str, pd.DataFrame],
+    dropped: dict[str, int],
+    duplicates: dict[str, int],
+    final: dict[str, pd.DataFrame],
+) -> dict:
+    """The stats every task type records: where the rows came from and how many each step kept."""
+    return {
+        "task": task,
+        "source": source,
+        "rows_raw": {s: len(f) for s, f in raw.items()},
+        "empty_texts_dropped": dropped,
+        "duplicates_across_splits": duplicates,
+        "rows": {s: len(f) for s, f in final.items()},
+    }
 
 
 def write_prepared(
