@@ -185,3 +185,14 @@ def test_the_registered_image_model_takes_base64_image_files_through_mlflow(expo
     expected = MultiTaskModel.load(folder).predict_frame(frame["image"].tolist())
     assert answer["stripes"].tolist() == expected["stripes"].tolist()
     assert answer["colors_probability"].to_numpy() == pytest.approx(expected["colors_probability"].to_numpy())
+
+
+def test_the_image_pyfunc_names_a_missing_column_and_a_value_that_is_no_base64_image_file(exported):
+    from loramerge.registry import MultiTaskPyfunc
+
+    params, combo, folder, tests = exported
+    pyfunc = MultiTaskPyfunc.of(MultiTaskModel.load(folder))
+    with pytest.raises(ValueError, match="no 'image' column"):
+        pyfunc.predict(None, pd.DataFrame({"text": ["a text"]}))
+    with pytest.raises(ValueError, match="input row 1: the image column holds no base64-encoded image file"):
+        pyfunc.predict(None, pd.DataFrame({"image": [base64.b64encode(tests["colors"]["image"][0]).decode(), "n0t!"]}))
