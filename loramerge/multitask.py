@@ -1,10 +1,11 @@
 """The exported multi-task model: one encoder (merged update folded in) feeding every member task's head.
 
-An export folder is a Hugging Face model folder (config.json, model.safetensors, the tokenizer's files or,
-for an image encoder, the image processor's, README.md model card) plus what the k tasks need on top of the encoder: heads/<task>/ (the head's
-safetensors and its label map), export.json (members, method, hyper-parameters, hashes), and for
-exactly low-rank merges adapter/ (a PEFT adapter over the base encoder). Reading it needs no
-pipeline outputs, so `loramerge predict`, the MLflow pyfunc and tests all load it the same way.
+An export folder is a Hugging Face model folder (config.json, model.safetensors, the tokenizer's files
+or, for an image encoder, the image processor's, README.md model card) plus what the k tasks need on
+top of the encoder: heads/<task>/ (the head's safetensors and its label map), export.json (members,
+method, hyper-parameters, hashes, what the model reads), and for exactly low-rank merges adapter/ (a
+PEFT adapter over the base encoder). Reading it needs no pipeline outputs, so `loramerge predict`,
+the MLflow pyfunc and tests all load it the same way.
 """
 
 from __future__ import annotations
@@ -27,9 +28,6 @@ HEADS = "heads"
 ADAPTER = "adapter"
 LABELS_FILE = "labels.json"
 PROBABILITY_SUFFIX = "_probability"
-INPUTS = ("text", "image")
-"""What an exported model reads (export.json's `input`): texts, or images for a vision encoder. Also the name of
-the input column of `loramerge predict`'s output and of the MLflow model's input."""
 
 
 def fold(encoder: torch.nn.Module, deltas: Mapping[str, torch.Tensor]) -> torch.nn.Module:
@@ -73,7 +71,9 @@ class MultiTaskModel:
         self.folder, self.encoder, self.processor = Path(folder) if folder else None, encoder.eval(), processor
         self.heads, self.labels, self.manifest = heads, labels, manifest
         self.pooling, self.max_length = manifest["pooling"], manifest["max_length"]
-        self.input = manifest.get("input", "text")  # exports written before image support read text
+        self.input = manifest.get("input", "text")
+        """What the model reads, "text" or "image" (export.json's `input`; older exports read text): also the name of
+        the input column of `loramerge predict`'s output and of the MLflow model's input."""
 
     @property
     def tasks(self) -> list[str]:

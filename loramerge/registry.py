@@ -2,9 +2,9 @@
 
 `mlflow models serve -m "models:/loramerge-<combo>@champion"` then answers POST /invocations
 with one label and one probability column per member task. The input is a `text` column, or for
-a model of an image encoder an `image` column of base64-encoded image files (JSON carries no bytes). A version is registered only
-when the exported weights changed (the export's content hash is a version tag), so
-re-running the pipeline on the same models adds nothing. `champion` always points at the
+a model of an image encoder an `image` column of base64-encoded image files (JSON carries no
+bytes). A version is registered only when the exported weights changed (the export's content
+hash is a version tag), so re-running the pipeline on the same models adds nothing. `champion` always points at the
 version with the best validation score; ties go to the newest version.
 """
 
