@@ -42,6 +42,7 @@ from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import CachedFeatures
 from loramerge.config import ConfigError, Params, TrainConfig
 from loramerge.data import file_digest, load_labels, load_split, prepared_splits
+from loramerge.dropout import use_fast_dropout
 from loramerge.lora import add_lora
 from loramerge.model import ClassificationHead, Classifier, per_text, pooled_features
 from loramerge.precision import Precision, resolve
@@ -145,6 +146,8 @@ def step_seed(seed: int, step: int) -> int:
 class ClassifierModule(L.LightningModule):
     """Cross-entropy training of whatever requires grad (LoRA, all weights, or the head alone) + head.
 
+    Its dropout draws masks with `FastDropout`: torch's distribution, a quarter of its CPU cost off Intel CPUs.
+
     AdamW with linear warm-up and decay; the head has its own learning rate. Validation scores the task's
     type's way (`val_score`: accuracy, or entity micro-F1), which early stopping and the best checkpoint follow.
     """
@@ -154,7 +157,8 @@ class ClassifierModule(L.LightningModule):
     ) -> None:
         """`data`: the task whose validation split validation scores; None for training steps alone (no validation)."""
         super().__init__()
-        self.classifier, self.config, self.total_steps, self.data = classifier, config, total_steps, data
+        self.classifier = use_fast_dropout(classifier)
+        self.config, self.total_steps, self.data = config, total_steps, data
         self._val_rows: list[tuple[np.ndarray, np.ndarray]] = []
         self._val_loss, self._val_labelled = 0.0, 0
 

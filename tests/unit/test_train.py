@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
+from loramerge.dropout import FastDropout
 from loramerge.lora import add_lora
 from loramerge.model import ClassificationHead, Classifier
 from loramerge.stages.prepare import prepare_task
@@ -49,6 +50,13 @@ def test_only_lora_and_head_weights_train_and_are_checkpointed(params):
     assert trainable == set(module.state_dict())
     assert all("lora_" in n or ".head." in n for n in trainable)
     assert not any("pooler" in n for n in trainable)
+
+
+def test_every_dropout_of_the_lora_encoder_and_head_draws_fast_masks(params):
+    module = tiny_module(params.model_copy(update={"lora": params.lora.model_copy(update={"dropout": 0.1})}))
+    dropouts = [m for m in module.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(isinstance(m, FastDropout) for m in dropouts)
+    assert any(".lora_dropout." in name for name, m in module.named_modules() if isinstance(m, FastDropout))
 
 
 def test_checkpoints_resume_only_under_the_same_configuration(tmp_path):
