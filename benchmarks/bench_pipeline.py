@@ -45,7 +45,7 @@ def expected_reruns(params, task: str) -> set[str]:
     }
     exported = params.combinations if params.export.combinations is None else params.export.combinations
     downstream |= {f"export@{c}" for c in combos if c in exported}
-    return {f"train@{task}", f"evaluate@{task}", "similarity", "report"} | downstream
+    return {f"train@{task}", f"gram@{task}", f"evaluate@{task}", "similarity", "report"} | downstream
 
 
 def main() -> None:

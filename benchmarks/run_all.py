@@ -3,6 +3,8 @@
 Each benchmark prints a markdown section starting with a `## ` heading (progress lines
 before it are shown here, not kept). A benchmark that fails is reported as failed in the
 file, with its last error line, and the others still run; the exit status says if any failed.
+`--only` reruns some: their sections are replaced and the others' kept, each section's footer
+saying how long it took and when it ran.
 
     python -m benchmarks.run_all [--only training inference …]
 """
@@ -10,6 +12,7 @@ file, with its last error line, and the others still run; the exit status says i
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -31,6 +34,7 @@ BENCHMARKS = {
     "precision": "benchmarks.bench_precision",
     "profile": "benchmarks.bench_profile",
     "run_time": "benchmarks.bench_run_time",
+    "stage_floor": "benchmarks.bench_stage_floor",
 }
 
 
@@ -52,22 +56,41 @@ def section_of(stdout: str) -> str:
     return "\n".join(lines[start:]).strip() + "\n"
 
 
+FOOTER = re.compile(r"^_(?P<name>\w+): .*wall clock.*_$")
+"""The line that ends a benchmark's section: `_<name>: <minutes> min of wall clock…_`."""
+
+
+def kept_sections(report: str) -> dict[str, str]:
+    """An earlier reports/benchmarks.md's sections by benchmark name, each from its `## ` heading to its footer."""
+    sections, lines = {}, []
+    for line in report.splitlines():
+        if line.startswith("## ") or lines:
+            lines.append(line)
+        match = FOOTER.match(line)
+        if match and lines:
+            sections[match["name"]] = "\n".join(lines).strip() + "\n"
+            lines = []
+    return sections
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     args = parser.parse_args()
-    sections, ok = [], True
+    path = REPORTS / "benchmarks.md"
+    sections, ok = kept_sections(path.read_text(encoding="utf-8")) if path.exists() else {}, True
     for name in args.only:
         print(f"=== {name}", flush=True)
         text, seconds, passed = run_one(BENCHMARKS[name])
         ok &= passed
-        sections.append(f"{text}\n_{name}: {seconds / 60:.1f} min of wall clock._\n")
+        sections[name] = (
+            f"{text}\n_{name}: {seconds / 60:.1f} min of wall clock, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC._\n"
+        )
     header = (
-        f"# Benchmarks\n\nWritten by `make bench` ({', '.join(args.only)}) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.\n"
-        f"Machine: {machine_description()}.\nBoth sides of every comparison ran in the same process on this machine, one after the other.\n"
+        f"# Benchmarks\n\nWritten by `make bench`; last run ({', '.join(args.only)}) on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"machine: {machine_description()}.\nEach section's footer says when it ran. Both sides of every comparison ran in the same process on the same machine, one after the other.\n"
     )
-    path = REPORTS / "benchmarks.md"
-    write_text(path, "\n".join([header, *sections]))
+    write_text(path, "\n".join([header, *(sections[name] for name in BENCHMARKS if name in sections)]))
     print(f"wrote {path}")
     return 0 if ok else 1
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from benchmarks.bench_pipeline import expected_reruns, stages_to_run
 from benchmarks.bench_run_time import by_group, last_run, stage_records
-from benchmarks.run_all import section_of
+from benchmarks.bench_stage_floor import stage_modules
+from benchmarks.run_all import kept_sections, section_of
 from loramerge.config import Params, all_combinations, generated_lists
 
 
@@ -18,9 +19,9 @@ def four_task_params() -> Params:
     )
 
 
-def test_one_tasks_training_change_reruns_its_training_evaluation_and_every_combination_holding_it():
+def test_one_tasks_training_change_reruns_its_training_gram_evaluation_and_every_combination_holding_it():
     expected = expected_reruns(four_task_params(), "a")
-    assert {"train@a", "evaluate@a", "similarity", "report"} <= expected
+    assert {"train@a", "gram@a", "evaluate@a", "similarity", "report"} <= expected
     assert {s for s in expected if s.startswith("merge_pair@")} == {
         "merge_pair@a+b",
         "merge_pair@a+c",
@@ -34,7 +35,7 @@ def test_one_tasks_training_change_reruns_its_training_evaluation_and_every_comb
     assert {s for s in expected if s.startswith("export@")} == {
         f"export@{c}" for c in ("a+b", "a+c", "a+d", "a+b+c", "a+b+d", "a+c+d")
     }
-    assert len(expected) == 4 + 3 * (3 + 3)
+    assert len(expected) == 5 + 3 * (3 + 3)
     assert not any(s.endswith("@b") or s == "merge_pair@b+c" for s in expected)
 
 
@@ -45,6 +46,17 @@ def test_the_stages_a_dry_run_would_run_are_read_from_its_output():
 
 def test_a_benchmark_section_starts_at_its_heading():
     assert section_of("  n=2: 1.0 s\n## Scaling\n\n| a |\n") == "## Scaling\n\n| a |\n"
+
+
+def test_a_partial_bench_run_keeps_the_other_benchmarks_sections_whole():
+    report = (
+        "# Benchmarks\n\nWritten by make bench.\n\n## Training\n\n| a |\n\n_training: 3.2 min of wall clock._\n\n"
+        "## Profile\n\nsteps\n\n_profile: 1.0 min of wall clock, 2026-11-24 23:30 UTC._\n"
+    )
+    assert kept_sections(report) == {
+        "training": "## Training\n\n| a |\n\n_training: 3.2 min of wall clock._\n",
+        "profile": "## Profile\n\nsteps\n\n_profile: 1.0 min of wall clock, 2026-11-24 23:30 UTC._\n",
+    }
 
 
 def test_the_run_time_is_the_last_run_grouped_by_stage_kind(tmp_path):
@@ -62,3 +74,12 @@ def test_the_run_time_is_the_last_run_grouped_by_stage_kind(tmp_path):
     table = by_group(run).set_index("group")
     assert table.loc["merges", "stages"] == 2 and table.loc["merges", "minutes"] == 25 / 60
     assert set(table.index) == {"LoRA training", "merges", "similarity and report"}
+
+
+def test_the_floor_reads_which_stage_module_each_stage_of_dvc_lock_runs(tmp_path, monkeypatch):
+    commands = {"train@a": "loramerge train --task a", "baseline_full@a": "loramerge train --task a --mode full"}
+    commands["merge_pair@a+b"] = "loramerge merge --combo a+b"
+    stages = "".join(f"  {name}:\n    cmd: {cmd}\n" for name, cmd in commands.items())
+    (tmp_path / "dvc.lock").write_text(f"schema: '2.0'\nstages:\n{stages}")
+    monkeypatch.chdir(tmp_path)
+    assert stage_modules() == {"train@a": "train", "baseline_full@a": "train", "merge_pair@a+b": "merge"}

@@ -1,0 +1,111 @@
+"""What a stage costs before it computes anything, and that cost summed over the default run's stages.
+
+Every DVC stage is a new process: the interpreter starts, `loramerge` and its stage module import torch,
+transformers, scikit-learn (and Lightning or MLflow's modules where the stage uses them), the stage opens
+the MLflow store, and after the stage DVC rewrites dvc.lock. Each is timed here on its own, best of
+`--repeats`, the way the stage pays it:
+- imports: `python -c "import loramerge.cli, loramerge.stages.<module>"` in a fresh process;
+- MLflow: a fresh process importing MLflow and opening the project's store (one query);
+- DVC: `dvc.utils.serialize.modify_yaml` over a copy of dvc.lock, the function DVC's lock-file update runs
+  after every stage (parse, then dump the whole file).
+The floor is their sum per stage times the stages of dvc.lock, set beside the last run's wall clock
+(`bench_run_time`): what no speed-up inside the stages can remove while the run has this many stages.
+
+Run after `make run`: `python -m benchmarks.bench_stage_floor [--repeats 3]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from dvc.utils.serialize import modify_yaml
+
+from benchmarks.bench_run_time import last_run, stage_records
+from benchmarks.common import machine_description
+from loramerge.cli import STAGE_TIMES
+
+LOCK = Path("dvc.lock")
+MLFLOW_OPEN = (
+    "import mlflow; from mlflow.tracking import MlflowClient; "
+    "MlflowClient(tracking_uri='sqlite:///mlflow.db').search_experiments(max_results=1)"
+)
+
+
+def best_of(repeats: int, action) -> float:
+    """The fastest of `repeats` timings of `action()`, in seconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def process_seconds(code: str, repeats: int) -> float:
+    """A fresh interpreter running `code`, start to exit."""
+    return best_of(repeats, lambda: subprocess.run([sys.executable, "-c", code], check=True))
+
+
+def lock_rewrite_seconds(repeats: int) -> float:
+    """DVC's own parse-and-dump of dvc.lock, on a copy (the real lock is never touched)."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "dvc.lock"
+        shutil.copy(LOCK, copy)
+
+        def rewrite() -> None:
+            with modify_yaml(copy):
+                pass
+
+        return best_of(repeats, rewrite)
+
+
+def stage_modules() -> dict[str, str]:
+    """The stage module each of dvc.lock's stages runs (`loramerge <module> …`), by stage name."""
+    stages = yaml.safe_load(LOCK.read_text(encoding="utf-8"))["stages"]
+    return {name: stage["cmd"].split()[1] for name, stage in stages.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    module_of = stage_modules()
+    modules, stages = Counter(module_of.values()), len(module_of)
+    interpreter = process_seconds("pass", args.repeats)
+    imports = {m: process_seconds(f"import loramerge.cli, loramerge.stages.{m}", args.repeats) for m in modules}
+    mlflow = process_seconds(MLFLOW_OPEN, args.repeats) - interpreter
+    lock = lock_rewrite_seconds(args.repeats)
+    print("## What a stage costs before it computes anything\n")
+    print(machine_description() + "\n")
+    lines = len(LOCK.read_text(encoding="utf-8").splitlines())
+    print(f"{stages} stages in dvc.lock ({lines:,} lines); best of {args.repeats} each.\n")
+    print("| stage module | stages | interpreter + imports, s | × stages, min |")
+    print("|---|---:|---:|---:|")
+    for module, count in modules.items():
+        print(f"| {module} | {count} | {imports[module]:.2f} | {imports[module] * count / 60:.2f} |")
+    total_imports = sum(imports[m] * n for m, n in modules.items()) / 60
+    per_stage = {name: imports[module] + mlflow + lock for name, module in module_of.items()}
+    floor = sum(per_stage.values()) / 60
+    print(f"\nMLflow import and store opening: {mlflow:.2f} s a stage, {mlflow * stages / 60:.2f} min a run.")
+    print(f"DVC's dvc.lock rewrite: {lock:.2f} s a stage, {lock * stages / 60:.2f} min a run.")
+    print(f"Floor: {floor:.1f} min for {stages} stages (interpreter + imports {total_imports:.1f} min).")
+    run = last_run(stage_records(STAGE_TIMES), 120.0) if STAGE_TIMES.exists() else None
+    if run is not None and not run.empty:
+        wall = (run["end"].max() - run["start"].min()).total_seconds() / 60
+        ran = sum(per_stage.get(name, 0.0) for name in run["stage"]) / 60
+        print(
+            f"The last run ({len(run)} stages): {wall:.1f} min wall clock, of which its stages' floor is {ran:.1f} min "
+            f"({ran / wall:.0%}); the rest, {wall - ran:.1f} min, is what the stages compute, log and save."
+        )
+
+
+if __name__ == "__main__":
+    main()
