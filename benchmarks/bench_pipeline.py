@@ -43,8 +43,7 @@ def expected_reruns(params, task: str) -> set[str]:
     downstream = {f"merge_{kinds[len(c.split('+'))]}@{c}" for c in combos} | {
         f"evaluate_{kinds[len(c.split('+'))]}@{c}" for c in combos
     }
-    exported = params.combinations if params.export.combinations is None else params.export.combinations
-    downstream |= {f"export@{c}" for c in combos if c in exported}
+    downstream |= {f"export_{kinds[len(c.split('+'))]}@{c}" for c in combos if c in params.shipped()}
     return {f"train@{task}", f"gram@{task}", f"evaluate@{task}", "similarity", "report"} | downstream
 
 

@@ -72,7 +72,7 @@ def main() -> None:
     rows = []
     for update in load_updates(encoder, {t: paths.adapter_dir(t) for t in params.tasks}):
         rows += compare("single", encoder, deltas_of(update), {update.name: load_head(update.name)}, splits, params)
-    for combo in params.export.combinations:
+    for combo in params.shipped():
         method = read_json(paths.METRICS / "export" / f"{combo}.json")["method"]
         heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in split_combination(combo)}
         deltas = merged_deltas(encoder, paths.merged_dir(combo) / method)

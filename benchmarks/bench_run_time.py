@@ -34,7 +34,9 @@ GROUPS = {
     "evaluate_triple": "merged evaluations",
     "evaluate": "single and baseline evaluations",
     "evaluate_baselines": "single and baseline evaluations",
-    "export": "exports",
+    "export": "exports",  # one export stage for pairs and triples, before 2026-11-25
+    "export_pair": "exports",
+    "export_triple": "exports",
     "similarity": "similarity and report",
     "report": "similarity and report",
 }

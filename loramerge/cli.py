@@ -87,8 +87,8 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _combos(args: argparse.Namespace) -> None:
-    """Rewrite `replicas:`, `pairs:` and `triples:` in params.yaml from its task list and repeats (capped by
-    `combos:`), keeping comments."""
+    """Rewrite `replicas:`, `pairs:`, `triples:` and `exported:` in params.yaml from its task list, repeats (capped by
+    `combos:`) and export.combinations, keeping comments."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
@@ -126,16 +126,22 @@ def _combos(args: argparse.Namespace) -> None:
             f"{covered['min_per_task']}-{covered['max_per_task']}"
             + (f"; task pairs met in a triple: {covered['task_pairs_met']:.0%}" if size == 3 else "")
         )
-    lists = generated_lists(tasks, params.repeats, chosen["pairs"], chosen["triples"], adapters_of(params.tasks))
+    shipped = (document.get("export") or {}).get("combinations")
+    if shipped is not None:
+        shipped = document["export"]["combinations"] = exported(
+            shipped, listed, [*chosen["pairs"], *chosen["triples"]]
+        )
+        print(f"export.combinations: {len(shipped)} of them")
+    lists = generated_lists(
+        tasks, params.repeats, chosen["pairs"], chosen["triples"], adapters_of(params.tasks), shipped
+    )
     if "replicas" not in document:  # first written by this version: beside the lists, under their comment
         document.insert(list(document).index("pairs") if "pairs" in document else len(document), "replicas", {})
+    for key in ("pairs", "triples"):
+        lists["exported"][key] = {name: flow(entry) for name, entry in lists["exported"][key].items()}
+    document["exported"] = lists.pop("exported")
     for key, entries in lists.items():
         document[key] = {name: flow(entry) for name, entry in entries.items()}
-    if (document.get("export") or {}).get("combinations") is not None:
-        document["export"]["combinations"] = exported(
-            document["export"]["combinations"], listed, [*chosen["pairs"], *chosen["triples"]]
-        )
-        print(f"export.combinations: {len(document['export']['combinations'])} of them")
     text = io.StringIO()
     yaml.dump(document, text)
     write_text(path, text.getvalue())

@@ -306,7 +306,8 @@ class CombosConfig(Strict):
 
 
 class ExportConfig(Strict):
-    """Stage `export@<combo>`: which combinations ship as a multi-task model (null: every pair and triple), and
+    """Stages `export_pair@<combo>`/`export_triple@<combo>`: which combinations ship as a multi-task model (null: every
+    first-seed pair and triple; `loramerge combos` writes them into `exported:`, which dvc.yaml loops over), and
     how much the fp32/int8/bf16 comparison measures (test texts per member task, batch-1 calls, batch-64 repeats)."""
 
     combinations: list[str] | None = None
@@ -332,6 +333,14 @@ class Combination(Strict):
     tasks: list[str]
 
 
+class Exported(Strict):
+    """The combinations stage export ships, by kind, as `loramerge combos` writes them from `export.combinations`:
+    dvc.yaml's export_pair and export_triple loop over these, so each export depends on its own members' files."""
+
+    pairs: dict[str, Combination] = {}
+    triples: dict[str, Combination] = {}
+
+
 class TrackingConfig(Strict):
     experiment: str = "loramerge"
     uri: str | None = None
@@ -352,6 +361,7 @@ class Params(Strict):
     replicas: dict[str, Replica] = {}
     pairs: dict[str, Combination] = {}
     triples: dict[str, Combination] = {}
+    exported: Exported = Exported()
     backbone: BackboneConfig = BackboneConfig()
     lora: LoraSettings = LoraSettings()
     train: TrainConfig = TrainConfig()
@@ -393,8 +403,9 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _generated_lists_current(self, info: ValidationInfo) -> Params:
-        """`replicas`, `pairs` and `triples` are written by `loramerge combos`; they must match the task list and
-        repeats, or dvc.yaml would loop over stale names (unchecked while `loramerge combos` rewrites them)."""
+        """`replicas`, `pairs`, `triples` and `exported` are written by `loramerge combos`; they must match the task
+        list, repeats and export.combinations, or dvc.yaml would loop over stale names (unchecked while `loramerge
+        combos` rewrites them)."""
         if info.context and info.context.get("rewriting_lists"):
             return self
         expected = replica_entries(list(self.tasks), self.repeats, adapters_of(self.tasks))
@@ -422,7 +433,28 @@ class Params(Strict):
                         f"{section}.{combo} must combine replicas of one repeat and list their tasks {tasks}; "
                         "regenerate the lists with `loramerge combos`"
                     )
+        first = self.first_seed_combinations()
+        unknown = [c for c in self.shipped() if c not in first]
+        if unknown:
+            raise ValueError(
+                f"export.combinations names {unknown}, which are not the first seed's pairs/triples; list only those"
+            )
+        expected = exported_entries(self.shipped())
+        if self.exported.model_dump() != expected:
+            listed = [*self.exported.pairs, *self.exported.triples]
+            raise ValueError(
+                f"exported lists {listed} but export.combinations makes {[*expected['pairs'], *expected['triples']]}: "
+                "regenerate the lists with `loramerge combos`"
+            )
         return self
+
+    def first_seed_combinations(self) -> list[str]:
+        """The pairs and triples of the first training seed: the ones export can ship."""
+        return [c for c in self.combinations if not REPEAT_SUFFIX.search(split_combination(c)[0])]
+
+    def shipped(self) -> list[str]:
+        """What stage export ships: `export.combinations`, or every first-seed pair and triple when it is null."""
+        return self.first_seed_combinations() if self.export.combinations is None else self.export.combinations
 
     @property
     def combinations(self) -> list[str]:
@@ -517,19 +549,34 @@ def combination_entries(chosen: list[str], repeats: int) -> dict[str, dict[str, 
     return entries
 
 
+def exported_entries(shipped: list[str]) -> dict[str, dict]:
+    """`exported:` as `loramerge combos` writes it: the shipped combinations (of the first seed), pairs and triples."""
+    return {
+        kind: combination_entries([c for c in shipped if combination_kind(c) == kind[:-1]], 1)
+        for kind in ("pairs", "triples")
+    }
+
+
 def generated_lists(
-    tasks: list[str], repeats: int, pairs: list[str], triples: list[str], adapters: dict[str, str] | None = None
+    tasks: list[str],
+    repeats: int,
+    pairs: list[str],
+    triples: list[str],
+    adapters: dict[str, str] | None = None,
+    shipped: list[str] | None = None,
 ) -> dict[str, dict]:
-    """The three sections `loramerge combos` owns, for these tasks (those in `adapters` bring their own), repeats and
-    chosen task pairs and triples."""
+    """The four sections `loramerge combos` owns, for these tasks (those in `adapters` bring their own), repeats,
+    chosen task pairs and triples, and the combinations export ships (None: all of them, as `export.combinations:
+    null` says)."""
     return {
         "replicas": replica_entries(tasks, repeats, adapters),
         "pairs": combination_entries(pairs, repeats),
         "triples": combination_entries(triples, repeats),
+        "exported": exported_entries([*pairs, *triples] if shipped is None else shipped),
     }
 
 
-GENERATED = ("replicas", "pairs", "triples")
+GENERATED = ("replicas", "pairs", "triples", "exported")
 """The sections of params.yaml that `loramerge combos` writes."""
 
 
@@ -597,8 +644,8 @@ def describe(error: ValidationError, prefix: str = "") -> str:
 def load_params(path: str | Path = "params.yaml", combinations: bool = True) -> Params:
     """Read and validate params.yaml; errors name the offending key.
 
-    `combinations=False` ignores `replicas:`/`pairs:`/`triples:`, for `loramerge combos`, whose job is to rewrite lists
-    that may name tasks no longer configured."""
+    `combinations=False` ignores the lists `loramerge combos` writes (`replicas:`, `pairs:`, `triples:`, `exported:`),
+    for `loramerge combos`, whose job is to rewrite lists that may name tasks no longer configured."""
     path = Path(path)
     raw = read_params_file(path)
     if not combinations:

@@ -51,10 +51,9 @@ def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
         "max_triples": None,
         "seed": 0,
     }  # 2 of 3 pairs: a third adds time, not coverage
-    params.update(
-        generated_lists(list(tasks), 1, choose_combinations(list(tasks), 2, 2, 0), all_combinations(list(tasks), (3,)))
-    )
-    exported = list(params["triples"]) or [next(iter(params["pairs"]))]  # one export keeps the suite's time small
+    pairs, triples = choose_combinations(list(tasks), 2, 2, 0), all_combinations(list(tasks), (3,))
+    exported = triples or pairs[:1]  # one export keeps the suite's time small
+    params.update(generated_lists(list(tasks), 1, pairs, triples, shipped=exported))
     params["export"].update(combinations=exported, latency_calls=5, throughput_repeats=1)
     return params
 

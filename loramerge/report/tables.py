@@ -208,9 +208,8 @@ PRECISIONS = ["fp32", "int8", "bf16"]
 def export_tables(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The shipped models (stage `export`, metrics/export/<combo>.json): per precision the size, mean member
     accuracy and latency, and per member task the accuracy of each precision; empty before any export ran."""
-    combos = params.combinations if params.export.combinations is None else params.export.combinations
     models, tasks = [], []
-    for combo in combos:
+    for combo in params.shipped():
         path = paths.METRICS / "export" / f"{combo}.json"  # the export stage's metrics file
         if not path.exists():
             continue

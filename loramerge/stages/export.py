@@ -1,4 +1,5 @@
-"""Stage `export@<combo>`: the combination's best merge, shipped as one multi-task model.
+"""Stages `export_pair@<combo>` and `export_triple@<combo>`: the combination's best merge, shipped as one multi-task
+model.
 
 The method is the one with the best mean normalized VALIDATION accuracy in the merge
 stage's manifests (test scores never choose; ties go to the method listed first in
@@ -19,7 +20,7 @@ from loramerge import paths
 from loramerge.atomic import atomic_dir, read_json, write_json, write_text
 from loramerge.backbone import backbone_config, is_vision, load_encoder, load_tokenizer
 from loramerge.compression import compare_precisions
-from loramerge.config import Params, split_combination
+from loramerge.config import Params, combination_kind, split_combination
 from loramerge.data import load_split, prepared_splits, stratified_subsample
 from loramerge.evaluation import merged_deltas
 from loramerge.metrics import ranked
@@ -42,17 +43,9 @@ def export_metrics(combo: str) -> Path:
     return paths.METRICS / "export" / f"{combo}.json"
 
 
-def export_combinations(params: Params) -> list[str]:
-    """`export.combinations`, or every configured pair and triple when it is null; unknown names are refused.
-    What ships is the first training seed's merge (further seeds, `repeats`, exist to measure the spread)."""
-    shipped = params.repeat_view(0).combinations
-    chosen = shipped if params.export.combinations is None else params.export.combinations
-    unknown = [c for c in chosen if c not in shipped]
-    if unknown:
-        raise ValueError(
-            f"export.combinations names {unknown}, which are not the first seed's pairs/triples; list only those"
-        )
-    return chosen
+def export_stage(combo: str) -> str:
+    """The combination's export stage in dvc.yaml: export_pair@<combo> or export_triple@<combo>."""
+    return f"export_{combination_kind(combo)}@{combo}"
 
 
 def choose_method(params: Params, combo: str) -> tuple[str, dict[str, float]]:
@@ -131,20 +124,20 @@ def member_tests(params: Params, members: list[str]) -> dict:
 
 def export_combination(params: Params, combo: str) -> Path:
     """Write models/export/<combo>/ atomically, its compression metrics, and register it in MLflow."""
-    if combo not in export_combinations(params):
+    if combo not in params.shipped():
         raise ValueError(f"combination {combo!r} is not in export.combinations of params.yaml; add it there")
     members = split_combination(combo)
     missing = [p for p in (paths.merged_dir(combo) / "heads", paths.merged_metrics(combo)) if not p.exists()]
     if missing:
         raise FileNotFoundError(
-            f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro export@{combo}`)"
+            f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro {export_stage(combo)}`)"
         )
     method, scores = choose_method(params, combo)
     merged_metrics = MergedMetrics.read(paths.merged_metrics(combo))
     singles = {t: SingleMetrics.read(paths.single_metrics(t)) for t in members}
     baselines = {t: BaselineMetrics.read(paths.baseline_metrics(t)) for t in members}
     run_params = {"combination": combo, "members": members, "method": method, "export": params.export.model_dump()}
-    with stage_run(params.tracking, f"export@{combo}", run_params) as run:
+    with stage_run(params.tracking, export_stage(combo), run_params) as run:
         run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
         with atomic_dir(export_dir(combo)) as out:
             write_model_files(out, params, combo, method)

@@ -97,7 +97,11 @@ def test_changing_one_tasks_training_reruns_only_that_task_and_the_combinations_
     expected = {"train@agnews", "gram@agnews", "evaluate@agnews", "similarity", "report"}
     expected |= {f"merge_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
     expected |= {f"evaluate_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
-    expected |= {f"export@{c}" for c in with_agnews if c in params["export"]["combinations"]}
+    expected |= {
+        f"export_{'pair' if c.count('+') == 1 else 'triple'}@{c}"
+        for c in with_agnews
+        if c in params["export"]["combinations"]
+    }
     assert rerun == expected
     assert "Running stage" not in run(["dvc", "repro", "--dry"], repro).stdout, "restored: nothing stale"
 

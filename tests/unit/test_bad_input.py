@@ -370,6 +370,17 @@ def test_evaluating_a_combination_before_its_merge_names_the_merge_stage_to_run(
     assert "run `dvc repro merge_pair@topics+moods`" in one_line_error(capsys)
 
 
+def test_an_export_list_edited_without_rerunning_combos_stops_every_stage_until_combos_lists_its_stages(
+    project, capsys
+):
+    assert list(load_params(project / "params.yaml").exported.pairs) == ["topics+moods"]
+    write_params(project, "params.yaml", lambda raw: raw.update(export={"combinations": []}))  # ship none
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert "regenerate the lists with `loramerge combos`" in one_line_error(capsys)
+    assert main(["combos"]) == 0
+    assert load_params(project / "params.yaml").exported.model_dump() == {"pairs": {}, "triples": {}}
+
+
 @pytest.mark.parametrize(
     ("exported", "expected"),
     [(["topics+gone", "topics+moods+gone"], None), (["topics+gone"], [])],

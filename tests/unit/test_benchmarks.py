@@ -32,8 +32,9 @@ def test_one_tasks_training_change_reruns_its_training_gram_evaluation_and_every
         "evaluate_triple@a+b+d",
         "evaluate_triple@a+c+d",
     }
-    assert {s for s in expected if s.startswith("export@")} == {
-        f"export@{c}" for c in ("a+b", "a+c", "a+d", "a+b+c", "a+b+d", "a+c+d")
+    assert {s for s in expected if s.startswith("export_")} == {
+        f"export_{'pair' if c.count('+') == 1 else 'triple'}@{c}"
+        for c in ("a+b", "a+c", "a+d", "a+b+c", "a+b+d", "a+c+d")
     }
     assert len(expected) == 5 + 3 * (3 + 3)
     assert not any(s.endswith("@b") or s == "merge_pair@b+c" for s in expected)

@@ -90,7 +90,7 @@ def imaged(tmp_path_factory, tiny_vit):
     raw["merge"]["methods"]["regmean"] = {"scaling": [1.0]}
     raw["evaluate"] = {"precision": "32"}
     raw["export"] = {"combinations": ["colors+stripes"], "latency_calls": 3, "throughput_repeats": 1}
-    raw.update(generated_lists(tasks, 1, all_combinations(tasks, (2,)), []))
+    raw.update(generated_lists(tasks, 1, all_combinations(tasks, (2,)), [], shipped=["colors+stripes"]))
     with opened_project(tmp_path_factory.mktemp("image-project"), raw) as params:
         train_every_task(params)
         combo = params.combinations[0]

@@ -45,7 +45,9 @@ def tagged(tmp_path_factory, tiny_backbone, tiny_data):
     raw["evaluate"] = {"precision": "32"}  # as the exported model runs: the same numbers to compare
     methods = raw["merge"]["methods"]
     raw["merge"]["methods"] = {m: methods[m] for m in ("task_arithmetic", "ties", "regmean", "adamerging")}
-    raw.update(generated_lists([SENTENCES, TAGGER], 1, all_combinations([SENTENCES, TAGGER], (2,)), []))
+    raw.update(
+        generated_lists([SENTENCES, TAGGER], 1, all_combinations([SENTENCES, TAGGER], (2,)), [], shipped=[COMBO])
+    )
     raw["export"] = {"combinations": [COMBO], "latency_calls": 3, "throughput_repeats": 1, "registry": False}
     with opened_project(tmp_path_factory.mktemp("tagged"), raw) as params:
         train_every_task(params)
