@@ -227,7 +227,9 @@ def export_section(params: Params) -> Section:
     models, by_task = export_tables(params)
     title = "The shipped multi-task models: fp32, int8, bf16"
     if models.empty:
-        return Section("export", title, ["Not exported yet: `dvc repro export` (models/export/<combo>)."])
+        return Section(
+            "export", title, ["Not exported yet: `dvc repro export_pair export_triple` (models/export/<combo>)."]
+        )
     return Section(
         "export",
         title,
