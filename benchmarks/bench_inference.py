@@ -18,28 +18,18 @@ evaluation stage batches them (tokenised once, sorted by length, padded per batc
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
 
-from benchmarks.common import ratio, task_texts
+from benchmarks.common import best_time, ratio, task_texts
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.config import load_params
 from loramerge.lora import PEFT_PREFIX, deltas_of, patched, resolve_targets
 from loramerge.merging import TaskUpdate, get_method
 from loramerge.model import ClassificationHead, predict
-
-
-def best_time(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def peft_model_with_adapters(params, k: int):

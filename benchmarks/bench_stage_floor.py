@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import yaml
 from dvc.utils.serialize import modify_yaml
 
 from benchmarks.bench_run_time import last_run, stage_records
-from benchmarks.common import machine_description
+from benchmarks.common import best_time, machine_description
 from loramerge.cli import STAGE_TIMES
 
 LOCK = Path("dvc.lock")
@@ -39,19 +38,9 @@ MLFLOW_OPEN = (
 )
 
 
-def best_of(repeats: int, action) -> float:
-    """The fastest of `repeats` timings of `action()`, in seconds."""
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return min(times)
-
-
 def process_seconds(code: str, repeats: int) -> float:
     """A fresh interpreter running `code`, start to exit."""
-    return best_of(repeats, lambda: subprocess.run([sys.executable, "-c", code], check=True))
+    return best_time(lambda: subprocess.run([sys.executable, "-c", code], check=True), repeats)
 
 
 def lock_rewrite_seconds(repeats: int) -> float:
@@ -64,7 +53,7 @@ def lock_rewrite_seconds(repeats: int) -> float:
             with modify_yaml(copy):
                 pass
 
-        return best_of(repeats, rewrite)
+        return best_time(rewrite, repeats)
 
 
 def stage_modules() -> dict[str, str]:

@@ -33,6 +33,16 @@ def machine_description() -> str:
     )
 
 
+def best_time(run, repeats: int) -> float:
+    """The fastest of `repeats` timings of `run()`, in seconds."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def matmul_peak_gflops(size: int = 1024, repeats: int = 20) -> float:
     """This CPU's float32 matrix-multiply throughput, best of three rounds: the ceiling for a transformer."""
     a, b = torch.randn(size, size), torch.randn(size, size)
