@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-from safetensors.torch import load_file
 from transformers import PreTrainedModel
 
 from loramerge.config import is_local_path
 from loramerge.lora import AdapterError, target_pattern
+from loramerge.weights import read_weights
 
 PEFT_PREFIX = "base_model.model."
 
@@ -60,7 +60,7 @@ def adopt(encoder: PreTrainedModel, adapter: str, base_model_name: str) -> tuple
         )
     if not (folder / "adapter_model.safetensors").exists():
         raise AdapterError(f"no adapter_model.safetensors in {folder}: adapters load only from safetensors")
-    state = load_file(str(folder / "adapter_model.safetensors"))
+    state = read_weights(folder / "adapter_model.safetensors", f"replace the adapter {adapter!r} with an intact copy")
     layers = {name for name, _ in encoder.named_modules() if name}
     lora, classifier = {}, {}
     for key, value in state.items():

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,39 @@ def atomic_file(final: Path) -> Iterator[Path]:
         staging.unlink(missing_ok=True)
 
 
+class OutputError(ValueError):
+    """An output cannot be written where it goes; found before the work that would produce it."""
+
+
+def check_writable(*files: Path, folders: Iterable[Path] = ()) -> None:
+    """Each output file (and folder, written whole by `atomic_dir`) can be written where it goes, checked before the
+    work that produces it: nothing of the other kind in its way, and its nearest existing folder takes a new file
+    (tried for real, so read-only mounts count as well as permissions)."""
+    for output in map(Path, files):
+        if output.is_dir():
+            raise OutputError(f"{output} is a folder, where a file is to be written: remove it or choose another path")
+        _check_parent(output)
+    for output in map(Path, folders):
+        if output.exists() and not output.is_dir():
+            raise OutputError(f"{output} is a file, where a folder is to be written: remove it")
+        _check_parent(output)
+
+
+def _check_parent(output: Path) -> None:
+    folder = output.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{output} cannot be written: {folder} is a file, not a folder; move it away")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputError(
+            f"{output} cannot be written: {folder} is not writable ({error.strerror}); fix its permissions"
+        ) from None
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_file(path) as staging:
         staging.write_text(text, encoding="utf-8")
@@ -71,4 +104,11 @@ def write_json(path: Path, payload: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file's content; a garbled one is a ValueError naming the file and where it breaks."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error}): restore it with `dvc checkout --force` or rerun the stage that"
+            " writes it"
+        ) from None

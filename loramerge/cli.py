@@ -129,7 +129,7 @@ def _combos(args: argparse.Namespace) -> None:
     shipped = (document.get("export") or {}).get("combinations")
     if shipped is not None:
         shipped = document["export"]["combinations"] = exported(
-            shipped, listed, [*chosen["pairs"], *chosen["triples"]]
+            shipped, listed, [*chosen["pairs"], *chosen["triples"]], tasks, path
         )
         print(f"export.combinations: {len(shipped)} of them")
     lists = generated_lists(
@@ -152,12 +152,23 @@ def _combos(args: argparse.Namespace) -> None:
     )
 
 
-def exported(current: list[str], listed: list[str], combinations: list[str]) -> list[str]:
+def exported(
+    current: list[str], listed: list[str], combinations: list[str], tasks: list[str], path: Path
+) -> list[str]:
     """What `export.combinations` becomes when the lists are rewritten: every combination of the first seed again
-    if it named every listed one (the default), else the user's choice less the combinations no longer listed."""
+    if it named every listed one (the default), else the user's choice, which must name only combinations the new
+    lists hold (a choice is never emptied behind the user's back)."""
     if set(current) == set(listed):
         return list(combinations)
-    return [c for c in current if c in combinations]
+    unknown = [c for c in current if c not in combinations]
+    if unknown:
+        gone = sorted({t for c in unknown for t in split_combination(c) if t not in tasks})
+        why = f"task(s) {gone} are not configured" if gone else "they are not among the pairs/triples `combos:` keeps"
+        raise ConfigError(
+            f"{path}: export.combinations names {unknown}, but {why}; remove them from export.combinations (or"
+            " configure their tasks) and run `loramerge combos` again"
+        )
+    return list(current)
 
 
 def _sweep(args: argparse.Namespace) -> None:

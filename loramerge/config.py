@@ -78,7 +78,9 @@ class HubSource(Strict):
 class TaskData(Strict):
     """How one task's data is found and cut down."""
 
-    hub: HubSource
+    hub: HubSource | None = None
+    """Where the task is on the Hugging Face Hub, read when the local folder has no such task; a task whose data is
+    only in the local folder needs none."""
     max_train: int | None = Field(default=None, gt=0)
     max_validation: int | None = Field(default=None, gt=0)
     max_test: int | None = Field(default=None, gt=0)
@@ -119,7 +121,8 @@ class TaskConfig(Strict):
     def _columns_of_its_type(self) -> TaskConfig:
         text, label = DEFAULT_COLUMNS[self.type]
         hub = self.data.hub
-        hub.text_column, hub.label_column = hub.text_column or text, hub.label_column or label
+        if hub is not None:
+            hub.text_column, hub.label_column = hub.text_column or text, hub.label_column or label
         return self
 
 
@@ -341,10 +344,26 @@ class Exported(Strict):
     triples: dict[str, Combination] = {}
 
 
+TRACKING_URI = re.compile(
+    r"^(sqlite:///.+|(postgresql|mysql|mssql)(\+\w+)?://.+|https?://[^/\s]+.*|file:/.+|databricks(-uc)?(://.*)?)$"
+)
+"""The tracking URIs MLflow can open: a SQL store, a tracking server, a local folder or Databricks."""
+
+
 class TrackingConfig(Strict):
     experiment: str = "loramerge"
     uri: str | None = None
     strict: bool = False
+
+    @field_validator("uri")
+    @classmethod
+    def _mlflow_uri(cls, uri: str | None) -> str | None:
+        if uri is not None and not TRACKING_URI.match(uri):
+            raise ValueError(
+                "not an MLflow tracking URI: use sqlite:///mlflow.db, http://HOST:PORT, postgresql://USER@HOST/DB"
+                " or file:/FOLDER (or leave it unset for the project's mlflow.db)"
+            )
+        return uri
 
 
 class Params(Strict):
@@ -604,7 +623,7 @@ def _unique_key_loader() -> type[yaml.SafeLoader]:
         keys = [loader.construct_object(k, deep=deep) for k, _ in node.value]
         duplicates = sorted({str(k) for k in keys if keys.count(k) > 1})
         if duplicates:
-            raise ConfigError(f"duplicate key(s) {duplicates} at line {node.start_mark.line + 1}")
+            raise ConfigError(f"duplicate key(s) {duplicates} at line {node.start_mark.line + 1}; keep one of each")
         return loader.construct_mapping(node, deep=deep)
 
     UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)
@@ -625,6 +644,8 @@ def read_params_file(path: Path) -> dict[str, Any]:
         ) from None
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path} is not UTF-8 text (byte {error.start}); re-save it as UTF-8") from None
+    except ConfigError as error:  # the loader's own: a duplicate key, which it cannot name the file of
+        raise ConfigError(f"{path}: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping of sections")
     return raw

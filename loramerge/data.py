@@ -180,12 +180,14 @@ def read_hub_image_splits(task: str, hub: HubSource, seed: int) -> dict[str, pd.
     return frames
 
 
+LOCAL_SPLITS = {"sequence_classification": ".csv", "token_classification": ".jsonl", "image_classification": ""}
+"""Per task type, the suffix of a split's file in the task's local folder (an image task's split is a folder)."""
 LOCAL_READERS = {
-    "sequence_classification": lambda task, folder, split: read_local_split(task, folder / f"{split}.csv"),
-    "token_classification": lambda task, folder, split: read_tagged_split(folder / f"{split}.jsonl"),
-    "image_classification": lambda task, folder, split: read_image_split(task, folder / split),
+    "sequence_classification": read_local_split,
+    "token_classification": lambda task, path: read_tagged_split(path),
+    "image_classification": read_image_split,
 }
-"""Per task type, how one split is read from the task's local folder."""
+"""Per task type, how one split's file (or folder) is read."""
 HUB_READERS = {
     "sequence_classification": read_hub_splits,
     "token_classification": read_hub_tagged_splits,
@@ -206,11 +208,23 @@ def read_raw_splits(
     for an image task (`kind`: the task's type)."""
     folder = local_dir / task if local_dir else None
     if folder is not None and folder.is_dir():
-        return {s: LOCAL_READERS[kind](task, folder, s) for s in paths.SPLITS}, str(folder.resolve())
+        files = {s: folder / f"{s}{LOCAL_SPLITS[kind]}" for s in paths.SPLITS}
+        missing = [p.name for p in files.values() if not p.exists()]
+        if missing:
+            raise DataError(
+                f"task {task!r}: {folder} has no {', '.join(missing)}; a local task needs"
+                f" {LOCAL_LAYOUT[kind]} there: add the missing split(s)"
+            )
+        return {s: LOCAL_READERS[kind](task, p) for s, p in files.items()}, str(folder.resolve())
+    looked = str(folder.resolve()) if folder else "(no local folder configured)"
+    if data.hub is None:
+        raise DataError(
+            f"task {task!r}: no local data at {looked} and no Hub dataset (tasks.{task}.data.hub) to fall back on:"
+            f" put {LOCAL_LAYOUT[kind]} in {looked}, set ${DATA_DIR_ENV} / data.local_dir, or set tasks.{task}.data.hub.id"
+        )
     try:
         return HUB_READERS[kind](task, data.hub, seed), f"hub:{data.hub.id}/{data.hub.config or ''}"
     except Exception as error:  # any failure to reach or read the Hub ends the same way
-        looked = str(folder.resolve()) if folder else "(no local folder configured)"
         raise DataError(
             f"task {task!r}: no local data at {looked} and the Hub dataset {data.hub.id!r}"
             f" (config {data.hub.config!r}) could not be loaded: {type(error).__name__}: {error}."

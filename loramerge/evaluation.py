@@ -6,18 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from loramerge import paths
+from loramerge.atomic import read_json
 from loramerge.batching import TokenizedTexts
 from loramerge.config import Params
 from loramerge.data import load_labels, load_split, stratified_subsample
-from loramerge.lora import deltas_of, load_updates
+from loramerge.lora import AdapterError, deltas_of, load_updates
 from loramerge.model import ClassificationHead, predict
 from loramerge.paths import DENSE_FILE
 from loramerge.tasktypes import TASK_TYPES, Scored, TaskType
 from loramerge.tokens import TaggedWords
+from loramerge.weights import read_weights
 
 
 @dataclass
@@ -46,6 +47,23 @@ def load_task_split(
     return TaskSplit(name, kind, kind.inputs(frame, tokenizer, labels, params.backbone.max_length), labels)
 
 
+def check_head(params: Params, name: str, folder: Path, stage: str) -> None:
+    """A trained head (`folder`'s head.safetensors and labels.json) against the prepared data of the task it will
+    score, before any model loads: a head whose labels are not the data's would score against the wrong names."""
+    task = params.task_of(name)
+    trained, prepared = read_json(folder / "labels.json")["labels"], load_labels(task)
+    if trained != prepared:
+        raise AdapterError(
+            f"the head of {folder} predicts labels {trained} but data/prepared/{task} has {prepared}; rerun"
+            f" `dvc repro {stage}` (the data changed since it was trained)"
+        )
+    outputs = ClassificationHead.load(folder).linear.out_features
+    if outputs != len(trained):
+        raise AdapterError(
+            f"{folder / 'head.safetensors'} predicts {outputs} labels but its labels.json lists {len(trained)}; rerun `dvc repro {stage}`"
+        )
+
+
 def load_head(task: str, adapters_root: Path = paths.ADAPTERS) -> ClassificationHead:
     return ClassificationHead.load(adapters_root / task)
 
@@ -59,6 +77,6 @@ def score(encoder, head: ClassificationHead, data: TaskSplit, batch_size: int, p
 def merged_deltas(encoder, folder: Path) -> dict[str, torch.Tensor]:
     """A merged model's updates, read back from what the merge stage saved (PEFT adapter or dense)."""
     if (folder / DENSE_FILE).exists():
-        return load_file(str(folder / DENSE_FILE))
+        return read_weights(folder / DENSE_FILE)
     (update,) = load_updates(encoder, {folder.name: folder})
     return deltas_of(update)

@@ -13,13 +13,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from loramerge.atomic import read_json, write_json
 from loramerge.backbone import encode
 from loramerge.config import Strict
 from loramerge.lora import patched
 from loramerge.merging import TaskUpdate
+from loramerge.weights import read_weights
 
 GRAMS = Path("models/gram")
 GRAM_FILE = "gram.safetensors"
@@ -101,4 +102,4 @@ def load_grams(task: str, adapter_digest: str, root: Path = GRAMS) -> dict[str, 
     record = GramRecord.model_validate(read_json(folder / RECORD_FILE))
     if record.adapter_sha256 != adapter_digest:
         raise ValueError(f"{folder} was computed from another version of the {task!r} adapter; {rerun}")
-    return load_file(str(folder / GRAM_FILE))
+    return read_weights(folder / GRAM_FILE, rerun)

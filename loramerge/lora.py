@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 
 from loramerge.config import LoraSettings
 from loramerge.merging import TaskUpdate
+from loramerge.weights import check_weights
 
 PEFT_PREFIX = "base_model.model."
 
@@ -129,6 +130,8 @@ def load_updates(encoder: PreTrainedModel, adapter_dirs: Mapping[str, Path]) -> 
         raise AdapterError(
             f"no adapter_model.safetensors in {unsafe}: adapters load only from safetensors (a pickled .bin is never read)"
         )
+    for folder in adapter_dirs.values():
+        check_weights(Path(folder) / "adapter_model.safetensors")
     model = PeftModel.from_pretrained(encoder, str(adapter_dirs[names[0]]), adapter_name=names[0])
     for name in names[1:]:
         model.load_adapter(str(adapter_dirs[name]), adapter_name=name)

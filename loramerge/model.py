@@ -20,6 +20,7 @@ from torch import nn
 
 from loramerge.backbone import encode, pool
 from loramerge.batching import TokenizedTexts
+from loramerge.weights import check_weights
 
 HEAD_FILE = "head.safetensors"
 
@@ -46,7 +47,7 @@ class ClassificationHead(nn.Module):
 
     @classmethod
     def load(cls, folder: Path) -> ClassificationHead:
-        path = str(Path(folder) / HEAD_FILE)
+        path = str(check_weights(Path(folder) / HEAD_FILE))
         with safe_open(path, framework="pt") as handle:
             per_token = (handle.metadata() or {}).get("per_token") == "true"
         state = load_file(path)

@@ -10,7 +10,6 @@ the MLflow pyfunc and tests all load it the same way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -19,9 +18,11 @@ import pandas as pd
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from loramerge.atomic import read_json
 from loramerge.batching import Picture, PixelImages, TokenizedTexts
 from loramerge.model import ClassificationHead, head_outputs
 from loramerge.tokens import TaggedWords, first_pieces
+from loramerge.weights import check_weights
 
 EXPORT_MANIFEST = "export.json"
 HEADS = "heads"
@@ -93,7 +94,11 @@ class MultiTaskModel:
                 f"{folder} is not an exported loramerge model (no {EXPORT_MANIFEST}):"
                 " pass a models/export/<combo> folder"
             )
-        manifest = json.loads((folder / EXPORT_MANIFEST).read_text(encoding="utf-8"))
+        manifest = read_json(folder / EXPORT_MANIFEST)
+        heads = {t: ClassificationHead.load(folder / HEADS / t) for t in manifest["members"]}
+        labels = {t: read_json(folder / HEADS / t / LABELS_FILE)["labels"] for t in manifest["members"]}
+        check_labels(folder, manifest, heads, labels)
+        check_weights(folder / "model.safetensors", "export the model again")
         encoder = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
         if manifest.get("input") == "image":
             from transformers import AutoImageProcessor  # import cost: 1.5 s, paid only by image models
@@ -101,11 +106,6 @@ class MultiTaskModel:
             processor = AutoImageProcessor.from_pretrained(folder)
         else:
             processor = AutoTokenizer.from_pretrained(folder)
-        heads = {t: ClassificationHead.load(folder / HEADS / t) for t in manifest["members"]}
-        labels = {
-            t: json.loads((folder / HEADS / t / LABELS_FILE).read_text(encoding="utf-8"))["labels"]
-            for t in manifest["members"]
-        }
         return cls(folder, encoder, processor, heads, labels, manifest)
 
     def inputs(self, examples: Sequence[str] | Sequence[Picture]) -> TokenizedTexts | TaggedWords | PixelImages:
@@ -156,6 +156,24 @@ class MultiTaskModel:
             columns[task] = [labels[i] for i in best]
             columns[f"{task}{PROBABILITY_SUFFIX}"] = p[np.arange(len(best)), best].astype(float)
         return pd.DataFrame(columns)
+
+
+def check_labels(
+    folder: Path, manifest: dict, heads: Mapping[str, ClassificationHead], labels: Mapping[str, list[str]]
+) -> None:
+    """Each head's label file against the labels the export recorded and the head's output size: a reordered, short
+    or long label file would name every prediction wrongly."""
+    for task, names in labels.items():
+        path, recorded = folder / HEADS / task / LABELS_FILE, manifest.get("labels", {}).get(task)
+        outputs = heads[task].linear.out_features
+        if len(names) != outputs:
+            raise ValueError(
+                f"{path} lists {len(names)} labels but the head predicts {outputs}: export the model again"
+            )
+        if recorded is not None and names != recorded:
+            raise ValueError(
+                f"{path} lists the labels {names} but {folder / EXPORT_MANIFEST} recorded {recorded}: export the model again"
+            )
 
 
 def word_probabilities(pieces: np.ndarray, word_ids: Sequence[int | None], words: int) -> np.ndarray:

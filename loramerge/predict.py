@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from loramerge.atomic import write_text
+from loramerge.atomic import check_writable, write_text
 from loramerge.config import TrackingConfig
+from loramerge.console import warn
 from loramerge.multitask import MultiTaskModel
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
@@ -55,7 +56,33 @@ def read_texts(path: Path, column: str) -> list[str]:
         )
     if frame.empty:
         raise ValueError(f"--input {path} has no rows")
+    if kind == "jsonl":  # a CSV's empty cell is an empty text; a JSON row without a text has none
+        absent = [i + 1 for i, value in enumerate(frame[column]) if value is None or value != value]
+        if absent:
+            raise ValueError(
+                f"--input {path} line(s) {absent[:5]} have no {column!r} (null or missing); give every line a text"
+                " or remove those lines"
+            )
     return frame[column].fillna("").astype(str).tolist()
+
+
+def check_options(batch_size: int, output: Path | None) -> str:
+    """The options `predict` takes checked before anything is read or loaded, as params.yaml is: a batch size of at
+    least one, and an --output that can be written; returns the output's format."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1 (got {batch_size})")
+    if output is None:
+        return "jsonl"
+    kind = file_format(output, FORMATS, "--output")
+    check_writable(output)
+    return kind
+
+
+def warn_empty(texts: Sequence[str]) -> None:
+    """An empty text gets a label like any other (the model's prior); say how many there are, not refuse them."""
+    empty = [i + 1 for i, text in enumerate(texts) if not text.strip()]
+    if empty:
+        warn("predict", f"{len(empty)} empty text(s) (row(s) {empty[:5]}) are labelled from no words at all")
 
 
 def image_files(paths: Sequence[Path] | None, folder: Path | None) -> list[Path]:
@@ -138,12 +165,13 @@ def run_predict(
 ) -> str:
     """Validate, predict, then write `output` atomically (or return JSON lines for stdout when there is none).
     Images come as --image files or an --input folder; texts as --text or an --input file."""
-    out_kind = file_format(output, FORMATS, "--output") if output else "jsonl"
+    out_kind = check_options(batch_size, output)
     pictures = images or (input_path is not None and input_path.is_dir())
     if pictures:
         batch = image_files(images, None if images else input_path)
     else:
         batch = list(texts) if texts else read_texts(input_path, column)
+        warn_empty(batch)
     loaded = load_model(model, tracking)
     matching_input(loaded, model, bool(pictures))
     text = render(predictions(loaded, batch, batch_size, show_progress=input_path is not None), out_kind)

@@ -15,12 +15,12 @@ from pathlib import Path
 import pandas as pd
 
 from loramerge import paths
-from loramerge.atomic import write_text
+from loramerge.atomic import check_writable, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import PixelImages, TokenizedTexts
 from loramerge.config import Params, combination_kind, split_combination
 from loramerge.data import load_split, prepared_splits
-from loramerge.evaluation import load_head, load_task_split, merged_deltas, score
+from loramerge.evaluation import check_head, load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
 from loramerge.model import ClassificationHead, predict
@@ -42,11 +42,14 @@ from loramerge.records import (
 )
 from loramerge.tasktypes import Scored
 from loramerge.tracking import stage_run
+from loramerge.weights import check_weights
 
 
 def evaluate_single(params: Params, name: str) -> Path:
     """The single-task adapter's test metrics (of a task or one of its replicas), next to the majority-class baseline."""
-    paths.trained_model(name, "lora")
+    check_head(params, name, paths.trained_model(name, "lora"), f"train@{name}")
+    check_weights(paths.adapter_dir(name) / "adapter_model.safetensors")
+    check_writable(paths.single_metrics(name), paths.single_predictions(name))
     task = params.task_of(name)
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     (update,) = load_updates(encoder, {name: paths.adapter_dir(name)})
@@ -83,7 +86,8 @@ def evaluate_baselines(params: Params, name: str) -> Path:
     """Head-only and full fine-tuning (of a task or one of its replicas) on the task's test split, scored exactly
     like the adapters."""
     for mode in ("head_only", "full"):
-        paths.trained_model(name, mode)
+        check_head(params, name, paths.trained_model(name, mode), f"{paths.TRAINING_STAGES[mode]}@{name}")
+    check_writable(paths.baseline_metrics(name), paths.baseline_predictions(name))
     task = params.task_of(name)
     tokenizer = load_tokenizer(params.backbone)
     test = load_task_split(params, name, "test", tokenizer)
@@ -135,6 +139,9 @@ def check_merged(params: Params, combo: str) -> list[str]:
         raise FileNotFoundError(
             f"{missing[0]} does not exist ({len(missing)} file(s) missing); run `dvc repro {stage}` and the members' evaluate stages first"
         )
+    for task in members:
+        check_head(params, task, paths.merged_dir(combo) / "heads" / task, stage)
+    check_writable(paths.merged_metrics(combo), paths.merged_predictions(combo))
     return members
 
 

@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from loramerge import paths
-from loramerge.atomic import atomic_dir, read_json, write_json, write_text
+from loramerge.atomic import atomic_dir, check_writable, read_json, write_json, write_text
 from loramerge.backbone import backbone_config, is_vision, load_encoder, load_tokenizer
 from loramerge.compression import compare_precisions
 from loramerge.config import Params, combination_kind, split_combination
@@ -132,6 +132,7 @@ def export_combination(params: Params, combo: str) -> Path:
         raise FileNotFoundError(
             f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro {export_stage(combo)}`)"
         )
+    check_writable(export_metrics(combo), folders=(export_dir(combo),))
     method, scores = choose_method(params, combo)
     merged_metrics = MergedMetrics.read(paths.merged_metrics(combo))
     singles = {t: SingleMetrics.read(paths.single_metrics(t)) for t in members}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loramerge import paths
-from loramerge.atomic import atomic_dir
+from loramerge.atomic import atomic_dir, check_writable
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import Params
 from loramerge.data import file_digest, prepared_splits
@@ -29,6 +29,7 @@ def write_grams(params: Params, name: str) -> Path:
     if not (adapter / "adapter_model.safetensors").exists():
         raise AdapterError(f"no adapter for task {name!r} at {adapter}; run `dvc repro train@{name}` first")
     check_same_base({name: adapter}, params.backbone.name)
+    check_writable(folders=(gram_dir(name),))
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)
     (update,) = load_updates(encoder, {name: adapter})
     data = load_task_split(params, name, SPLIT, tokenizer)

@@ -21,11 +21,11 @@ import torch
 from safetensors.torch import save_file
 
 from loramerge import paths
-from loramerge.atomic import atomic_dir, read_json
+from loramerge.atomic import atomic_dir, check_writable
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import COMBO_SEPARATOR, Params, combination_kind
 from loramerge.data import file_digest, prepared_splits
-from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
+from loramerge.evaluation import TaskSplit, check_head, load_head, load_task_split, score
 from loramerge.gram import load_grams
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
 from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
@@ -38,6 +38,7 @@ from loramerge.probe import EntropyProbe
 from loramerge.records import MemberHashes, MergeManifest, PrecisionRecord, SearchRecord, ValidationSummary
 from loramerge.search import Trial, check_methods, run_search
 from loramerge.tracking import stage_run
+from loramerge.weights import check_weights
 
 
 def check_members(params: Params, members: list[str]) -> None:
@@ -46,12 +47,8 @@ def check_members(params: Params, members: list[str]) -> None:
         adapter = paths.adapter_dir(task)
         if not (adapter / "adapter_config.json").exists():
             raise AdapterError(f"no adapter for task {task!r} at {adapter}; run `dvc repro train@{task}` first")
-        trained = read_json(adapter / "labels.json")["labels"]
-        prepared = read_json(paths.prepared_dir(params.task_of(task)) / "labels.json")["labels"]
-        if trained != prepared:
-            raise AdapterError(
-                f"the head of {adapter} predicts labels {trained} but data/prepared/{params.task_of(task)} has {prepared}; retrain task {task!r}"
-            )
+        check_head(params, task, adapter, f"train@{task}")
+        check_weights(adapter / "adapter_model.safetensors")
     check_same_base({t: paths.adapter_dir(t) for t in members}, params.backbone.name)
 
 
@@ -144,6 +141,7 @@ def merge_combination(params: Params, combo: str) -> Path:
     members = params.members(combo)
     check_members(params, members)
     methods = check_methods(params.merge.methods)
+    check_writable(folders=(paths.merged_dir(combo),))
     tokenizer = load_tokenizer(params.backbone)
     encoder = load_encoder(params.backbone)
     updates = load_updates(encoder, {t: paths.adapter_dir(t) for t in members})

@@ -15,6 +15,7 @@ import pandas as pd
 from loramerge import paths
 from loramerge.atomic import atomic_dir, write_json
 from loramerge.config import Params
+from loramerge.console import warn
 from loramerge.data import DataError, local_data_dir, read_raw_splits, stratified_subsample, tag_set
 from loramerge.records import PreparedStats
 
@@ -30,12 +31,23 @@ def check_labels(task: str, splits: dict[str, pd.DataFrame]) -> list[str]:
         if frame.empty:
             raise DataError(f"task {task!r}: the {split} split has no rows with text")
     train_labels = set(splits["train"]["label"])
+    if len(train_labels) < 2:
+        raise DataError(
+            f"task {task!r}: every train row has the label {sorted(train_labels)[0]!r}; a classifier needs at least two"
+            " labels: add rows of the other labels or remove the task"
+        )
     for split in ("validation", "test"):
         unseen = sorted(set(splits[split]["label"]) - train_labels)
         if unseen:
             raise DataError(
                 f"task {task!r}: label(s) {unseen} appear in {split} but never in train; a model cannot learn them"
             )
+    if all(label.lstrip("-").isdigit() for label in train_labels):
+        warn(
+            "prepare",
+            f"task {task!r}: the labels are numbers {sorted(train_labels, key=int)}; kept as the label names"
+            f" {sorted(train_labels)!r}: put label names in the data for readable predictions",
+        )
     return sorted(train_labels)
 
 
@@ -92,6 +104,10 @@ def prepare_tagged(params: Params, task: str) -> Path:
     cleaned = {s: f[f["tokens"].map(len) > 0].reset_index(drop=True) for s, f in raw.items()}
     dropped = {s: len(raw[s]) - len(f) for s, f in cleaned.items()}
     labels = tag_set([cleaned["train"]])
+    if len(labels) < 2:
+        raise DataError(
+            f"task {task!r}: every word of train is tagged 'O'; a tagger needs entities (B-/I- tags) to learn from"
+        )
     for split in ("validation", "test"):
         unseen = sorted(set(tag_set([cleaned[split]])) - set(labels))
         if unseen:

@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from loramerge import paths
-from loramerge.atomic import atomic_dir, write_json, write_text
+from loramerge.atomic import atomic_dir, check_writable, write_json, write_text
 from loramerge.config import Params
+from loramerge.console import warn
 from loramerge.report.document import Figure, render_html, render_markdown
 from loramerge.report.figures import pair_heatmap, retention_bars, similarity_scatter
 from loramerge.report.results import Results, compute_results, headline_files, headline_metrics, tracked_metrics
@@ -122,6 +123,10 @@ def tag_as_summary(run: StageRun) -> None:
 
 def write_report(params: Params) -> Path:
     """The stage, inside its MLflow run (so the run's duration is the stage's); returns reports/report.md."""
+    check_writable(paths.REPORTS / "report.md", folders=(paths.REPORTS / "headline",))
+    unknown = [pair for pair in params.similarity.similar_pairs if not set(pair) <= set(params.tasks)]
+    if unknown:
+        warn("report", f"similarity.similar_pairs {unknown} name(s) tasks not configured; left out of the contrast")
     with stage_run(
         params.tracking, "report", {"tasks": list(params.tasks), "methods": list(params.merge.methods)}
     ) as run:

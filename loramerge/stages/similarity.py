@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from loramerge import paths
-from loramerge.atomic import write_json
+from loramerge.atomic import check_writable, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import PixelImages
 from loramerge.combinations import scored_pairs
@@ -80,6 +80,7 @@ def measure_pairs(params: Params, precision: Precision) -> dict[str, dict[str, f
 
 def write_similarity(params: Params) -> Path:
     """The embeddings run in `evaluate.precision` (bf16 on CPUs with bf16 units under `auto`), recorded in the file."""
+    check_writable(paths.SIMILARITY)
     precision = resolve(params.evaluate.precision)
     settings = {"similarity": params.similarity.model_dump(), "pairs": scored_pairs(params)}
     with stage_run(params.tracking, "similarity", {**settings, "precision": precision.record()}) as run:

@@ -37,7 +37,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from loramerge import paths
 from loramerge.adopt import adopt
-from loramerge.atomic import atomic_dir, write_json
+from loramerge.atomic import atomic_dir, check_writable, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import CachedFeatures
 from loramerge.config import ConfigError, Params, TrainConfig
@@ -381,6 +381,9 @@ def train_task(params: Params, name: str, mode: str = "lora") -> Path:
     config, task = params.task_train(name, mode), params.task_of(name)
     check_hardware(config)
     labels = load_labels(task)  # before the model: a task not yet prepared fails here, naming the stage to run
+    check_writable(
+        paths.train_metrics(name, mode), folders=(paths.model_dir(name, mode), paths.checkpoint_dir(name, mode))
+    )
     kind = TASK_TYPES[params.tasks[task].type]
     if config.num_threads:
         torch.set_num_threads(config.num_threads)

@@ -10,8 +10,10 @@ ranges (test_merging_methods.py); a missing backbone folder (test_backbone.py).
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -383,7 +385,7 @@ def test_an_export_list_edited_without_rerunning_combos_stops_every_stage_until_
 
 @pytest.mark.parametrize(
     ("exported", "expected"),
-    [(["topics+gone", "topics+moods+gone"], None), (["topics+gone"], [])],
+    [(["topics+gone", "topics+moods+gone"], None), (["topics+gone"], "refused")],
     ids=["every combination exported", "a chosen few"],
 )
 def test_combos_rewrites_lists_that_name_tasks_no_longer_configured(project, capsys, exported, expected):
@@ -396,7 +398,172 @@ def test_combos_rewrites_lists_that_name_tasks_no_longer_configured(project, cap
     write_params(project, "params.yaml", lambda raw: raw.update(**stale, export={"combinations": exported}))
     assert main(["prepare", "--task", "topics"]) == 2
     assert "(regenerate the lists with `loramerge combos`)" in one_line_error(capsys)
+    if expected is not None:  # a chosen export names a task no longer configured: refused, never emptied
+        before = (project / "params.yaml").read_text()
+        assert main(["combos"]) == 2
+        assert "export.combinations names ['topics+gone'], but task(s) ['gone'] are not configured" in (
+            one_line_error(capsys)
+        )
+        assert (project / "params.yaml").read_text() == before
+        return
     assert main(["combos"]) == 0
     params = load_params(project / "params.yaml")
     assert list(params.pairs) == all_combinations(list(params.tasks), (2,)) and params.triples == {}
-    assert params.export.combinations == (params.combinations if expected is None else expected)
+    assert params.export.combinations == params.combinations
+
+
+# ---------------------------------------------------------------- third round: what a stage reads is checked against what it scores
+
+
+@contextmanager
+def changed(path: Path, change):
+    """`path` rewritten by `change(bytes) -> bytes` for the block, restored after (the module's project is shared)."""
+    original = path.read_bytes()
+    path.write_bytes(change(original))
+    try:
+        yield path
+    finally:
+        path.write_bytes(original)
+
+
+def test_evaluating_an_adapter_whose_labels_the_data_no_longer_has_keeps_the_good_metrics(adapters_folder, capsys):
+    assert main(["evaluate", "--task", "topics"]) == 0
+    good = snapshot(adapters_folder)
+    renamed = lambda raw: raw.replace(b'"sport"', b'"zsport"')  # noqa: E731 - a label renamed in the data
+    with changed(adapters_folder / "data/prepared/topics/labels.json", renamed):
+        capsys.readouterr()
+        assert main(["evaluate", "--task", "topics"]) == 2
+        error = one_line_error(capsys)
+        assert "models/adapters/topics predicts labels" in error and "zsport" in error
+        assert "dvc repro train@topics" in error
+    assert snapshot(adapters_folder) == good
+
+
+def truncated(raw: bytes) -> bytes:
+    return raw[: len(raw) // 2]
+
+
+@pytest.mark.parametrize("weights", ["adapter_model.safetensors", "head.safetensors"])
+@pytest.mark.parametrize("command", [["merge", "--combo", "topics+moods"], ["evaluate", "--task", "topics"]])
+def test_a_truncated_weights_file_is_named_in_one_line_before_compute(adapters_folder, capsys, weights, command):
+    path = adapters_folder / "models/adapters/topics" / weights
+    before = snapshot(adapters_folder)
+    with changed(path, truncated):
+        damaged = snapshot(adapters_folder)
+        assert main(command) == 2
+        error = one_line_error(capsys)
+        assert f"models/adapters/topics/{weights} is damaged" in error and "dvc checkout" in error
+        assert snapshot(adapters_folder) == damaged
+    assert snapshot(adapters_folder) == before
+
+
+def test_a_garbled_label_file_is_named_with_where_it_breaks(adapters_folder, capsys):
+    with changed(adapters_folder / "models/adapters/topics/labels.json", lambda raw: b"{not json"):
+        assert main(["evaluate", "--task", "topics"]) == 2
+        assert "models/adapters/topics/labels.json is not valid JSON (Expecting" in one_line_error(capsys)
+
+
+def test_an_output_folder_that_cannot_be_written_stops_evaluation_before_any_model_loads(
+    adapters_folder, monkeypatch, capsys
+):
+    from loramerge.stages import evaluate as evaluate_stage
+
+    monkeypatch.setattr(evaluate_stage, "load_encoder", lambda *a, **k: pytest.fail("the encoder was loaded first"))
+    predictions = adapters_folder / "metrics/predictions"
+    predictions.mkdir(parents=True, exist_ok=True)
+    shutil.move(predictions, adapters_folder / "kept-predictions")
+    predictions.write_text("a file where the predictions folder goes")
+    try:
+        assert main(["evaluate", "--task", "topics"]) == 2
+        assert "metrics/predictions is a file, not a folder" in one_line_error(capsys)
+    finally:
+        predictions.unlink()
+        shutil.move(adapters_folder / "kept-predictions", predictions)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_metrics_folder_stops_evaluation_before_any_model_loads(adapters_folder, capsys):
+    metrics = adapters_folder / "metrics/single"
+    metrics.chmod(0o555)
+    try:
+        assert main(["evaluate", "--task", "topics"]) == 2
+        assert "metrics/single is not writable" in one_line_error(capsys)
+    finally:
+        metrics.chmod(0o755)
+
+
+def data_copy(project: Path, params_dict: dict, change) -> Path:
+    """The tiny data copied into the project, `change(folder)` applied, params.yaml pointed at it."""
+    data = project / "changed-data"
+    shutil.copytree(params_dict["data"]["local_dir"], data)
+    change(data)
+    write_params(project, "params.yaml", lambda raw: raw["data"].update(local_dir=str(data)))
+    return data
+
+
+def keep_one_label(data: Path) -> None:
+    for split in ("train", "validation", "test"):
+        path = data / "topics" / f"{split}.csv"
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0], *(line for line in lines[1:] if line.endswith(",sport"))]) + "\n")
+
+
+def test_a_task_with_one_label_is_refused_before_training(project, params_dict, capsys):
+    data_copy(project, params_dict, keep_one_label)
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert "every train row has the label 'sport'; a classifier needs at least two labels" in one_line_error(capsys)
+    assert not (project / "data").exists()
+
+
+def test_a_missing_split_file_names_the_folder_the_file_and_the_fix(project, params_dict, capsys):
+    data = data_copy(project, params_dict, lambda data: (data / "topics" / "validation.csv").unlink())
+    assert main(["prepare", "--task", "topics"]) == 2
+    error = one_line_error(capsys)
+    assert f"{data / 'topics'} has no validation.csv" in error and "add the missing split" in error
+
+
+def test_numeric_labels_are_kept_as_names_with_a_one_line_warning(project, params_dict, capsys):
+    def numbered(data: Path) -> None:
+        for path in (data / "topics").glob("*.csv"):
+            text = path.read_text()
+            for number, label in enumerate(sorted({line.rsplit(",", 1)[1] for line in text.splitlines()[1:]})):
+                text = text.replace(f",{label}\n", f",{number}\n")
+            path.write_text(text)
+
+    data_copy(project, params_dict, numbered)
+    assert main(["prepare", "--task", "topics"]) == 0
+    warning = one_line_error(capsys)
+    assert warning.startswith("loramerge prepare: warning: task 'topics': the labels are numbers")
+    assert json.loads((project / "data/prepared/topics/labels.json").read_text())["labels"][0] == "0"
+
+
+def test_a_duplicate_key_names_the_params_file(project, capsys):
+    (project / "params.yaml").write_text((project / "params.yaml").read_text() + "repeats: 1\nrepeats: 2\n")
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert "params.yaml: duplicate key(s) ['repeats'] at line 1" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("uri", ["not a uri", "htp://localhost:5000", "sqlite://", "localhost:5000"])
+def test_a_tracking_uri_mlflow_cannot_open_is_refused_with_the_forms_it_takes(project, capsys, uri):
+    write_params(project, "params.yaml", lambda raw: raw["tracking"].update(uri=uri))
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert "tracking.uri: not an MLflow tracking URI: use sqlite:///mlflow.db" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sqlite:///mlflow.db", "http://127.0.0.1:5000", "postgresql+psycopg2://u@h/db", "file:/tmp/m", "databricks"],
+)
+def test_the_tracking_uris_mlflow_opens_are_accepted(project, uri):
+    write_params(project, "params.yaml", lambda raw: raw["tracking"].update(uri=uri))
+    assert load_params(project / "params.yaml").tracking.uri == uri
+
+
+def test_combos_refuses_an_export_entry_that_is_no_combination_and_keeps_params(project, capsys):
+    write_params(project, "params.yaml", lambda raw: raw.update(export={"combinations": ["topics+nope"]}))
+    before = (project / "params.yaml").read_text()
+    assert main(["combos"]) == 2
+    assert "export.combinations names ['topics+nope'], but task(s) ['nope'] are not configured" in (
+        capsys.readouterr().err
+    )
+    assert (project / "params.yaml").read_text() == before

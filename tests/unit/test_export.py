@@ -348,3 +348,87 @@ def test_predict_on_bad_input_exits_2_with_a_one_line_message_and_writes_no_outp
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
     assert not output.exists() and not list(tmp_path.glob(".out.csv*"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--batch-size", "-4"], "--batch-size must be at least 1 (got -4)"),
+        (["--batch-size", "0"], "--batch-size must be at least 1 (got 0)"),
+        (["--output", "{tmp}/a-file/out.csv"], "a-file is a file, not a folder"),
+        (["--output", "{tmp}/a-folder.csv"], "a-folder.csv is a folder, where a file is to be written"),
+    ],
+    ids=["negative batch", "zero batch", "output under a file", "output is a folder"],
+)
+def test_predict_options_are_checked_before_the_model_loads(exported, tmp_path, capsys, monkeypatch, options, message):
+    from loramerge import predict
+
+    monkeypatch.setattr(predict, "load_model", lambda *a: pytest.fail("the model was loaded before the options"))
+    (tmp_path / "a-file").write_text("in the way")
+    (tmp_path / "a-folder.csv").mkdir()
+    options = [o.replace("{tmp}", str(tmp_path)) for o in options]
+    assert main(["predict", "--model", str(exported[2]), "--text", "hello", *options]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("line", ['{"text": null}', '{"id": 3}'], ids=["null text", "no text key"])
+def test_a_json_lines_row_without_a_text_is_refused_naming_the_line(exported, tmp_path, capsys, line):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "goal match"}\n' + line + "\n")
+    assert main(["predict", "--model", str(exported[2]), "--input", str(source)]) == 2
+    assert "line(s) [2] have no 'text' (null or missing)" in capsys.readouterr().err
+
+
+def test_an_empty_text_is_labelled_with_a_one_line_warning(exported, capsys):
+    assert main(["predict", "--model", str(exported[2]), "--text", "", "--text", "goal match"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        "loramerge predict: warning: 1 empty text(s) (row(s) [1]) are labelled from no words at all"
+    )
+    assert len(captured.out.strip().splitlines()) == 2
+
+
+def reordered(raw: bytes) -> bytes:
+    labels = json.loads(raw)["labels"]
+    return json.dumps({"labels": labels[::-1]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "message"),
+    [
+        ("heads/{task}/labels.json", reordered, "but {folder}/export.json recorded"),
+        (
+            "heads/{task}/labels.json",
+            lambda raw: json.dumps({"labels": json.loads(raw)["labels"][:1]}).encode(),
+            "lists 1 labels but the head predicts 2",
+        ),
+        (
+            "heads/{task}/labels.json",
+            lambda raw: json.dumps({"labels": [*json.loads(raw)["labels"], "extra"]}).encode(),
+            "lists 3 labels but the head predicts 2",
+        ),
+        ("heads/{task}/labels.json", lambda raw: b"", "labels.json is not valid JSON"),
+        ("export.json", lambda raw: b"{", "export.json is not valid JSON"),
+        ("model.safetensors", lambda raw: raw[: len(raw) // 2], "model.safetensors is damaged"),
+        ("heads/{task}/head.safetensors", lambda raw: raw[:7], "head.safetensors is damaged"),
+    ],
+    ids=[
+        "labels reordered",
+        "a label short",
+        "a label too many",
+        "labels empty",
+        "manifest garbled",
+        "encoder cut",
+        "head cut",
+    ],
+)
+def test_a_damaged_export_folder_is_refused_naming_the_file(exported, tmp_path, capsys, file, change, message):
+    params, _, folder = exported
+    copy = tmp_path / "export"
+    shutil.copytree(folder, copy)
+    path = copy / file.format(task=next(iter(params.tasks)))
+    path.write_bytes(change(path.read_bytes()))
+    assert main(["predict", "--model", str(copy), "--text", "hello"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message.format(folder=copy) in error and len(error.splitlines()) == 1
