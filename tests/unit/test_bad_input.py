@@ -567,3 +567,12 @@ def test_combos_refuses_an_export_entry_that_is_no_combination_and_keeps_params(
         capsys.readouterr().err
     )
     assert (project / "params.yaml").read_text() == before
+
+
+def test_a_task_only_in_the_local_folder_needs_no_hub_id_and_one_in_neither_place_names_both(project, capsys):
+    write_params(project, "params.yaml", lambda raw: [raw["tasks"][t]["data"].pop("hub") for t in raw["tasks"]])
+    assert main(["prepare", "--task", "topics"]) == 0
+    write_params(project, "params.yaml", lambda raw: raw["data"].update(local_dir=str(project / "nowhere")))
+    assert main(["prepare", "--task", "moods"]) == 2
+    error = one_line_error(capsys)
+    assert f"no local data at {project / 'nowhere' / 'moods'} and no Hub dataset (tasks.moods.data.hub)" in error

@@ -246,6 +246,17 @@ def test_the_report_says_so_when_similarity_was_not_computed(reported_params, re
         (reported_folder / SIMILARITY).write_text(saved)
 
 
+def test_a_similar_pair_naming_a_task_not_configured_is_left_out_with_a_one_line_warning(
+    reported_params, reported_folder, capsys
+):
+    similarity = reported_params.similarity.model_copy(update={"similar_pairs": [("topics", "gone")]})
+    write_report(reported_params.model_copy(update={"similarity": similarity}))
+    assert capsys.readouterr().err.strip() == (
+        "loramerge report: warning: similarity.similar_pairs [('topics', 'gone')] name(s) tasks not configured;"
+        " left out of the contrast"
+    )
+
+
 def sweep_row(family: str, val: float, test: float, rank: int | None) -> dict:
     return {
         "experiment": f"exp-{family}-{rank}",
