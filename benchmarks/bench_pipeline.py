@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from loramerge.config import load_params
+from loramerge.config import combination_kind, load_params
 
 
 def dvc(*args: str) -> subprocess.CompletedProcess:
@@ -39,11 +39,8 @@ def stages_to_run(dry_run_output: str) -> set[str]:
 def expected_reruns(params, task: str) -> set[str]:
     """The task's training stage and everything downstream of it, by the DAG's own definition."""
     combos = [c for c in params.combinations if task in c.split("+")]
-    kinds = {2: "pair", 3: "triple"}
-    downstream = {f"merge_{kinds[len(c.split('+'))]}@{c}" for c in combos} | {
-        f"evaluate_{kinds[len(c.split('+'))]}@{c}" for c in combos
-    }
-    downstream |= {f"export_{kinds[len(c.split('+'))]}@{c}" for c in combos if c in params.shipped()}
+    downstream = {f"{stage}_{combination_kind(c)}@{c}" for c in combos for stage in ("merge", "evaluate")}
+    downstream |= {f"export_{combination_kind(c)}@{c}" for c in combos if c in params.shipped()}
     return {f"train@{task}", f"gram@{task}", f"evaluate@{task}", "similarity", "report"} | downstream
 
 

@@ -30,13 +30,16 @@ GROUPS = {
     "baseline_full": "full fine-tuning",
     "merge_pair": "merges",
     "merge_triple": "merges",
+    "merge_many": "merges",
     "evaluate_pair": "merged evaluations",
     "evaluate_triple": "merged evaluations",
+    "evaluate_many": "merged evaluations",
     "evaluate": "single and baseline evaluations",
     "evaluate_baselines": "single and baseline evaluations",
     "export": "exports",  # one export stage for pairs and triples, before 2026-11-25
     "export_pair": "exports",
     "export_triple": "exports",
+    "export_many": "exports",
     "similarity": "similarity and report",
     "report": "similarity and report",
 }

@@ -17,11 +17,15 @@ from pathlib import Path
 
 from loramerge.atomic import write_text
 from loramerge.config import (
+    ALL,
+    COMBO_SEPARATOR,
     REPEAT_SUFFIX,
+    SECTIONS,
     TRAINING_MODES,
     ConfigError,
     Params,
     adapters_of,
+    combination_kind,
     generated_lists,
     load_params,
     split_combination,
@@ -114,30 +118,41 @@ def _combos(args: argparse.Namespace) -> None:
     tasks, caps = list(document["tasks"]), params.combos
     listed = [  # the first seed's: the ones export can name
         c
-        for c in [*(document.get("pairs") or {}), *(document.get("triples") or {})]
+        for section in SECTIONS.values()
+        for c in document.get(section) or {}
         if not REPEAT_SUFFIX.search(split_combination(c)[0])
     ]
-    chosen = {}
-    for key, size, cap in (("pairs", 2, caps.max_pairs), ("triples", 3, caps.max_triples)):
-        chosen[key] = choose_combinations(tasks, size, cap, caps.seed)
-        covered = coverage(tasks, chosen[key], size)
+    chosen = {section: [] for section in SECTIONS.values()}
+    for size in caps.chosen_sizes(len(tasks)):
+        found = choose_combinations(tasks, size, None if size == len(tasks) else caps.cap(size), caps.seed)
+        chosen[SECTIONS[combination_kind(COMBO_SEPARATOR.join(tasks[:size]))]] += found
+        covered = coverage(tasks, found, size)
         print(
-            f"{key}: {covered['chosen']} of {covered['total']} ({covered['share']:.0%}); each task in "
+            f"{size} tasks: {covered['chosen']} of {covered['total']} ({covered['share']:.0%}); each task in "
             f"{covered['min_per_task']}-{covered['max_per_task']}"
-            + (f"; task pairs met in a triple: {covered['task_pairs_met']:.0%}" if size == 3 else "")
+            + (f"; task pairs met: {covered['task_pairs_met']:.0%}" if size > 2 else "")
         )
-    shipped = (document.get("export") or {}).get("combinations")
+    shipped = params.export.combinations
     if shipped is not None:
-        shipped = document["export"]["combinations"] = exported(
-            shipped, listed, [*chosen["pairs"], *chosen["triples"]], tasks, path
-        )
-        print(f"export.combinations: {len(shipped)} of them")
+        shipped = exported(shipped, listed, [c for found in chosen.values() for c in found], tasks, path)
+        if "combinations" in (document.get("export") or {}):
+            document["export"]["combinations"] = shipped
+        every = COMBO_SEPARATOR.join(tasks)
+        print(f"export.combinations: {', '.join(every if c == ALL else c for c in shipped) or 'none'}")
     lists = generated_lists(
-        tasks, params.repeats, chosen["pairs"], chosen["triples"], adapters_of(params.tasks), shipped
+        tasks,
+        params.repeats,
+        chosen["pairs"],
+        chosen["triples"],
+        adapters_of(params.tasks),
+        shipped,
+        chosen["many"],
     )
     if "replicas" not in document:  # first written by this version: beside the lists, under their comment
         document.insert(list(document).index("pairs") if "pairs" in document else len(document), "replicas", {})
-    for key in ("pairs", "triples"):
+    if "many" not in document and "triples" in document:  # first written by this version: after the triples
+        document.insert(list(document).index("triples") + 1, "many", {})
+    for key in SECTIONS.values():
         lists["exported"][key] = {name: flow(entry) for name, entry in lists["exported"][key].items()}
     document["exported"] = lists.pop("exported")
     for key, entries in lists.items():
@@ -147,8 +162,8 @@ def _combos(args: argparse.Namespace) -> None:
     write_text(path, text.getvalue())
     load_params(path)
     print(
-        f"{path}: {len(chosen['pairs'])} pairs, {len(chosen['triples'])} triples of {len(tasks)} tasks, "
-        f"{params.repeats} training seed(s)"
+        f"{path}: {len(chosen['pairs'])} pairs, {len(chosen['triples'])} triples, {len(chosen['many'])} larger"
+        f" merge(s) of {len(tasks)} tasks, {params.repeats} training seed(s)"
     )
 
 
@@ -158,9 +173,9 @@ def exported(
     """What `export.combinations` becomes when the lists are rewritten: every combination of the first seed again
     if it named every listed one (the default), else the user's choice, which must name only combinations the new
     lists hold (a choice is never emptied behind the user's back)."""
-    if set(current) == set(listed):
+    if set(current) == set(listed) and ALL not in current:
         return list(combinations)
-    unknown = [c for c in current if c not in combinations]
+    unknown = [c for c in current if c != ALL and c not in combinations]
     if unknown:
         gone = sorted({t for c in unknown for t in split_combination(c) if t not in tasks})
         why = f"task(s) {gone} are not configured" if gone else "they are not among the pairs/triples `combos:` keeps"

@@ -300,20 +300,45 @@ class ReportConfig(Strict):
     bootstrap_seed: int = 0
 
 
-class CombosConfig(Strict):
-    """How many pairs and triples `loramerge combos` lists: all (null) or a balanced sample of this many."""
+ALL = "all"
+"""In `combos.sizes` and `export.combinations`: the merge of every configured task at once, whatever they are."""
 
+
+class CombosConfig(Strict):
+    """Which merges `loramerge combos` lists: every combination of each size in `sizes` (`all`: every task at once),
+    or a balanced sample of at most `max_pairs` pairs, `max_triples` triples and `max_many` of each larger size
+    (the merge of all tasks is one and never capped)."""
+
+    sizes: list[int | Literal["all"]] = [2, 3, ALL]
     max_pairs: int | None = Field(default=None, gt=0)
     max_triples: int | None = Field(default=None, gt=0)
+    max_many: int | None = Field(default=None, gt=0)
     seed: int = 0
+
+    @field_validator("sizes")
+    @classmethod
+    def _merges_of_two_or_more(cls, sizes: list[int | str]) -> list[int | str]:
+        small = [s for s in sizes if s != ALL and s < 2]
+        if small:
+            raise ValueError(f"sizes {small} merge fewer than two adapters; use sizes of 2 or more, or `all`")
+        return sizes
+
+    def cap(self, size: int) -> int | None:
+        return {2: self.max_pairs, 3: self.max_triples}.get(size, self.max_many)
+
+    def chosen_sizes(self, tasks: int) -> list[int]:
+        """The sizes to list for this many tasks, each once and in order (`all` is `tasks`; none above it)."""
+        wanted = {tasks if s == ALL else s for s in self.sizes}
+        return sorted(s for s in wanted if 2 <= s <= tasks)
 
 
 class ExportConfig(Strict):
-    """Stages `export_pair@<combo>`/`export_triple@<combo>`: which combinations ship as a multi-task model (null: every
-    first-seed pair and triple; `loramerge combos` writes them into `exported:`, which dvc.yaml loops over), and
-    how much the fp32/int8/bf16 comparison measures (test texts per member task, batch-1 calls, batch-64 repeats)."""
+    """Stages `export_pair@`/`export_triple@`/`export_many@<combo>`: which combinations ship as a multi-task model
+    (`all`: the merge of every configured task, the default; null: every first-seed combination; `loramerge combos`
+    writes them into `exported:`, which dvc.yaml loops over), and how much the fp32/int8/bf16 comparison measures
+    (test texts per member task, batch-1 calls, batch-64 repeats)."""
 
-    combinations: list[str] | None = None
+    combinations: list[str] | None = [ALL]
     compression_examples: int = Field(default=200, gt=0)
     latency_calls: int = Field(default=40, gt=1)
     throughput_repeats: int = Field(default=3, gt=0)
@@ -342,6 +367,7 @@ class Exported(Strict):
 
     pairs: dict[str, Combination] = {}
     triples: dict[str, Combination] = {}
+    many: dict[str, Combination] = {}
 
 
 TRACKING_URI = re.compile(
@@ -380,6 +406,9 @@ class Params(Strict):
     replicas: dict[str, Replica] = {}
     pairs: dict[str, Combination] = {}
     triples: dict[str, Combination] = {}
+    many: dict[str, Combination] = {}
+    """Merges of four tasks or more (the merge of every task among them): dvc.yaml's merge_many, evaluate_many and
+    export_many loop over them."""
     exported: Exported = Exported()
     backbone: BackboneConfig = BackboneConfig()
     lora: LoraSettings = LoraSettings()
@@ -409,10 +438,8 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _sweep_names_known_choices(self) -> Params:
-        if self.sweep.task is not None and self.sweep.task not in self.tasks:
-            raise ValueError(
-                f"sweep.task {self.sweep.task!r} is not a configured task; choose one of {sorted(self.tasks)}"
-            )
+        """The sweep's grid must be runnable; which task it runs on is checked by `loramerge sweep`, its only reader,
+        so a user who replaces the tasks is not stopped by a sweep they never asked for."""
         unknown = [t for t in self.sweep.lora_targets if t not in TARGET_PRESETS]
         if unknown:
             raise ValueError(
@@ -433,8 +460,9 @@ class Params(Strict):
                 f"replicas lists {sorted(self.replicas)} but tasks and repeats={self.repeats} make "
                 f"{sorted(expected)}: regenerate the lists with `loramerge combos`"
             )
-        for section, size in (("pairs", 2), ("triples", 3)):
+        for section, size in (("pairs", 2), ("triples", 3), ("many", None)):
             for combo, entry in getattr(self, section).items():
+                size = size or max(len(entry.members), 4)
                 unknown = [m for m in entry.members if m not in self.replicas]
                 if unknown:
                     raise ValueError(
@@ -454,15 +482,21 @@ class Params(Strict):
                     )
         first = self.first_seed_combinations()
         unknown = [c for c in self.shipped() if c not in first]
+        if unknown and ALL in (self.export.combinations or []) and self.every_task() in unknown:
+            raise ValueError(
+                f"export.combinations ships `all`, the merge of {sorted(self.tasks)}, but combos.sizes {self.combos.sizes}"
+                " does not list it: add `all` to combos.sizes (then `loramerge combos`) or name what to export"
+            )
         if unknown:
             raise ValueError(
-                f"export.combinations names {unknown}, which are not the first seed's pairs/triples; list only those"
+                f"export.combinations names {unknown}, which are not among the first seed's merges; list only those"
+                " (or `all`)"
             )
         expected = exported_entries(self.shipped())
         if self.exported.model_dump() != expected:
-            listed = [*self.exported.pairs, *self.exported.triples]
+            listed = [c for kind in SECTIONS.values() for c in getattr(self.exported, kind)]
             raise ValueError(
-                f"exported lists {listed} but export.combinations makes {[*expected['pairs'], *expected['triples']]}: "
+                f"exported lists {listed} but export.combinations makes {[c for k in expected.values() for c in k]}: "
                 "regenerate the lists with `loramerge combos`"
             )
         return self
@@ -472,13 +506,23 @@ class Params(Strict):
         return [c for c in self.combinations if not REPEAT_SUFFIX.search(split_combination(c)[0])]
 
     def shipped(self) -> list[str]:
-        """What stage export ships: `export.combinations`, or every first-seed pair and triple when it is null."""
-        return self.first_seed_combinations() if self.export.combinations is None else self.export.combinations
+        """What stage export ships: `export.combinations` (`all`: the first seed's merge of every task), or every
+        first-seed combination when it is null."""
+        if self.export.combinations is None:
+            return self.first_seed_combinations()
+        every = [self.every_task()] if len(self.tasks) > 1 else []  # one task: nothing to merge, nothing to ship
+        return list(dict.fromkeys(s for c in self.export.combinations for s in (every if c == ALL else [c])))
+
+    def every_task(self) -> str:
+        """The name of the first seed's merge of every task: as listed (whatever order the lists were written in),
+        else the tasks joined in params.yaml's order."""
+        listed = [c for c in self.first_seed_combinations() if set(split_combination(c)) == set(self.tasks)]
+        return listed[0] if listed else COMBO_SEPARATOR.join(self.tasks)
 
     @property
     def combinations(self) -> list[str]:
-        """Every listed pair and triple, of every repeat."""
-        return [*self.pairs, *self.triples]
+        """Every listed merge (pairs, triples, then larger ones), of every repeat."""
+        return [*self.pairs, *self.triples, *self.many]
 
     def members(self, combo: str) -> list[str]:
         """The replicas of a listed pair or triple; an error for a combination params.yaml does not list."""
@@ -520,6 +564,7 @@ class Params(Strict):
                 "tasks": {name: self.tasks[task] for name, task in names.items()},
                 "pairs": keep(self.pairs),
                 "triples": keep(self.triples),
+                "many": keep(self.many),
             }
         )
 
@@ -569,10 +614,10 @@ def combination_entries(chosen: list[str], repeats: int) -> dict[str, dict[str, 
 
 
 def exported_entries(shipped: list[str]) -> dict[str, dict]:
-    """`exported:` as `loramerge combos` writes it: the shipped combinations (of the first seed), pairs and triples."""
+    """`exported:` as `loramerge combos` writes it: the shipped combinations (of the first seed), by kind."""
     return {
-        kind: combination_entries([c for c in shipped if combination_kind(c) == kind[:-1]], 1)
-        for kind in ("pairs", "triples")
+        section: combination_entries([c for c in shipped if combination_kind(c) == kind], 1)
+        for kind, section in SECTIONS.items()
     }
 
 
@@ -582,20 +627,26 @@ def generated_lists(
     pairs: list[str],
     triples: list[str],
     adapters: dict[str, str] | None = None,
-    shipped: list[str] | None = None,
+    shipped: list[str] | None = (ALL,),
+    many: list[str] = (),
 ) -> dict[str, dict]:
-    """The four sections `loramerge combos` owns, for these tasks (those in `adapters` bring their own), repeats,
-    chosen task pairs and triples, and the combinations export ships (None: all of them, as `export.combinations:
-    null` says)."""
+    """The sections `loramerge combos` owns, for these tasks (those in `adapters` bring their own), repeats,
+    chosen task pairs, triples and larger merges, and the combinations export ships (`all`: the merge of every task
+    when chosen, the default; None: all of them, as `export.combinations: null` says)."""
+    chosen = [*pairs, *triples, *many]
+    every = [c for c in chosen if set(split_combination(c)) == set(tasks)]
     return {
         "replicas": replica_entries(tasks, repeats, adapters),
         "pairs": combination_entries(pairs, repeats),
         "triples": combination_entries(triples, repeats),
-        "exported": exported_entries([*pairs, *triples] if shipped is None else shipped),
+        "many": combination_entries(list(many), repeats),
+        "exported": exported_entries(
+            chosen if shipped is None else [s for c in shipped for s in (every if c == ALL else [c])]
+        ),
     }
 
 
-GENERATED = ("replicas", "pairs", "triples", "exported")
+GENERATED = ("replicas", "pairs", "triples", "many", "exported")
 """The sections of params.yaml that `loramerge combos` writes."""
 
 
@@ -603,9 +654,15 @@ def split_combination(combo: str) -> list[str]:
     return combo.split(COMBO_SEPARATOR)
 
 
+SECTIONS = {"pair": "pairs", "triple": "triples", "many": "many"}
+"""Each kind of combination and the params.yaml list of it: dvc.yaml's stage groups are named by kind (merge_pair,
+evaluate_triple, export_many, ...). Pairs and triples depend on each member's files; a merge of four tasks or more
+depends on the whole task folders, since DVC's templating cannot list a variable number of members."""
+
+
 def combination_kind(combo: str) -> str:
-    """Pair or triple, as the dvc.yaml stage groups name it (merge_pair, evaluate_triple, ...) and the report splits."""
-    return "pair" if len(split_combination(combo)) == 2 else "triple"
+    """Pair, triple, or many (four tasks or more), as the dvc.yaml stage groups name it and the report splits."""
+    return {2: "pair", 3: "triple"}.get(len(split_combination(combo)), "many")
 
 
 def all_combinations(tasks: list[str], sizes: tuple[int, ...] = (2, 3)) -> list[str]:

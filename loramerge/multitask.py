@@ -86,7 +86,7 @@ class MultiTaskModel:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(
-                f"model folder {folder} not found: run `dvc repro export_pair@<combo>` or `export_triple@<combo>` (models/export/<combo>)"
+                f"model folder {folder} not found: run `dvc repro export_<pair|triple|many>@<combo>` (models/export/<combo>)"
                 " or pass an MLflow model URI"
             )
         if not (folder / EXPORT_MANIFEST).exists():

@@ -9,6 +9,7 @@ ADAPTERS = Path("models/adapters")
 BASELINES = Path("models/baselines")
 CHECKPOINTS = Path("models/checkpoints")
 MERGED = Path("models/merged")
+EXPORT = Path("models/export")
 METRICS = Path("metrics")
 REPORTS = Path("reports")
 SIMILARITY = METRICS / "similarity.json"
@@ -97,3 +98,13 @@ def baseline_metrics(task: str) -> Path:
 
 def merged_metrics(combo: str) -> Path:
     return METRICS / "merged" / f"{combo}.json"
+
+
+def export_dir(combo: str) -> Path:
+    """The shipped multi-task model of a combination (stage export_<kind>)."""
+    return EXPORT / combo
+
+
+def export_metrics(combo: str) -> Path:
+    """What the export measured of it: sizes, latency and accuracy per precision, and the method chosen."""
+    return METRICS / "export" / f"{combo}.json"

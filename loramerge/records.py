@@ -273,7 +273,7 @@ class PredictionTable:
 MERGED_PREDICTIONS = PredictionTable(
     lambda combo: f"evaluate_{combination_kind(combo)}@{combo}", ("method", "task", "example", "points", "possible")
 )
-"""evaluate_pair / evaluate_triple: one row per (method, member task, test example), with the example's points of
+"""evaluate_pair / evaluate_triple / evaluate_many: one row per (method, member task, test example), with the example's points of
 its possible points (loramerge/tasktypes.py: a split's score is Σ points / Σ possible)."""
 BASELINE_PREDICTIONS = PredictionTable(
     lambda task: f"evaluate_baselines@{task}", ("mode", "example", "points", "possible")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -50,11 +50,13 @@ STUDY_TEST = pd.DataFrame(
 """The emotion study's published test numbers (BERT-base, T4 GPU), quoted for comparison only."""
 
 
-def grid_points(sweep: SweepConfig) -> list[tuple[str, dict[str, object]]]:
-    """(target stage, overrides) for every point of the configured grid."""
+def grid_points(sweep: SweepConfig, tasks: Iterable[str]) -> list[tuple[str, dict[str, object]]]:
+    """(target stage, overrides) for every point of the configured grid, on one of the configured `tasks`."""
     task = sweep.task
     if task is None:
         raise ConfigError("sweep.task is not set: name the task whose grid to run in params.yaml (sweep: {task: …})")
+    if task not in tasks:
+        raise ConfigError(f"sweep.task {task!r} is not a configured task; choose one of {sorted(tasks)}")
     points = [
         (f"evaluate@{task}", {"sweep.family": "lora", "lora.rank": r, "train.learning_rate": lr, "lora.targets": t})
         for r, lr, t in itertools.product(sweep.lora_ranks, sweep.lora_learning_rates, sweep.lora_targets)
@@ -76,7 +78,7 @@ def queue_commands(params: Params, root: Path) -> list[list[str]]:
     if data_dir is not None:
         pinned["data.local_dir"] = str(data_dir.resolve())
     commands = []
-    for target, overrides in grid_points(params.sweep):
+    for target, overrides in grid_points(params.sweep, params.tasks):
         settings = [
             f"++{k}={v}" for k, v in {**pinned, **overrides}.items()
         ]  # Hydra's ++: set a key even where params.yaml omits it

@@ -107,6 +107,7 @@ def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
 REPORT_SECTIONS = [
     "headline",
     "methods",
+    "sizes",
     "heatmaps",
     "triples",
     "retention",

@@ -115,3 +115,32 @@ def similarity_scatter(
             ax.set_ylabel(NORMALIZED_LABEL if column == 0 else "", fontsize="small")
     figure.suptitle(f"{method}: task similarity vs merge retention")
     return save_figure(figure, path)
+
+
+def size_curve(sizes: pd.DataFrame, path: Path) -> Path:
+    """Per method, what a merge keeps as tasks are added: mean normalized accuracy and gain retention by number of
+    tasks merged, each with its 95% interval; the y-axes span the data (1.0 = the single adapters), so the
+    differences between methods show."""
+    measures = {
+        "normalized_accuracy": NORMALIZED_LABEL,
+        "gain_retention": "mean gain retention\n(share of the adapters' gain kept)",
+    }
+    figure, axes = plt.subplots(1, len(measures), figsize=(11, 4.2))
+    methods = list(dict.fromkeys(sizes["method"]))
+    spread = 0.12 * (np.arange(len(methods)) - (len(methods) - 1) / 2) / max(len(methods), 1)
+    for ax, (measure, label) in zip(axes, measures.items()):
+        for offset, method in zip(spread, methods):
+            rows = sizes[sizes["method"] == method]
+            below = (rows[measure] - rows[f"{measure}_ci_low"]).clip(lower=0)
+            above = (rows[f"{measure}_ci_high"] - rows[measure]).clip(lower=0)
+            ax.errorbar(
+                rows["tasks"] + offset, rows[measure], yerr=[below, above], marker="o", capsize=3, label=method
+            )
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(sorted(sizes["tasks"].unique()))
+        ax.set_xlabel("tasks merged into one model")
+        ax.set_ylabel(label, fontsize="small")
+    axes[0].set_title("normalized accuracy by number of tasks (95% intervals)", fontsize="medium")
+    axes[1].set_title("gain retention by number of tasks (95% intervals)", fontsize="medium")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return save_figure(figure, path)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from loramerge import paths
+from loramerge.atomic import read_json
 from loramerge.config import Params
 from loramerge.report.seeds import seed_spread
 from loramerge.report.statistics import association, correlations, similarity_table
@@ -24,17 +26,20 @@ from loramerge.report.tables import (
     retention_table,
     single_table,
     triples_ranked,
+    validation_means,
     validation_table,
 )
 from loramerge.report.uncertainty import (
     combination_intervals,
     combination_replicates,
     compare_with_best,
+    members_table,
     merged_task_intervals,
     merging_cost,
     method_intervals,
     read_outcomes,
     replicate_accuracies,
+    size_intervals,
     task_intervals,
 )
 from loramerge.similarity import MEASURES
@@ -69,15 +74,26 @@ class Results:
     seeds: pd.DataFrame
     """With `repeats` > 1: per method and kind, and per task and model, mean ± sd over the training seeds and an
     interval that includes their spread (loramerge/report/seeds.py); empty with one seed."""
+    sizes: pd.DataFrame
+    """Per method and number of tasks merged (2, 3, …, every task): mean normalized accuracy and gain retention over
+    the merges of that size, with intervals."""
+    everything: pd.DataFrame
+    """The merge of every task (when listed), per member task, with the method its validation score chose: merged,
+    single, head-only and full fine-tuning scores and merged / single, with intervals; empty when not listed."""
+    everything_method: str | None
 
 
 def compute_results(everything: Params) -> Results:
     """Every table and statistic, from the files earlier stages wrote; every compared number with its 95%
     paired-bootstrap interval (loramerge/report/uncertainty.py). The tables are the first training seed's; with
-    `repeats` > 1 the seeds table adds every seed's."""
-    params = everything.repeat_view(0)
-    outcomes = read_outcomes(params)
-    accuracy = replicate_accuracies(outcomes, params.report.bootstrap_resamples, params.report.bootstrap_seed)
+    `repeats` > 1 the seeds table adds every seed's. The pair and triple tables and tests are those of pairs and
+    triples alone, as before larger merges existed; the sizes table and the all-task scorecard show every size."""
+    study = everything.repeat_view(0)
+    outcomes = read_outcomes(study)
+    accuracy = replicate_accuracies(outcomes, study.report.bootstrap_resamples, study.report.bootstrap_seed)
+    sizes = size_intervals(combination_replicates(accuracy, study), list(study.merge.methods))
+    every, chosen = all_tasks(study, accuracy)
+    params = study.model_copy(update={"many": {}})
     replicates = combination_replicates(accuracy, params)
     single = single_table(params).merge(task_intervals(accuracy), on="task")
     merged = merged_table(params, single)
@@ -117,7 +133,25 @@ def compute_results(everything: Params) -> Results:
         .merge(task_intervals(accuracy), on="task")
         .merge(merged_task_intervals(accuracy, best, params), on="task"),
         seed_spread(everything, accuracy),
+        sizes,
+        every,
+        chosen,
     )
+
+
+def all_tasks(params: Params, accuracy: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, str | None]:
+    """The merge of every task, scored per member with the method the export shipped (else the one of best validation
+    score, ties to the first in `merge.methods`), and that method; empty when the all-task merge is not listed."""
+    combo = params.every_task()
+    if combo not in params.combinations:
+        return pd.DataFrame(), None
+    shipped = paths.export_metrics(combo)
+    if shipped.exists():
+        method = read_json(shipped)["method"]
+    else:
+        validation = validation_table(params)
+        method = validation_means(validation[validation["combination"] == combo], list(params.merge.methods)).idxmax()
+    return members_table(accuracy, combo, method), method
 
 
 def headline_intervals(headline: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
@@ -179,6 +213,14 @@ def headline_files(results: Results) -> dict[str, dict[str, float]]:
             for (kind, m), key in HEADLINE_KEYS.items()
             if kind in means.index and not pd.isna(means.loc[kind, m])
         }
+    largest = results.sizes[results.sizes["tasks"] == results.sizes["tasks"].max()].set_index("method")
+    for method in files:
+        if method in largest.index and largest.loc[method, "tasks"] > 3:  # the merge of every task, past the triples
+            files[method] |= {
+                f"all_{short}": round(float(largest.loc[method, measure]), 4)
+                for measure, short in (("normalized_accuracy", "acc"), ("gain_retention", "gain"))
+                if not pd.isna(largest.loc[method, measure])
+            }
     training_s = results.single[["lora_train_s", "head_only_train_s", "full_ft_train_s"]].to_numpy().sum()
     files["pipeline"] = {
         "single_acc": round(float(results.single["lora_accuracy"].mean()), 4),

@@ -1,5 +1,5 @@
-"""What the report says: its sections in order (headline, methods, heat-maps, triples, retention, similarity, sweep,
-export, provenance), each a title over its prose, tables and figures; and the older short reports/summary.md.
+"""What the report says: its sections in order (headline, methods, sizes, heat-maps, triples, retention, seeds,
+similarity, sweep, export, provenance), each a title over its prose, tables and figures; and the older short reports/summary.md.
 
 The wording lives here, apart from the numbers (tables, statistics, results) and from the rendering (document).
 """
@@ -228,7 +228,9 @@ def export_section(params: Params) -> Section:
     title = "The shipped multi-task models: fp32, int8, bf16"
     if models.empty:
         return Section(
-            "export", title, ["Not exported yet: `dvc repro export_pair export_triple` (models/export/<combo>)."]
+            "export",
+            title,
+            ["Not exported yet: `dvc repro export_pair export_triple export_many` (models/export/<combo>)."],
         )
     return Section(
         "export",
@@ -245,6 +247,27 @@ def export_section(params: Params) -> Section:
             Table(by_task, "export-tasks"),
         ],
     )
+
+
+def sizes_section(results: Results, figures: list[Figure], params: Params) -> Section:
+    """How accuracy falls as tasks are added, per method, and the scorecard of the one model for every task."""
+    title = "How many tasks one model holds"
+    shown = with_intervals(results.sizes)
+    blocks = [
+        "Per method and number of tasks merged into one model: mean normalized accuracy and gain retention over the "
+        "merges of that size (each once), with 95% paired-bootstrap intervals; `combinations` says how many merges of "
+        f"that size were made (`combos.sizes` {params.combos.sizes}; the largest is the merge of every task).",
+        *figures,
+        Table(shown, "sizes-table"),
+    ]
+    if results.everything_method is not None:
+        blocks += [
+            f"The merge of all {len(params.tasks)} tasks with {results.everything_method} (the method the export ships, "
+            "chosen on validation), per task: its test score beside the single adapter's, head-only's and full "
+            "fine-tuning's, and merged / single, each with its 95% interval.",
+            Table(with_intervals(results.everything), "all-tasks-table"),
+        ]
+    return Section("sizes", title, blocks)
 
 
 def seeds_section(results: Results, params: Params) -> Section:
@@ -346,6 +369,7 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
                 Table(results.comparison, "comparison-table"),
             ],
         ),
+        sizes_section(results, figures["sizes"], params),
         Section("heatmaps", "Pairwise heat-maps", figures["heatmaps"]),
         Section(
             "triples",

@@ -210,7 +210,7 @@ def export_tables(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
     accuracy and latency, and per member task the accuracy of each precision; empty before any export ran."""
     models, tasks = [], []
     for combo in params.shipped():
-        path = paths.METRICS / "export" / f"{combo}.json"  # the export stage's metrics file
+        path = paths.export_metrics(combo)
         if not path.exists():
             continue
         export = read_json(path)

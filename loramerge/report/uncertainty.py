@@ -255,3 +255,41 @@ def merged_task_intervals(accuracy: dict[str, pd.DataFrame], method: str, params
                 row[f"merged_{kind}s_accuracy_ci_low"], row[f"merged_{kind}s_accuracy_ci_high"] = interval(mean)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def size_intervals(replicates: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Per method and number of tasks merged: the mean over those combinations of normalized accuracy and gain
+    retention, with 95% intervals from the same paired draws (how much of each task a model keeps as tasks are
+    added); methods in `merge.methods` order, sizes ascending."""
+    size = {c: len(split_combination(c)) for c in dict.fromkeys(column[0] for column in replicates.columns)}
+    rows = []
+    for tasks in sorted(set(size.values())):
+        chosen = replicates[[c for c in replicates.columns if size[c[0]] == tasks]]
+        means = chosen.T.groupby(level=[1, 2]).mean().T
+        for method in methods:
+            row = {"method": method, "tasks": tasks, "combinations": sum(1 for s in size.values() if s == tasks)}
+            for measure in ("normalized_accuracy", "gain_retention"):
+                values = means[(method, measure)]
+                low, high = interval(values)
+                row |= {measure: float(values["point"]), f"{measure}_ci_low": low, f"{measure}_ci_high": high}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def members_table(accuracy: dict[str, pd.DataFrame], combo: str, method: str) -> pd.DataFrame:
+    """Per member task of one merge: the merged model's test score beside the single adapter's, head-only's and full
+    fine-tuning's, and merged / single, each with its 95% interval (the all-task model's scorecard)."""
+    rows = []
+    for task in split_combination(combo):
+        table = accuracy[task]
+        models = {"merged": table[(combo, method)], "single": table[SINGLE], "head_only": table[HEAD_ONLY]}
+        models |= {
+            "full_ft": table[FULL],
+            "normalized": (table[(combo, method)] / table[SINGLE]).where(table[SINGLE] > 0),
+        }
+        row = {"task": task}
+        for name, values in models.items():
+            low, high = interval(values)
+            row |= {name: float(values["point"]), f"{name}_ci_low": low, f"{name}_ci_high": high}
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,4 +1,4 @@
-"""Stages `evaluate@<task>`, `evaluate_baselines@<task>`, `evaluate_pair@…`, `evaluate_triple@…`.
+"""Stages `evaluate@<task>`, `evaluate_baselines@<task>`, `evaluate_pair@…`, `evaluate_triple@…`, `evaluate_many@…`.
 
 Test-split scores as JSON that `dvc metrics` reads.
 

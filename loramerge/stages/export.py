@@ -1,4 +1,4 @@
-"""Stages `export_pair@<combo>` and `export_triple@<combo>`: the combination's best merge, shipped as one multi-task
+"""Stages `export_pair@`, `export_triple@` and `export_many@<combo>`: the combination's best merge, shipped as one multi-task
 model.
 
 The method is the one with the best mean normalized VALIDATION accuracy in the merge
@@ -29,22 +29,13 @@ from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, Mu
 from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics
 from loramerge.tracking import git_commit, stage_run
 
-EXPORT = Path("models/export")
 CARD = "README.md"
 UNHASHED = {CARD, EXPORT_MANIFEST}
 """Files left out of the content hash: they record when and how, not what the model computes."""
 
 
-def export_dir(combo: str) -> Path:
-    return EXPORT / combo
-
-
-def export_metrics(combo: str) -> Path:
-    return paths.METRICS / "export" / f"{combo}.json"
-
-
 def export_stage(combo: str) -> str:
-    """The combination's export stage in dvc.yaml: export_pair@<combo> or export_triple@<combo>."""
+    """The combination's export stage in dvc.yaml: export_pair@, export_triple@ or export_many@<combo>."""
     return f"export_{combination_kind(combo)}@{combo}"
 
 
@@ -132,7 +123,7 @@ def export_combination(params: Params, combo: str) -> Path:
         raise FileNotFoundError(
             f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro {export_stage(combo)}`)"
         )
-    check_writable(export_metrics(combo), folders=(export_dir(combo),))
+    check_writable(paths.export_metrics(combo), folders=(paths.export_dir(combo),))
     method, scores = choose_method(params, combo)
     merged_metrics = MergedMetrics.read(paths.merged_metrics(combo))
     singles = {t: SingleMetrics.read(paths.single_metrics(t)) for t in members}
@@ -140,7 +131,7 @@ def export_combination(params: Params, combo: str) -> Path:
     run_params = {"combination": combo, "members": members, "method": method, "export": params.export.model_dump()}
     with stage_run(params.tracking, export_stage(combo), run_params) as run:
         run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
-        with atomic_dir(export_dir(combo)) as out:
+        with atomic_dir(paths.export_dir(combo)) as out:
             write_model_files(out, params, combo, method)
             manifest = export_manifest(params, combo, method, scores, out)
             write_json(out / EXPORT_MANIFEST, manifest)
@@ -151,7 +142,7 @@ def export_combination(params: Params, combo: str) -> Path:
                 params.export.latency_calls,
                 params.export.throughput_repeats,
             )
-            card = model_card(manifest, merged_metrics, singles, baselines, compression, str(export_dir(combo)))
+            card = model_card(manifest, merged_metrics, singles, baselines, compression, str(paths.export_dir(combo)))
             write_text(out / CARD, card)
         result = {
             "combination": combo,
@@ -165,6 +156,8 @@ def export_combination(params: Params, combo: str) -> Path:
                 register_export,  # import cost: MLflow's model flavours, only when registering
             )
 
-            result["registry"] = run.guarded("register model", register_export, export_dir(combo), run.uri, run.run_id)
-        write_json(export_metrics(combo), result)
-    return export_dir(combo)
+            result["registry"] = run.guarded(
+                "register model", register_export, paths.export_dir(combo), run.uri, run.run_id
+            )
+        write_json(paths.export_metrics(combo), result)
+    return paths.export_dir(combo)

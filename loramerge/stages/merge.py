@@ -1,4 +1,5 @@
-"""Stages `merge_pair@<a+b>` and `merge_triple@<a+b+c>`: every configured method on one combination.
+"""Stages `merge_pair@<a+b>`, `merge_triple@<a+b+c>` and `merge_many@<a+b+c+d…>`: every configured method on one
+combination.
 
 Each method's hyper-parameters are chosen on the members' validation splits (mean
 normalized validation accuracy); test data is never read here. Data-aware methods also get what

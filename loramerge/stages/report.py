@@ -19,7 +19,7 @@ from loramerge.atomic import atomic_dir, check_writable, write_json, write_text
 from loramerge.config import Params
 from loramerge.console import warn
 from loramerge.report.document import Figure, render_html, render_markdown
-from loramerge.report.figures import pair_heatmap, retention_bars, similarity_scatter
+from loramerge.report.figures import pair_heatmap, retention_bars, similarity_scatter, size_curve
 from loramerge.report.results import Results, compute_results, headline_files, headline_metrics, tracked_metrics
 from loramerge.report.sections import report_sections, summary_markdown
 from loramerge.tracking import StageRun, stage_run
@@ -55,6 +55,8 @@ def write_tables(results: Results) -> None:
         "comparison_with_best": results.comparison,
         "merging_cost": results.cost,
         "seeds": results.seeds,
+        "sizes": results.sizes,
+        "all_tasks": results.everything,
     }
     for name, frame in tables.items():
         write_text(TABLES / f"{name}.csv", frame.to_csv(index=False))
@@ -82,6 +84,14 @@ def write_figures(results: Results, params: Params) -> dict[str, list[Figure]]:
             )
         ],
         "similarity": [],
+        "sizes": [
+            Figure(
+                size_curve(results.sizes, FIGURES / "sizes.png"),
+                "What one model keeps as tasks are added: mean normalized accuracy and gain retention by number of tasks",
+            )
+        ]
+        if results.sizes["tasks"].nunique() > 1
+        else [],
     }
     if len(results.similarity):
         figures["similarity"] = [

@@ -279,7 +279,6 @@ def one_line_error(capsys) -> str:
         ),
         (lambda raw: raw["merge"].update(methods={}), "merge.methods: Dictionary should have at least 1 item"),
         (lambda raw: raw["train"].update(devices=0), "train.devices"),
-        (lambda raw: raw.update(sweep={"task": "nope"}), "sweep.task 'nope' is not a configured task"),
         (
             lambda raw: raw.update(sweep={"task": "topics", "lora_targets": ["everything"]}),
             "sweep.lora_targets ['everything']",
@@ -292,7 +291,6 @@ def one_line_error(capsys) -> str:
         "empty search list",
         "no methods",
         "devices 0",
-        "sweep task",
         "sweep targets",
     ],
 )
@@ -380,7 +378,7 @@ def test_an_export_list_edited_without_rerunning_combos_stops_every_stage_until_
     assert main(["prepare", "--task", "topics"]) == 2
     assert "regenerate the lists with `loramerge combos`" in one_line_error(capsys)
     assert main(["combos"]) == 0
-    assert load_params(project / "params.yaml").exported.model_dump() == {"pairs": {}, "triples": {}}
+    assert load_params(project / "params.yaml").exported.model_dump() == {"pairs": {}, "triples": {}, "many": {}}
 
 
 @pytest.mark.parametrize(
@@ -576,3 +574,11 @@ def test_a_task_only_in_the_local_folder_needs_no_hub_id_and_one_in_neither_plac
     assert main(["prepare", "--task", "moods"]) == 2
     error = one_line_error(capsys)
     assert f"no local data at {project / 'nowhere' / 'moods'} and no Hub dataset (tasks.moods.data.hub)" in error
+
+
+def test_a_sweep_on_a_task_no_longer_configured_stops_only_the_sweep(project, capsys):
+    write_params(project, "params.yaml", lambda raw: raw.update(sweep={"task": "nope"}))
+    assert main(["combos"]) == 0 and main(["prepare", "--task", "topics"]) == 0
+    capsys.readouterr()
+    assert main(["sweep", "queue"]) == 2
+    assert "sweep.task 'nope' is not a configured task; choose one of ['moods', 'topics']" in one_line_error(capsys)

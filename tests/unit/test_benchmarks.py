@@ -14,7 +14,9 @@ def four_task_params() -> Params:
     return Params.model_validate(
         {
             "tasks": {t: {"data": {"hub": {"id": f"x/{t}"}}} for t in tasks},
-            **generated_lists(tasks, 1, all_combinations(tasks, (2,)), all_combinations(tasks, (3,))),
+            **generated_lists(
+                tasks, 1, all_combinations(tasks, (2,)), all_combinations(tasks, (3,)), many=["a+b+c+d"]
+            ),
         }
     )
 
@@ -32,11 +34,12 @@ def test_one_tasks_training_change_reruns_its_training_gram_evaluation_and_every
         "evaluate_triple@a+b+d",
         "evaluate_triple@a+c+d",
     }
-    assert {s for s in expected if s.startswith("export_")} == {
-        f"export_{'pair' if c.count('+') == 1 else 'triple'}@{c}"
-        for c in ("a+b", "a+c", "a+d", "a+b+c", "a+b+d", "a+c+d")
+    assert {s for s in expected if s.endswith("@a+b+c+d")} == {
+        "merge_many@a+b+c+d",
+        "evaluate_many@a+b+c+d",
+        "export_many@a+b+c+d",  # the default export: the merge of every task
     }
-    assert len(expected) == 5 + 3 * (3 + 3)
+    assert len(expected) == 5 + 2 * (3 + 3) + 3
     assert not any(s.endswith("@b") or s == "merge_pair@b+c" for s in expected)
 
 

@@ -48,7 +48,8 @@ def test_combos_caps_pairs_and_triples_as_the_params_file_says(project, params_d
     assert main(["combos"]) == 0
     written = yaml.safe_load((project / "params.yaml").read_text())
     assert len(written["pairs"]) == 4 and len(written["triples"]) == 3
-    assert "pairs: 4 of 10 (40%)" in capsys.readouterr().out
+    assert len(written["many"]) == 1  # the merge of all five tasks: never capped
+    assert "2 tasks: 4 of 10 (40%)" in capsys.readouterr().out
 
 
 def test_a_command_dvc_runs_appends_its_stage_and_wall_time_to_the_log(project, monkeypatch):

@@ -383,8 +383,8 @@ def test_a_json_lines_row_without_a_text_is_refused_naming_the_line(exported, tm
 def test_an_empty_text_is_labelled_with_a_one_line_warning(exported, capsys):
     assert main(["predict", "--model", str(exported[2]), "--text", "", "--text", "goal match"]) == 0
     captured = capsys.readouterr()
-    assert captured.err.strip() == (
-        "loramerge predict: warning: 1 empty text(s) (row(s) [1]) are labelled from no words at all"
+    assert "loramerge predict: warning: 1 empty text(s) (row(s) [1]) are labelled from no words at all" in (
+        captured.err.splitlines()
     )
     assert len(captured.out.strip().splitlines()) == 2
 

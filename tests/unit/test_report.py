@@ -91,6 +91,7 @@ def test_report_md_has_every_section_in_order_and_names_the_best_method(reported
     starts = [
         "Headline",
         "Methods",
+        "How many tasks one model holds",
         "Pairwise heat-maps",
         "Triples ranked",
         "Per-task retention",
@@ -148,7 +149,7 @@ def test_every_figure_is_a_png_under_reports_figures_and_is_linked(reported_para
     expected = (
         {f"figures/heatmap_{m}.png" for m in methods}
         | {f"figures/similarity_{m}.png" for m in methods}
-        | {"figures/retention.png"}
+        | {"figures/retention.png", "figures/sizes.png"}
     )
     assert set(linked) == expected
     for link in linked:
