@@ -211,13 +211,25 @@ class MergedTaskScores(Scores):
     normalized_accuracy: float
 
 
+class JointScores(Strict):
+    """KnOTS' joint setting (loramerge/joint.py): top-1 accuracy over the union of the members' labels, without the
+    task, pooled over every member's test inputs and per member task; `classes`: the joint head's size."""
+
+    accuracy: float
+    tasks: dict[str, float]
+    classes: int
+
+
 class MethodResult(Strict):
-    """One method's merged model on every member's test split."""
+    """One method's merged model on every member's test split; in the joint setting too (sentence and image tasks),
+    normalized by the single adapters' joint accuracy (each input through every member's own adapter and head)."""
 
     tasks: dict[str, MergedTaskScores]
     mean_accuracy: float
     mean_normalized_accuracy: float
     params: dict[str, Any]
+    joint: JointScores | None = None
+    joint_normalized_accuracy: float | None = None
 
 
 class InferenceCost(Strict):
@@ -238,6 +250,8 @@ class MergedMetrics(Record):
     methods: dict[str, MethodResult]
     inference: InferenceCost
     precision: PrecisionRecord
+    joint_single: JointScores | None = None
+    """The unmerged single adapters in the joint setting: the reference each method's joint accuracy is divided by."""
 
     @classmethod
     def stage(cls, path: Path) -> str:

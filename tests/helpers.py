@@ -108,6 +108,7 @@ REPORT_SECTIONS = [
     "headline",
     "methods",
     "sizes",
+    "joint",
     "heatmaps",
     "triples",
     "retention",

@@ -21,6 +21,8 @@ from loramerge.report.tables import (
     combination_table,
     headline_table,
     identical_methods,
+    joint_ranking,
+    joint_table,
     merged_table,
     method_summary,
     retention_table,
@@ -81,6 +83,10 @@ class Results:
     """The merge of every task (when listed), per member task, with the method its validation score chose: merged,
     single, head-only and full fine-tuning scores and merged / single, with intervals; empty when not listed."""
     everything_method: str | None
+    joint: pd.DataFrame
+    """KnOTS' joint setting per combination and method (no task id, one head over every member's labels)."""
+    joint_ranking: pd.DataFrame
+    """Per number of tasks and method: the joint setting's means beside the per-task ones, and each ranking."""
 
 
 def compute_results(everything: Params) -> Results:
@@ -93,6 +99,7 @@ def compute_results(everything: Params) -> Results:
     accuracy = replicate_accuracies(outcomes, study.report.bootstrap_resamples, study.report.bootstrap_seed)
     sizes = size_intervals(combination_replicates(accuracy, study), list(study.merge.methods))
     every, chosen = all_tasks(study, accuracy)
+    joint = joint_table(study)
     params = study.model_copy(update={"many": {}})
     replicates = combination_replicates(accuracy, params)
     single = single_table(params).merge(task_intervals(accuracy), on="task")
@@ -136,6 +143,8 @@ def compute_results(everything: Params) -> Results:
         sizes,
         every,
         chosen,
+        joint,
+        joint_ranking(joint, sizes),
     )
 
 

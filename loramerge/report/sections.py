@@ -270,6 +270,35 @@ def sizes_section(results: Results, figures: list[Figure], params: Params) -> Se
     return Section("sizes", title, blocks)
 
 
+def joint_section(results: Results) -> Section:
+    """KnOTS' joint setting: the merged model not told the task, and whether the method ranking holds there."""
+    title = "Not told the task: KnOTS' joint setting"
+    if results.joint_ranking.empty:
+        return Section("joint", title, ["Not measured: every combination holds a word tagger, or none was evaluated."])
+    ranking = results.joint_ranking
+    changed = ranking[ranking["rank_per_task"] != ranking["rank_joint"]]
+    verdict = (
+        "The method ranking is the same in both settings at every size."
+        if changed.empty
+        else "The ranking changes at "
+        + ", ".join(f"{n} tasks" for n in sorted(changed["tasks"].unique()))
+        + " (rank_per_task vs rank_joint below)."
+    )
+    return Section(
+        "joint",
+        title,
+        [
+            "Each member's test inputs classified over the union of every member's labels, without the task: the "
+            "heads stacked into one joint head (identical label names one class, as KnOTS maps them; raw logits "
+            "compete), top-1 accuracy pooled over every member's test inputs. `single_joint_accuracy` is the same "
+            "setting for the unmerged adapters (each input through every member's own adapter and head), what "
+            "`joint_normalized_accuracy` divides by. Means over the merges of each size, beside the per-task mean "
+            "normalized accuracy; the ranks compare the methods within a size (1 = best). " + verdict,
+            Table(ranking, "joint-table"),
+        ],
+    )
+
+
 def seeds_section(results: Results, params: Params) -> Section:
     """Mean ± sd over training seeds with intervals that include their spread, or what one seed cannot say."""
     title = "Training seeds"
@@ -370,6 +399,7 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
             ],
         ),
         sizes_section(results, figures["sizes"], params),
+        joint_section(results),
         Section("heatmaps", "Pairwise heat-maps", figures["heatmaps"]),
         Section(
             "triples",

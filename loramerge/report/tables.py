@@ -131,6 +131,45 @@ def identical_methods(merged: pd.DataFrame, methods: list[str]) -> dict[str, lis
     return groups
 
 
+def joint_table(params: Params) -> pd.DataFrame:
+    """Per (combination, method), KnOTS' joint setting (no task id, one head over every member's labels): the merged
+    model's pooled top-1 accuracy, the single adapters' (each input through every member's own adapter and head), and
+    merged / single; no rows for combinations with a word tagger, where the setting does not apply."""
+    rows = []
+    for combo in params.combinations:
+        results = MergedMetrics.read(paths.merged_metrics(combo))
+        if results.joint_single is None:
+            continue
+        for method, result in results.methods.items():
+            rows.append(
+                {
+                    "combination": combo,
+                    "tasks": len(results.members),
+                    "method": method,
+                    "joint_classes": result.joint.classes,
+                    "joint_accuracy": result.joint.accuracy,
+                    "single_joint_accuracy": results.joint_single.accuracy,
+                    "joint_normalized_accuracy": result.joint_normalized_accuracy,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def joint_ranking(joint: pd.DataFrame, sizes: pd.DataFrame) -> pd.DataFrame:
+    """Per number of tasks and method: mean joint accuracy and joint normalized accuracy over those merges, beside the
+    mean (per-task) normalized accuracy, and the method's rank by each (1 = best): does the ranking change when the
+    model is not told the task?"""
+    if joint.empty:
+        return pd.DataFrame()
+    means = joint.groupby(["tasks", "method"], sort=False)[
+        ["joint_accuracy", "single_joint_accuracy", "joint_normalized_accuracy"]
+    ].mean()
+    table = sizes.set_index(["tasks", "method"])[["normalized_accuracy"]].join(means, how="inner").reset_index()
+    for column, rank in (("normalized_accuracy", "rank_per_task"), ("joint_normalized_accuracy", "rank_joint")):
+        table[rank] = table.groupby("tasks")[column].rank(ascending=False, method="min").astype(int)
+    return table
+
+
 def validation_means(validation: pd.DataFrame, methods: list[str]) -> pd.Series:
     """Each method's mean normalized validation accuracy over every combination (each once), in `merge.methods`
     order, so that `idxmax` breaks a tie in favour of the first configured method (the export's rule too)."""

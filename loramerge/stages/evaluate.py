@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from loramerge import paths
@@ -20,10 +21,11 @@ from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import PixelImages, TokenizedTexts
 from loramerge.config import Params, combination_kind, split_combination
 from loramerge.data import load_split, prepared_splits
-from loramerge.evaluation import check_head, load_head, load_task_split, merged_deltas, score
+from loramerge.evaluation import TaskSplit, check_head, load_head, load_task_split, merged_deltas, score
+from loramerge.joint import joint_classes, joint_correct, joint_scores
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
-from loramerge.model import ClassificationHead, predict
+from loramerge.model import ClassificationHead, head_outputs, predict
 from loramerge.precision import resolve
 from loramerge.records import (
     BASELINE_PREDICTIONS,
@@ -31,6 +33,7 @@ from loramerge.records import (
     BaselineMetrics,
     BaselineScores,
     InferenceCost,
+    JointScores,
     MergedMetrics,
     MergedTaskScores,
     MergeManifest,
@@ -155,6 +158,11 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     with stage_run(params.tracking, f"evaluate_{kind}@{combo}", settings) as run, precision.context():
         run.log_datasets(split for t in members for split in prepared_splits(params.task_of(t), ("test",)))
         results, outcomes = score_merges(params, combo, encoder, tokenizer, heads)
+        reference = joint_reference(params, encoder, tokenizer, heads, members)
+        if reference is not None:
+            for result in results.values():
+                result.joint_normalized_accuracy = normalized_accuracy(result.joint.accuracy, reference.accuracy)
+            run.log_metrics({f"joint/{kind}/{m}/{combo}": r.joint.accuracy for m, r in results.items()})
         MERGED_PREDICTIONS.write(paths.merged_predictions(combo), outcomes)
         for method, result in results.items():
             run.log_metrics({f"norm_acc/{kind}/{method}/{combo}": result.mean_normalized_accuracy})
@@ -168,6 +176,7 @@ def evaluate_combination(params: Params, combo: str) -> Path:
             methods=results,
             inference=timing,
             precision=PrecisionRecord(**precision.record()),
+            joint_single=reference,
         )
         merged.write(paths.merged_metrics(combo))
     return paths.merged_metrics(combo)
@@ -182,13 +191,21 @@ def score_merges(
     members = split_combination(combo)
     single = {t: SingleMetrics.read(paths.single_metrics(t)).score for t in members}
     tests = {t: load_task_split(params, t, "test", tokenizer) for t in members}
+    joint = JointHead(tests) if all(not s.kind.per_token for s in tests.values()) else None
     results, outcomes = {}, []
     for method in params.merge.methods:
         folder = paths.merged_dir(combo) / method
-        per_task = {}
+        per_task, correct = {}, {}
         with patched(encoder, merged_deltas(encoder, folder)):
             for task in members:
-                scored = score(encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling)
+                if joint is None:
+                    scored = score(
+                        encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling
+                    )
+                else:  # one pass feeds every head: the task's own prediction, and the joint head's
+                    logits = all_logits(encoder, heads, tests[task], params)
+                    scored = tests[task].kind.score(tests[task].texts, logits[task].argmax(-1), tests[task].labels)
+                    correct[task] = joint.correct(logits, task)
                 outcomes.append(example_points(scored, method=method, task=task))
                 per_task[task] = MergedTaskScores(
                     **scored.metrics,
@@ -201,8 +218,49 @@ def score_merges(
             mean_accuracy=sum(found.values()) / len(members),
             mean_normalized_accuracy=mean_normalized_accuracy(found, single),
             params=MergeManifest.read(paths.merge_manifest(combo, method)).params,
+            joint=None if joint is None else joint.scores(correct),
         )
     return results, pd.concat(outcomes, ignore_index=True)
+
+
+class JointHead:
+    """The members' heads stacked into one over the union of their labels (loramerge/joint.py), with each member test
+    split's gold labels."""
+
+    def __init__(self, tests: dict[str, TaskSplit]) -> None:
+        self.classes, self.mapping = joint_classes({t: split.labels for t, split in tests.items()})
+        self.gold = {t: np.asarray(split.texts.labels, dtype=np.int64) for t, split in tests.items()}
+
+    def correct(self, logits: dict[str, np.ndarray], task: str) -> np.ndarray:
+        return joint_correct(logits, self.gold[task], task, self.mapping, len(self.classes))
+
+    def scores(self, correct: dict[str, np.ndarray]) -> JointScores:
+        return JointScores(**joint_scores(correct), classes=len(self.classes))
+
+
+def all_logits(
+    encoder, heads: dict[str, ClassificationHead], split: TaskSplit, params: Params
+) -> dict[str, np.ndarray]:
+    """Every head's logits on one split's inputs, rows in input order, from one encoder pass per batch."""
+    batches = split.texts.sorted_batches(params.evaluate.batch_size)
+    return head_outputs(encoder, heads, batches, params.backbone.pooling, lambda logits: logits)
+
+
+def joint_reference(
+    params: Params, encoder, tokenizer, heads: dict[str, ClassificationHead], members: list[str]
+) -> JointScores | None:
+    """The unmerged single adapters in the joint setting: each member's test inputs through every member's own adapter
+    and head, the logits side by side (what a merged model's joint accuracy is divided by); None with a word tagger."""
+    tests = {t: load_task_split(params, t, "test", tokenizer) for t in members}
+    if any(split.kind.per_token for split in tests.values()):
+        return None
+    joint = JointHead(tests)
+    logits: dict[str, dict[str, np.ndarray]] = {t: {} for t in members}
+    for update in load_updates(encoder, {t: paths.adapter_dir(t) for t in members}):
+        with patched(encoder, deltas_of(update)):
+            for task in members:
+                logits[task] |= all_logits(encoder, {update.name: heads[update.name]}, tests[task], params)
+    return joint.scores({task: joint.correct({u: logits[task][u] for u in members}, task) for task in members})
 
 
 def inference_cost(

@@ -57,6 +57,8 @@ def write_tables(results: Results) -> None:
         "seeds": results.seeds,
         "sizes": results.sizes,
         "all_tasks": results.everything,
+        "joint": results.joint,
+        "joint_ranking": results.joint_ranking,
     }
     for name, frame in tables.items():
         write_text(TABLES / f"{name}.csv", frame.to_csv(index=False))

@@ -113,3 +113,17 @@ def test_replacing_the_tasks_and_rerunning_combos_ships_the_new_all_task_merge_w
     params = load_params(tmp_path / "params.yaml")
     assert params.shipped() == ["moods+mixed+weather"] and list(params.exported.triples) == ["moods+mixed+weather"]
     assert params.many == {}
+
+
+def test_every_merge_is_also_scored_without_its_task_over_one_head_of_every_members_labels(four_tasks):
+    from loramerge.records import MergedMetrics
+
+    merged = MergedMetrics.read(Path("metrics/merged") / f"{EVERY}.json")
+    # topics {money, sport}, moods {happy, sad}, mixed {sport, sad}, weather {money, happy}: four names in all
+    assert merged.joint_single.classes == 4 and set(merged.joint_single.tasks) == set(EVERY.split("+"))
+    for result in merged.methods.values():
+        assert 0 <= result.joint.accuracy <= 1
+        assert result.joint_normalized_accuracy == pytest.approx(result.joint.accuracy / merged.joint_single.accuracy)
+    ranking = pd.read_csv("reports/tables/joint_ranking.csv")
+    assert sorted(ranking["tasks"].unique()) == [2, 3, 4] and {"rank_per_task", "rank_joint"} <= set(ranking)
+    assert "## Not told the task: KnOTS' joint setting" in Path("reports/report.md").read_text()

@@ -92,6 +92,7 @@ def test_report_md_has_every_section_in_order_and_names_the_best_method(reported
         "Headline",
         "Methods",
         "How many tasks one model holds",
+        "Not told the task",
         "Pairwise heat-maps",
         "Triples ranked",
         "Per-task retention",
