@@ -248,6 +248,10 @@ class MergeConfig(Strict):
     )
     """Method name -> its hyper-parameters; `loramerge.search.check_methods` validates names and every value."""
     search: Literal["greedy", "grid"] = "greedy"
+    objective: Literal["tasks", "joint"] = "tasks"
+    """What the search maximises: `tasks`, the mean normalized validation accuracy, each member told its task; `joint`,
+    KnOTS' joint setting (loramerge/joint.py: no task id, one head over every member's labels), normalized by the
+    single adapters in the same setting (sentence and image tasks only)."""
     precision: PrecisionSetting = "auto"
     """Of the validation search's forward passes (scoring many candidate merges)."""
     search_max_examples: int | None = Field(default=200, gt=0)
@@ -440,6 +444,11 @@ class Params(Strict):
     def _sweep_names_known_choices(self) -> Params:
         """The sweep's grid must be runnable; which task it runs on is checked by `loramerge sweep`, its only reader,
         so a user who replaces the tasks is not stopped by a sweep they never asked for."""
+        taggers = [t for t, task in self.tasks.items() if task.type == "token_classification"]
+        if self.merge.objective == "joint" and taggers:
+            raise ValueError(
+                f"merge.objective joint scores one label per input, but {taggers} tag words: use merge.objective tasks"
+            )
         unknown = [t for t in self.sweep.lora_targets if t not in TARGET_PRESETS]
         if unknown:
             raise ValueError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -13,9 +14,11 @@ from loramerge.atomic import read_json
 from loramerge.batching import TokenizedTexts
 from loramerge.config import Params
 from loramerge.data import load_labels, load_split, stratified_subsample
+from loramerge.joint import joint_classes, joint_correct, joint_scores
 from loramerge.lora import AdapterError, deltas_of, load_updates
-from loramerge.model import ClassificationHead, predict
+from loramerge.model import ClassificationHead, head_outputs, predict
 from loramerge.paths import DENSE_FILE
+from loramerge.records import JointScores
 from loramerge.tasktypes import TASK_TYPES, Scored, TaskType
 from loramerge.tokens import TaggedWords
 from loramerge.weights import read_weights
@@ -72,6 +75,28 @@ def score(encoder, head: ClassificationHead, data: TaskSplit, batch_size: int, p
     """One head on one task's split: its metrics (`score` first) and per-example points."""
     predicted = predict(encoder, {data.task: head}, data.texts.sorted_batches(batch_size), pooling)[data.task]
     return data.kind.score(data.texts, predicted, data.labels)
+
+
+class JointHead:
+    """The members' heads stacked into one over the union of their labels (loramerge/joint.py), with each member test
+    split's gold labels."""
+
+    def __init__(self, tests: dict[str, TaskSplit]) -> None:
+        self.classes, self.mapping = joint_classes({t: split.labels for t, split in tests.items()})
+        self.gold = {t: np.asarray(split.texts.labels, dtype=np.int64) for t, split in tests.items()}
+
+    def correct(self, logits: dict[str, np.ndarray], task: str) -> np.ndarray:
+        return joint_correct(logits, self.gold[task], task, self.mapping, len(self.classes))
+
+    def scores(self, correct: dict[str, np.ndarray]) -> JointScores:
+        return JointScores(**joint_scores(correct), classes=len(self.classes))
+
+
+def all_logits(
+    encoder, heads: dict[str, ClassificationHead], split: TaskSplit, batch_size: int, pooling: str
+) -> dict[str, np.ndarray]:
+    """Every head's logits on one split's inputs, rows in input order, from one encoder pass per batch."""
+    return head_outputs(encoder, heads, split.texts.sorted_batches(batch_size), pooling, lambda logits: logits)
 
 
 def merged_deltas(encoder, folder: Path) -> dict[str, torch.Tensor]:

@@ -183,6 +183,14 @@ class ValidationSummary(Strict):
     merged_accuracy: dict[str, float]
     mean_normalized_accuracy: float
     precision: PrecisionRecord
+    objective: Literal["tasks", "joint"] = "tasks"
+    joint_normalized_accuracy: float | None = None
+    """With `merge.objective: joint`: the merge's joint accuracy over the single adapters' (what the search chose by)."""
+
+    @property
+    def score(self) -> float:
+        """What the search maximised, and what methods are chosen by (the export) and ranked by (the report)."""
+        return self.mean_normalized_accuracy if self.objective == "tasks" else self.joint_normalized_accuracy
 
 
 class MergeManifest(Record):

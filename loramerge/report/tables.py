@@ -97,16 +97,15 @@ def combination_table(merged: pd.DataFrame) -> pd.DataFrame:
 
 
 def validation_table(params: Params) -> pd.DataFrame:
-    """Per (combination, kind, method): the mean normalized validation accuracy the merge search reached, from the
-    manifests. Methods are ranked on this, never on test: the test scores are what the ranking is judged by."""
+    """Per (combination, kind, method): the validation score the merge search reached (mean normalized accuracy, or
+    the joint setting's under `merge.objective: joint`), from the manifests. Methods are ranked on this, never on
+    test: the test scores are what the ranking is judged by."""
     rows = [
         {
             "combination": combo,
             "kind": combination_kind(combo),
             "method": method,
-            "validation_normalized_accuracy": MergeManifest.read(
-                paths.merge_manifest(combo, method)
-            ).validation.mean_normalized_accuracy,
+            "validation_normalized_accuracy": MergeManifest.read(paths.merge_manifest(combo, method)).validation.score,
         }
         for combo in params.combinations
         for method in params.merge.methods

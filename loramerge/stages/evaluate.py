@@ -21,11 +21,10 @@ from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import PixelImages, TokenizedTexts
 from loramerge.config import Params, combination_kind, split_combination
 from loramerge.data import load_split, prepared_splits
-from loramerge.evaluation import TaskSplit, check_head, load_head, load_task_split, merged_deltas, score
-from loramerge.joint import joint_classes, joint_correct, joint_scores
+from loramerge.evaluation import JointHead, all_logits, check_head, load_head, load_task_split, merged_deltas, score
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
-from loramerge.model import ClassificationHead, head_outputs, predict
+from loramerge.model import ClassificationHead, predict
 from loramerge.precision import resolve
 from loramerge.records import (
     BASELINE_PREDICTIONS,
@@ -203,7 +202,9 @@ def score_merges(
                         encoder, heads[task], tests[task], params.evaluate.batch_size, params.backbone.pooling
                     )
                 else:  # one pass feeds every head: the task's own prediction, and the joint head's
-                    logits = all_logits(encoder, heads, tests[task], params)
+                    logits = all_logits(
+                        encoder, heads, tests[task], params.evaluate.batch_size, params.backbone.pooling
+                    )
                     scored = tests[task].kind.score(tests[task].texts, logits[task].argmax(-1), tests[task].labels)
                     correct[task] = joint.correct(logits, task)
                 outcomes.append(example_points(scored, method=method, task=task))
@@ -223,29 +224,6 @@ def score_merges(
     return results, pd.concat(outcomes, ignore_index=True)
 
 
-class JointHead:
-    """The members' heads stacked into one over the union of their labels (loramerge/joint.py), with each member test
-    split's gold labels."""
-
-    def __init__(self, tests: dict[str, TaskSplit]) -> None:
-        self.classes, self.mapping = joint_classes({t: split.labels for t, split in tests.items()})
-        self.gold = {t: np.asarray(split.texts.labels, dtype=np.int64) for t, split in tests.items()}
-
-    def correct(self, logits: dict[str, np.ndarray], task: str) -> np.ndarray:
-        return joint_correct(logits, self.gold[task], task, self.mapping, len(self.classes))
-
-    def scores(self, correct: dict[str, np.ndarray]) -> JointScores:
-        return JointScores(**joint_scores(correct), classes=len(self.classes))
-
-
-def all_logits(
-    encoder, heads: dict[str, ClassificationHead], split: TaskSplit, params: Params
-) -> dict[str, np.ndarray]:
-    """Every head's logits on one split's inputs, rows in input order, from one encoder pass per batch."""
-    batches = split.texts.sorted_batches(params.evaluate.batch_size)
-    return head_outputs(encoder, heads, batches, params.backbone.pooling, lambda logits: logits)
-
-
 def joint_reference(
     params: Params, encoder, tokenizer, heads: dict[str, ClassificationHead], members: list[str]
 ) -> JointScores | None:
@@ -259,7 +237,13 @@ def joint_reference(
     for update in load_updates(encoder, {t: paths.adapter_dir(t) for t in members}):
         with patched(encoder, deltas_of(update)):
             for task in members:
-                logits[task] |= all_logits(encoder, {update.name: heads[update.name]}, tests[task], params)
+                logits[task] |= all_logits(
+                    encoder,
+                    {update.name: heads[update.name]},
+                    tests[task],
+                    params.evaluate.batch_size,
+                    params.backbone.pooling,
+                )
     return joint.scores({task: joint.correct({u: logits[task][u] for u in members}, task) for task in members})
 
 

@@ -17,6 +17,7 @@ import shutil
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import save_file
@@ -26,12 +27,12 @@ from loramerge.atomic import atomic_dir, check_writable
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import COMBO_SEPARATOR, Params, combination_kind
 from loramerge.data import file_digest, prepared_splits
-from loramerge.evaluation import TaskSplit, check_head, load_head, load_task_split, score
+from loramerge.evaluation import JointHead, TaskSplit, all_logits, check_head, load_head, load_task_split, score
 from loramerge.gram import load_grams
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
 from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.observed import DataAwareMethod, Observation, ObservedUpdate
-from loramerge.metrics import mean_normalized_accuracy
+from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
 from loramerge.model import ClassificationHead
 from loramerge.paths import DENSE_FILE, MANIFEST
 from loramerge.precision import resolve
@@ -67,6 +68,9 @@ class ValidationObjective:
         self.batch_size, self.pooling = params.merge.batch_size, params.backbone.pooling
         self.precision = resolve(params.merge.precision)
         self.single: dict[str, float] = {}
+        self.objective = params.merge.objective
+        self.joint = JointHead(splits) if self.objective == "joint" else None
+        self.single_joint: float | None = None
 
     def accuracies(self, deltas: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, float]:
         """The score (accuracy; entity micro-F1 for a token task) of the encoder patched with `deltas` on each task's
@@ -77,15 +81,37 @@ class ValidationObjective:
                 for t in tasks or self.splits
             }
 
+    def joint_accuracy(self, deltas: dict[str, torch.Tensor]) -> tuple[dict[str, float], float]:
+        """Each member's score and the joint setting's pooled accuracy, from the same passes (every head per split)."""
+        accuracy, correct = {}, {}
+        with patched(self.encoder, deltas), self.precision.context():
+            for task, split in self.splits.items():
+                logits = all_logits(self.encoder, self.heads, split, self.batch_size, self.pooling)
+                accuracy[task] = split.kind.score(split.texts, logits[task].argmax(-1), split.labels).metrics["score"]
+                correct[task] = self.joint.correct(logits, task)
+        return accuracy, self.joint.scores(correct).accuracy
+
     def measure_singles(self, updates: list[TaskUpdate]) -> None:
         for update in updates:
             self.single[update.name] = self.accuracies(deltas_of(update), [update.name])[update.name]
+        if self.joint is not None:  # each input through every member's own adapter and head
+            logits: dict[str, dict[str, np.ndarray]] = {t: {} for t in self.splits}
+            for update in updates:
+                with patched(self.encoder, deltas_of(update)), self.precision.context():
+                    for task, split in self.splits.items():
+                        head = {update.name: self.heads[update.name]}
+                        logits[task] |= all_logits(self.encoder, head, split, self.batch_size, self.pooling)
+            correct = {t: self.joint.correct(logits[t], t) for t in self.splits}
+            self.single_joint = self.joint.scores(correct).accuracy
 
     def trial(self, method: MergeMethod, updates: list[TaskUpdate], point: dict, config: MethodConfig) -> Trial:
-        """Merge with one config and score it on every member's validation split."""
+        """Merge with one config and score it on every member's validation split, by the configured objective."""
         result = method.merge(updates, config)
-        accuracy = self.accuracies(result.deltas)
-        return Trial(point, config, mean_normalized_accuracy(accuracy, self.single), accuracy, result)
+        if self.joint is None:
+            accuracy = self.accuracies(result.deltas)
+            return Trial(point, config, mean_normalized_accuracy(accuracy, self.single), accuracy, result)
+        accuracy, joint = self.joint_accuracy(result.deltas)
+        return Trial(point, config, normalized_accuracy(joint, self.single_joint), accuracy, result)
 
 
 def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> str:
@@ -211,8 +237,10 @@ def merge_with(
             examples={t: objective.splits[t].examples for t in members},
             single_accuracy=dict(objective.single),
             merged_accuracy=best.accuracy,
-            mean_normalized_accuracy=best.score,
+            mean_normalized_accuracy=mean_normalized_accuracy(best.accuracy, objective.single),
             precision=PrecisionRecord(**objective.precision.record()),
+            objective=objective.objective,
+            joint_normalized_accuracy=None if objective.joint is None else best.score,
         ),
     )
     manifest.write(folder / MANIFEST)

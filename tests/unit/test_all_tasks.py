@@ -127,3 +127,29 @@ def test_every_merge_is_also_scored_without_its_task_over_one_head_of_every_memb
     ranking = pd.read_csv("reports/tables/joint_ranking.csv")
     assert sorted(ranking["tasks"].unique()) == [2, 3, 4] and {"rank_per_task", "rank_joint"} <= set(ranking)
     assert "## Not told the task: KnOTS' joint setting" in Path("reports/report.md").read_text()
+
+
+def test_the_search_can_choose_hyper_parameters_by_the_joint_setting(four_tasks, tmp_path):
+    from loramerge.records import MergeManifest
+    from loramerge.stages.merge import merge_combination
+
+    params = four_tasks.model_copy(update={"merge": four_tasks.merge.model_copy(update={"objective": "joint"})})
+    merged = Path("models/merged") / EVERY
+    kept = tmp_path / "kept"
+    shutil.copytree(merged, kept)
+    try:
+        merge_combination(params, EVERY)
+        validation = MergeManifest.read(merged / "task_arithmetic" / "manifest.json").validation
+        assert validation.objective == "joint" and validation.score == validation.joint_normalized_accuracy
+        assert 0 < validation.score and validation.mean_normalized_accuracy > 0
+    finally:
+        shutil.rmtree(merged)
+        shutil.copytree(kept, merged)
+
+
+def test_the_joint_objective_is_refused_for_word_taggers(project, params_dict, capsys):
+    params_dict["tasks"]["topics"]["type"] = "token_classification"
+    params_dict["merge"]["objective"] = "joint"
+    (project / "params.yaml").write_text(yaml.safe_dump(params_dict))
+    assert main(["prepare", "--task", "moods"]) == 2
+    assert "merge.objective joint scores one label per input, but ['topics'] tag words" in capsys.readouterr().err
