@@ -28,6 +28,7 @@ BENCHMARKS = {
     "inference": "benchmarks.bench_inference",
     "merge": "benchmarks.bench_merge",
     "spaces": "benchmarks.bench_spaces",
+    "members": "benchmarks.bench_members",
     "pipeline": "benchmarks.bench_pipeline",
     "scaling": "benchmarks.bench_scaling",
     "export": "benchmarks.bench_export",
