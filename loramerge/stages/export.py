@@ -42,10 +42,7 @@ def export_stage(combo: str) -> str:
 def choose_method(params: Params, combo: str) -> tuple[str, dict[str, float]]:
     """The method with the best mean normalized validation accuracy (ties: first in merge.methods), and every
     method's score."""
-    scores = {
-        m: MergeManifest.read(paths.merge_manifest(combo, m)).validation.score
-        for m in params.merge.methods
-    }
+    scores = {m: MergeManifest.read(paths.merge_manifest(combo, m)).validation.score for m in params.merge.methods}
     return max(scores, key=lambda m: ranked(scores[m])), scores  # max keeps the first of equals
 
 

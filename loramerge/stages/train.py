@@ -391,12 +391,13 @@ def train_task(params: Params, name: str, mode: str = "lora") -> Path:
     tokenizer = load_tokenizer(params.backbone)
     adapter = params.tasks[task].adapter if mode == "lora" else None
     if adapter:  # tasks.<task>.adapter: that adapter, frozen, and its classifier's weights if it carries one
-        encoder, classifier = adopt(load_encoder(params.backbone), adapter, params.backbone.name)
+        encoder, carried = adopt(load_encoder(params.backbone), adapter, params.backbone.name)
     else:
-        encoder, classifier = build_encoder(params, mode), {}
+        encoder, carried = build_encoder(params, mode), {}
     head = ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout, kind.per_token)
-    if classifier and classifier["weight"].shape == head.linear.weight.shape:  # the adapter's own head, to start from
-        head.linear.load_state_dict(classifier)
+    head_from_adapter = bool(carried) and carried["weight"].shape == head.linear.weight.shape
+    if head_from_adapter:  # the adapter's own classifier, of this task's size: where the head starts
+        head.linear.load_state_dict(carried)
     classifier = Classifier(
         encoder, head, params.backbone.pooling
     ).train()  # from_pretrained leaves eval mode: no dropout
@@ -419,7 +420,7 @@ def train_task(params: Params, name: str, mode: str = "lora") -> Path:
     if mode == "lora" and not adapter:
         settings["lora"] = params.lora.model_dump()
     if adapter:
-        settings["adapter"] = {"source": adapter, "head_from_its_classifier": bool(classifier)}
+        settings["adapter"] = {"source": adapter, "head_from_its_classifier": head_from_adapter}
     if mode == "head_only":
         settings["head_inputs"] = "the frozen encoder's pooled features, computed once in eval mode"
     folder = paths.checkpoint_dir(name, mode)

@@ -97,6 +97,30 @@ def test_the_adapters_own_classifier_is_where_the_head_starts(outside, tmp_path,
     torch.testing.assert_close(head["linear.weight"], saved["base_model.model.classifier.weight"], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize(
+    ("kind", "labels", "expected"),
+    [("bare", 2, False), ("classified", 2, True), ("classified", 3, False)],
+    ids=["no classifier", "a classifier of the task's size", "a classifier of another size"],
+)
+def test_the_run_records_whether_the_head_started_from_the_adapters_classifier(
+    outside, tmp_path, tiny_backbone, tiny_data, kind, labels, expected
+):
+    adapter = outside[kind]
+    if labels != 2:  # the same adapter, saved from a classifier of another size
+        adapter = tmp_path / "other-size"
+        task_model = BertForSequenceClassification.from_pretrained(tiny_backbone, num_labels=labels)
+        randomized(get_peft_model(task_model, LoraConfig(task_type="SEQ_CLS", **LORA))).save_pretrained(adapter)
+    raw = with_adapters(tiny_params_dict(tiny_backbone, tiny_data), {"topics": adapter})
+    (tmp_path / "project").mkdir()
+    with opened_project(tmp_path / "project", raw) as params:
+        from loramerge.stages.prepare import prepare_task
+
+        prepare_task(params, "topics")
+        train_task(params, "topics", "lora")
+        fingerprint = json.loads(Path("models/checkpoints/lora/topics/fingerprint.json").read_text())
+    assert fingerprint["adapter"]["head_from_its_classifier"] is expected
+
+
 @pytest.mark.parametrize("kind", ["bare", "classified"])
 def test_outside_adapters_merge_with_a_trained_one_and_are_evaluated(
     outside, kind, tmp_path, tiny_backbone, tiny_data
