@@ -137,8 +137,6 @@ def _combos(args: argparse.Namespace) -> None:
         shipped = exported(shipped, listed, [c for found in chosen.values() for c in found], tasks, path)
         if "combinations" in (document.get("export") or {}):
             document["export"]["combinations"] = shipped
-        every = COMBO_SEPARATOR.join(tasks)
-        print(f"export.combinations: {', '.join(every if c == ALL else c for c in shipped) or 'none'}")
     lists = generated_lists(
         tasks,
         params.repeats,
@@ -152,6 +150,8 @@ def _combos(args: argparse.Namespace) -> None:
         document.insert(list(document).index("pairs") if "pairs" in document else len(document), "replicas", {})
     if "many" not in document and "triples" in document:  # first written by this version: after the triples
         document.insert(list(document).index("triples") + 1, "many", {})
+    shipping = [c for section in lists["exported"].values() for c in section]  # `all` resolved by generated_lists
+    print(f"export.combinations: {', '.join(shipping) or 'none'}")
     for key in SECTIONS.values():
         lists["exported"][key] = {name: flow(entry) for name, entry in lists["exported"][key].items()}
     document["exported"] = lists.pop("exported")
