@@ -55,7 +55,9 @@ def test_the_report_opens_in_chromium_with_every_figure_loaded_and_the_headline_
     page.goto((repro / "reports" / "report.html").as_uri(), wait_until="load")
     widths = page.eval_on_selector_all("img", "images => images.map(i => i.complete ? i.naturalWidth : 0)")
     methods = tiny_params()["merge"]["methods"]
-    assert len(widths) == 2 * len(methods) + 1, "a heat-map and a similarity figure per method, and the per-task bars"
+    assert len(widths) == 2 * len(methods) + 2, (
+        "a heat-map and a similarity figure per method, the per-task bars and the curve over pairs and the triple"
+    )
     assert all(width > 0 for width in widths), (
         f"figures that did not load: {[i for i, w in enumerate(widths) if not w]}"
     )
