@@ -469,9 +469,9 @@ class Params(Strict):
                 f"replicas lists {sorted(self.replicas)} but tasks and repeats={self.repeats} make "
                 f"{sorted(expected)}: regenerate the lists with `loramerge combos`"
             )
-        for section, size in (("pairs", 2), ("triples", 3), ("many", None)):
+        for section, fixed in (("pairs", 2), ("triples", 3), ("many", None)):
             for combo, entry in getattr(self, section).items():
-                size = size or max(len(entry.members), 4)
+                size = fixed or max(len(entry.members), 4)
                 unknown = [m for m in entry.members if m not in self.replicas]
                 if unknown:
                     raise ValueError(

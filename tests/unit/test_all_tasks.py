@@ -115,6 +115,16 @@ def test_replacing_the_tasks_and_rerunning_combos_ships_the_new_all_task_merge_w
     assert params.many == {}
 
 
+def test_combos_lists_every_size_asked_for_each_capped_below_the_merge_of_every_task(params_dict, tmp_path):
+    raw = params_dict | {"combos": {"sizes": [2, 3, 4, 5, "all"], "max_many": 2, "seed": 0}}
+    raw["tasks"] = {f"task{i}": {"data": {}, "train": {}} for i in range(6)}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert main(["--params", str(tmp_path / "params.yaml"), "combos"]) == 0
+    params = load_params(tmp_path / "params.yaml")
+    sizes = sorted(len(params.members(combo)) for combo in params.many)
+    assert (len(params.pairs), len(params.triples), sizes) == (15, 20, [4, 4, 5, 5, 6])
+
+
 def test_every_merge_is_also_scored_without_its_task_over_one_head_of_every_members_labels(four_tasks):
     from loramerge.records import MergedMetrics
 
