@@ -28,6 +28,34 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("LORAMERGE_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
 
+TINY_SIZES = {"max_train": 48, "max_validation": 24, "max_test": 24}
+"""Examples per split in every sandbox: enough for each stage to compute something real, in seconds."""
+SWAPPED_TASKS = {
+    "tweet_hate": "tweet_hate",
+    "wnut17": "wnut17",
+    "my_irony": "tweet_irony",
+    "my_news": "agnews",
+}
+"""A user's own four tasks in place of the default's, each named with the data folder it is copied from: one on the Hub
+too, one NER task, and two that exist only in the local folder (names no Hub id has, so no `hub:` is given)."""
+
+
+def shrunk(params: dict, tasks: dict[str, dict]) -> dict:
+    """`params` with these tasks at TINY_SIZES, one short epoch, and two merge methods (a searched low-rank one and a
+    dense one; the rest are unit-tested): what changes a real run into one of minutes, and nothing else."""
+    params["tasks"] = {
+        t: {**entry, "data": {**entry.get("data", {}), **TINY_SIZES}, "train": {}} for t, entry in tasks.items()
+    }
+    params["train"].update(max_epochs=1, batch_size=16, val_check_interval=2, patience=2)
+    params["merge"].update(search_max_examples=16)
+    params["merge"]["methods"] = {
+        "task_arithmetic": {"scaling": [0.5, 1.0]},
+        "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
+    }
+    params["export"].update(latency_calls=5, throughput_repeats=1)
+    return params
+
+
 def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
     """The default params.yaml cut down: 3 tasks (one of them NER), 2 of their 3 pairs (one mixing NER with a sentence
     task) and the triple, 48/24/24 examples, one epoch."""
@@ -35,17 +63,10 @@ def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
     from loramerge.config import all_combinations, generated_lists
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    sizes = {"max_train": 48, "max_validation": 24, "max_test": 24}
     listed = {**TAGGED_TASKS, **params["tasks"]}
-    params["tasks"] = {t: {**listed[t], "data": {**listed[t]["data"], **sizes}, "train": {}} for t in tasks}
+    shrunk(params, {t: listed[t] for t in tasks})
     params["data"]["local_dir"] = str(shared_data_dir())
-    params["train"].update(max_epochs=1, batch_size=16, val_check_interval=2, patience=2)
-    params["merge"].update(search_max_examples=16)
     params["evaluate"]["precision"] = "32"  # the exported fp32 model is checked against the evaluate stage's scores
-    params["merge"]["methods"] = {  # a searched low-rank method and a dense one; the rest are unit-tested
-        "task_arithmetic": {"scaling": [0.5, 1.0]},
-        "ties": {"scaling": 1.0, "density": [0.5, 1.0]},
-    }
     params["combos"] = {
         "max_pairs": 2,
         "max_triples": None,
@@ -54,7 +75,25 @@ def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
     pairs, triples = choose_combinations(list(tasks), 2, 2, 0), all_combinations(list(tasks), (3,))
     exported = triples or pairs[:1]  # one export keeps the suite's time small
     params.update(generated_lists(list(tasks), 1, pairs, triples, shipped=exported))
-    params["export"].update(combinations=exported, latency_calls=5, throughput_repeats=1)
+    params["export"].update(combinations=exported)
+    return params
+
+
+def swapped_params(data_dir: Path) -> dict:
+    """The default params.yaml with its tasks replaced by SWAPPED_TASKS (shrunk), read from `data_dir`, which is
+    filled here: links to the shared folders of the tasks the Hub also has, copies under new names of the two
+    local-only ones. Everything else stays the default's, the generated lists too (stale until `loramerge combos`)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    hub = {"tweet_hate": {"hub": {"id": "cardiffnlp/tweet_eval", "config": "hate"}}}
+    known = {**TAGGED_TASKS, "tweet_hate": {"data": hub["tweet_hate"]}}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for task, source in SWAPPED_TASKS.items():
+        if task in known:
+            (data_dir / task).symlink_to(shared_data_dir() / source, target_is_directory=True)
+        else:
+            shutil.copytree(shared_data_dir() / source, data_dir / task)
+    shrunk(params, {t: known.get(t, {}) for t in SWAPPED_TASKS})
+    params["data"]["local_dir"] = str(data_dir.resolve())
     return params
 
 
@@ -97,9 +136,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Run the tiny configuration of the real pipeline end to end.")
     parser.add_argument("--run", action="store_true", help="run `dvc repro` in the sandbox")
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument(
+        "--swap",
+        action="store_true",
+        help=f"the default's tasks replaced by {', '.join(SWAPPED_TASKS)}, then `loramerge combos`",
+    )
     args = parser.parse_args()
-    folder = make_sandbox(args.dir or Path(tempfile.mkdtemp(prefix="loramerge-smoke-")))
+    root = args.dir or Path(tempfile.mkdtemp(prefix="loramerge-smoke-"))
+    folder = make_sandbox(root / "repo", swapped_params(root / "data") if args.swap else None)
     print(f"sandbox: {folder}")
+    if args.swap:
+        subprocess.run(["loramerge", "combos"], cwd=folder, env=sandbox_env(), check=True)
     if args.run:
         completed = subprocess.run(["dvc", "repro"], cwd=folder, env=sandbox_env())
         if completed.returncode == 0:
