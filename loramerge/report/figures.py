@@ -1,4 +1,5 @@
-"""The report's figures as PNGs: pairwise heat-maps, per-task retention bars, similarity scatter plots.
+"""The report's figures as PNGs: pairwise heat-maps, per-task retention bars, similarity scatter plots, the curve of
+accuracy by number of tasks.
 
 The one module that draws, on matplotlib's Agg backend: the stage runs headless (DVC, CI, a remote machine).
 """
@@ -31,15 +32,25 @@ def save_figure(figure: plt.Figure, path: Path) -> Path:
     return path
 
 
+def centred_scale(values: np.ndarray, centre: float = 1.0, least: float = 0.01) -> tuple[float, float]:
+    """A colour range symmetric about `centre` that just holds every value: normalized accuracies lie within a few
+    points of 1, so a 0-1 scale would paint every cell alike; `least` keeps a grid of exact 1s from a zero range."""
+    finite = values[np.isfinite(values)]
+    spread = max(float(np.abs(finite - centre).max()) if finite.size else 0.0, least)
+    return centre - spread, centre + spread
+
+
 def pair_heatmap(merged: pd.DataFrame, method: str, tasks: list[str], path: Path) -> Path:
-    """Mean normalized accuracy of each pair, as a symmetric task × task grid."""
+    """Mean normalized accuracy of each pair, as a symmetric task × task grid, coloured red (lost) to blue (gained)
+    around 1 (the single adapters), the scale spanning the data."""
     grid = pd.DataFrame(np.nan, index=tasks, columns=tasks)
     pairs = merged[(merged["kind"] == "pair") & (merged["method"] == method)]
     for combo, score in pairs.groupby("combination")["normalized_accuracy"].mean().items():
         a, b = split_combination(combo)
         grid.loc[a, b] = grid.loc[b, a] = score
     figure, axes = plt.subplots(figsize=(1.2 * len(tasks) + 2, 1.0 * len(tasks) + 1.5))
-    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", vmin=0.0, vmax=1.05)
+    low, high = centred_scale(grid.to_numpy(dtype=float))
+    image = axes.imshow(grid.to_numpy(dtype=float), cmap="RdBu", vmin=low, vmax=high)
     axes.set_xticks(range(len(tasks)), tasks, rotation=45, ha="right")
     axes.set_yticks(range(len(tasks)), tasks)
     for i in range(len(tasks)):
@@ -51,12 +62,14 @@ def pair_heatmap(merged: pd.DataFrame, method: str, tasks: list[str], path: Path
                     f"{grid.iat[i, j]:.2f}",
                     ha="center",
                     va="center",
-                    color="black" if grid.iat[i, j] > 0.6 else "white",
+                    color="white" if abs(grid.iat[i, j] - 1.0) > 0.6 * (high - 1.0) else "black",
                 )
     axes.set_xlabel("task")
     axes.set_ylabel("task")
     axes.set_title(f"{method}\npair mean normalized accuracy (merged / single)", fontsize="medium")
-    figure.colorbar(image, ax=axes, label="normalized accuracy (ratio)")
+    figure.colorbar(
+        image, ax=axes, label=f"normalized accuracy (ratio; 1 = single adapter, scale {low:.3f}-{high:.3f})"
+    )
     return save_figure(figure, path)
 
 

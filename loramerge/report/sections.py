@@ -1,5 +1,6 @@
-"""What the report says: its sections in order (headline, methods, sizes, heat-maps, triples, retention, seeds,
-similarity, sweep, export, provenance), each a title over its prose, tables and figures; and the older short reports/summary.md.
+"""What the report says: its sections in order (headline, methods, sizes, joint, heat-maps, triples, retention, seeds,
+similarity, sweep, export, provenance), each a title over its prose, tables and figures (reports/summary.md, the
+short version, is report/summary.py).
 
 The wording lives here, apart from the numbers (tables, statistics, results) and from the rendering (document).
 """
@@ -13,7 +14,7 @@ import pandas as pd
 import yaml
 
 from loramerge.config import Params
-from loramerge.report.document import Code, Figure, Section, Table, markdown_block
+from loramerge.report.document import Code, Figure, Section, Table
 from loramerge.report.provenance import data_sizes, machine_table, model_table, provenance_line, stage_runtimes
 from loramerge.report.results import Results
 from loramerge.report.statistics import association_text, verdict
@@ -427,42 +428,3 @@ def report_sections(results: Results, figures: dict[str, list[Figure]], params: 
         export_section(params),
         provenance_section(params, results.single),
     ]
-
-
-def summary_markdown(params: Params, results: Results) -> str:
-    """The original short summary (reports/summary.md), kept for readers and scripts that use it."""
-    merged, tasks = results.merged, list(params.tasks)
-    columns = [
-        "combination",
-        "method",
-        "task",
-        "accuracy",
-        "single_accuracy",
-        "head_only_accuracy",
-        "normalized_accuracy",
-        "gain_retention",
-        "beats_head_only",
-    ]
-    every = results.combos.pivot(
-        index=["combination", "kind"], columns="method", values="normalized_accuracy"
-    ).reset_index()
-    return (
-        "\n\n".join(
-            [
-                "# loramerge summary",
-                f"Backbone `{params.backbone.name}`, LoRA r={params.lora.rank} alpha={params.lora.alpha} on `{params.lora.targets}`; "
-                f"{len(tasks)} tasks, {merged['combination'].nunique()} combinations. Normalized accuracy = merged test accuracy / single-adapter test accuracy.",
-                "## Mean normalized accuracy and gain retention per method (test)\n\n"
-                + markdown_block(Table(results.summary)),
-                "## Single-task models on test: majority class, head-only, full fine-tuning, LoRA\n\n"
-                + markdown_block(Table(results.single)),
-                "## Merged vs head-only, per task and combination\n\nGain retention = (merged − head-only) / (LoRA − head-only): "
-                "the share of what the adapter added over a trained head that survives the merge.\n\n"
-                + markdown_block(Table(merged[columns])),
-                "## Every combination\n\n" + markdown_block(Table(every)),
-                "## Pairwise heat-maps\n\n"
-                + "\n".join(f"![{m}](figures/heatmap_{m}.png)" for m in params.merge.methods),
-            ]
-        )
-        + "\n"
-    )

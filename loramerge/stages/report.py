@@ -21,7 +21,8 @@ from loramerge.console import warn
 from loramerge.report.document import Figure, render_html, render_markdown
 from loramerge.report.figures import pair_heatmap, retention_bars, similarity_scatter, size_curve
 from loramerge.report.results import Results, compute_results, headline_files, headline_metrics, tracked_metrics
-from loramerge.report.sections import report_sections, summary_markdown
+from loramerge.report.sections import report_sections
+from loramerge.report.summary import summary_markdown
 from loramerge.tracking import StageRun, stage_run
 
 TABLES = paths.REPORTS / "tables"

@@ -188,6 +188,19 @@ def test_tables_metrics_and_per_method_plot_data(reported_params, reported_folde
     assert (reported_folder / "reports/summary.md").read_text().startswith("# loramerge summary")
 
 
+def test_the_summary_opens_with_the_answer_and_fits_a_terminal(reported_params, reported_folder):
+    from loramerge.report.summary import WIDTH
+
+    text = (reported_folder / "reports/summary.md").read_text()
+    answer = text[: text.index("\n## ")]
+    shipped = reported_params.shipped()[0]
+    assert "Best method: " in answer and f"`loramerge-{shipped}`" in answer and "loramerge predict --model" in answer
+    assert re.search(r"\| \d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] \|", answer), "the all-task scores with intervals"
+    tables = [line for line in text.splitlines() if line.startswith("|")]
+    assert tables and max(map(len, tables)) <= WIDTH
+    assert not any("_ci_low" in line for line in tables), "an interval is one cell, never two columns"
+
+
 def test_the_export_section_shows_each_precision_of_each_shipped_model_and_its_tasks_accuracies(
     reported_params, reported_folder
 ):
@@ -461,3 +474,11 @@ def test_holm_adjusts_a_hand_example_and_leaves_missing_p_values_out():
     # sorted 0.005, 0.01, 0.03, 0.04 over m = 4: ×4, ×3, ×2, ×1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
     assert holm(p).round(6).tolist()[:3] == [0.03, 0.06, 0.06] and holm(p)[4] == pytest.approx(0.02)
     assert pd.isna(holm(p)[3])
+
+
+def test_the_heatmap_colours_span_the_data_symmetrically_about_the_single_adapters():
+    from loramerge.report.figures import centred_scale
+
+    assert centred_scale(np.array([0.96, 1.01, np.nan])) == pytest.approx((0.96, 1.04))
+    assert centred_scale(np.array([1.0, 1.0])) == pytest.approx((0.99, 1.01)), "a grid of exact 1s keeps a range"
+    assert centred_scale(np.array([np.nan])) == pytest.approx((0.99, 1.01))
