@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(OFFLINE) dvc repro
+	@start=$$(date +%s); $(OFFLINE) dvc repro && $(OFFLINE) loramerge done --seconds $$(( $$(date +%s) - start ))
 
 # The integration tests run the real pipeline on the real task data: without it `make test` stops here, naming the folder.
 DATA_DIR := $(or $(LORAMERGE_DATA_DIR),../shared/data)

@@ -30,6 +30,7 @@ from loramerge.config import (
     load_params,
     split_combination,
 )
+from loramerge.console import quiet_libraries
 from loramerge.search import check_methods
 from loramerge.tracking import TrackingError
 
@@ -232,6 +233,13 @@ def _predict(args: argparse.Namespace) -> None:
     )
 
 
+def _done(args: argparse.Namespace) -> None:
+    """What the run made and where to look (the last words of `make run`)."""
+    from loramerge.run_summary import run_summary
+
+    print(run_summary(load_params(args.params), args.seconds, Path(".")))
+
+
 def checked_params(args: argparse.Namespace) -> Params:
     """params.yaml validated whole, merge methods and every value their searches would try included, before
     any stage starts: a typo in `merge:` fails `prepare` in seconds, not `merge` after all the training."""
@@ -311,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, help="a .csv or .jsonl results file (default: JSON lines on stdout)")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(handler=_predict)
+    done = commands.add_parser("done", help="say what the run made: the report, the shipped models, the MLflow UI")
+    done.add_argument("--seconds", type=float, help="how long the run took (make run passes it)")
+    done.set_defaults(handler=_done)
     server = commands.add_parser(
         "mlflow-server", help="serve the project's MLflow store on 127.0.0.1 for parallel and multi-machine runs"
     )
@@ -341,6 +352,7 @@ def record_stage_time(seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     started = time.perf_counter()
     try:
         args.handler(args)

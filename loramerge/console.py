@@ -1,11 +1,37 @@
-"""One-line notices to the terminal: what a command assumed and went on with (errors end the command instead, in
-`loramerge.cli`)."""
+"""What the terminal shows besides a command's own output: one-line notices of what a command assumed and went on
+with (errors end the command instead, in `loramerge.cli`), and no library chatter a user cannot act on."""
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 
 
 def warn(command: str, message: str) -> None:
     """`loramerge <command>: warning: <message>` on stderr, one line, beside the command's own output."""
     print(f"loramerge {command}: warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+NOISE = [  # (message regex, category, module regex): warnings that ask nothing of a loramerge user
+    (r"`is_gradient_checkpointing` is deprecated", FutureWarning, r"transformers\."),  # Lightning's own call to it
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning, r"lightning\."),  # Lightning's own call
+    # the folder holds the stage's fingerprint.json (what tells a resumable last.ckpt from a stale one) before the
+    # first checkpoint: not a user's leftovers
+    (r"Checkpoint directory .* exists and is not empty", UserWarning, r"lightning\.pytorch\.callbacks\."),
+]
+CHATTY_LOGGERS = [
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+]
+"""Lightning's info lines: hardware found (GPU/TPU available: False), seed set, AMP chosen, a litlogger tip. The
+stage records each of these facts in its MLflow run; its warnings still show."""
+
+
+def quiet_libraries() -> None:
+    """Silence, at their source, the library notices above; every other warning (and these loggers' warnings) shows."""
+    for message, category, module in NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

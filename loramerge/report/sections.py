@@ -203,7 +203,9 @@ def sweep_section() -> Section:
         return Section(
             "sweep",
             title,
-            ["Not run yet: `loramerge sweep queue`, `dvc queue start -j 1`, then `loramerge sweep collect` (docs/tracking.md)."],
+            [
+                "Not run yet: `loramerge sweep queue`, `dvc queue start -j 1`, then `loramerge sweep collect` (docs/tracking.md)."
+            ],
         )
     table = pd.read_csv(SWEEP_CSV)
     tables = sweep_tables(table)

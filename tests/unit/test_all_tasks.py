@@ -81,6 +81,14 @@ def test_the_all_task_model_is_the_registered_champion():
     assert champion.tags["members"] == ",".join(EVERY.split("+"))
 
 
+def test_the_run_ends_by_saying_where_the_report_and_the_all_task_model_are(four_tasks, capsys):
+    assert main(["done", "--seconds", "90"]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("loramerge: the run is done in 1.5 min.") and "reports/report.md" in said
+    assert f"loramerge predict --model models/export/{EVERY}" in said and f"loramerge-{EVERY}@champion" in said
+    assert "mlflow ui --backend-store-uri sqlite:///" in said
+
+
 def test_the_report_shows_each_methods_mean_by_number_of_tasks_with_intervals(four_tasks):
     sizes = pd.read_csv("reports/tables/sizes.csv")
     assert sorted(sizes["tasks"].unique()) == [2, 3, 4]

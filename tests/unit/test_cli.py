@@ -64,3 +64,36 @@ def test_outside_dvc_nothing_is_logged(project, monkeypatch):
     monkeypatch.delenv("DVC_STAGE", raising=False)
     assert main(["combos"]) == 0
     assert not (project / "logs").exists()
+
+
+def test_library_chatter_is_silenced_at_its_source_and_every_other_warning_still_shows():
+    import logging
+    import warnings
+
+    from loramerge.console import quiet_libraries
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        for message, module in [
+            ("`is_gradient_checkpointing` is deprecated and will be removed in v6.", "transformers.modeling_utils"),
+            ("`isinstance(treespec, LeafSpec)` is deprecated", "lightning.pytorch.utilities._pytree"),
+            ("a real deprecation", "transformers.modeling_utils"),
+        ]:
+            warnings.warn_explicit(message, FutureWarning, "source.py", 1, module=module)
+        warnings.warn_explicit(
+            "Checkpoint directory x exists and is not empty.",
+            UserWarning,
+            "model_checkpoint.py",
+            1,
+            module="lightning.pytorch.callbacks.model_checkpoint",
+        )
+        warnings.warn_explicit(
+            "Checkpoint directory x exists and is not empty.", UserWarning, "mine.py", 1, module="mine"
+        )
+    assert [(str(w.message), w.filename) for w in caught] == [
+        ("a real deprecation", "source.py"),
+        ("Checkpoint directory x exists and is not empty.", "mine.py"),
+    ]
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    assert not rank_zero.isEnabledFor(logging.INFO) and rank_zero.isEnabledFor(logging.WARNING)
