@@ -31,7 +31,6 @@ from loramerge.config import (
     split_combination,
 )
 from loramerge.console import quiet_libraries
-from loramerge.search import check_methods
 from loramerge.tracking import TrackingError
 
 STAGE_TIMES = Path("logs/stage_times.jsonl")
@@ -243,6 +242,8 @@ def _done(args: argparse.Namespace) -> None:
 def checked_params(args: argparse.Namespace) -> Params:
     """params.yaml validated whole, merge methods and every value their searches would try included, before
     any stage starts: a typo in `merge:` fails `prepare` in seconds, not `merge` after all the training."""
+    from loramerge.search import check_methods  # imports torch: here, not for `--help` or `combos`
+
     params = load_params(args.params)
     check_methods(params.merge.methods)
     return params

@@ -97,3 +97,15 @@ def test_library_chatter_is_silenced_at_its_source_and_every_other_warning_still
     ]
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     assert not rank_zero.isEnabledFor(logging.INFO) and rank_zero.isEnabledFor(logging.WARNING)
+
+
+def test_the_command_line_starts_without_the_model_stack():
+    """`loramerge --help`, `combos` and `done` answer in a fraction of a second: torch, transformers, scikit-learn and
+    MLflow load only in the handlers of the stages that use them."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "transformers", "sklearn", "mlflow", "pandas", "peft"]
+    code = f"import sys, loramerge.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
