@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -52,12 +53,13 @@ def test_combos_caps_pairs_and_triples_as_the_params_file_says(project, params_d
     assert "2 tasks: 4 of 10 (40%)" in capsys.readouterr().out
 
 
-def test_a_command_dvc_runs_appends_its_stage_and_wall_time_to_the_log(project, monkeypatch):
+def test_a_command_dvc_runs_appends_its_stage_and_wall_time_to_the_log_and_says_it(project, monkeypatch, capsys):
     monkeypatch.setenv("DVC_STAGE", "combos-as-a-stage")
     assert main(["combos"]) == 0
     (line,) = (project / "logs/stage_times.jsonl").read_text().splitlines()
     entry = json.loads(line)
     assert entry["stage"] == "combos-as-a-stage" and entry["seconds"] >= 0
+    assert re.fullmatch(r"loramerge: combos-as-a-stage done in \d+\.\d s\n", capsys.readouterr().err)
 
 
 def test_outside_dvc_nothing_is_logged(project, monkeypatch):
