@@ -7,6 +7,8 @@ runs when params.yaml says so.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import huggingface_hub
@@ -19,6 +21,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as transformers_logging
 
 from loramerge.config import BackboneConfig
 
@@ -91,15 +94,31 @@ def load_tokenizer(config: BackboneConfig) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(location, trust_remote_code=config.trust_remote_code)
 
 
+@contextmanager
+def quiet_loading(location: str | Path) -> Iterator[None]:
+    """No "Loading weights" progress bar while a model is read from a local folder (under a second, several times in
+    every stage: a bar there says nothing); a download from the Hub keeps its bar."""
+    if not Path(location).is_dir() or not transformers_logging.is_progress_bar_enabled():
+        yield
+        return
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.enable_progress_bar()
+
+
 def load_encoder(config: BackboneConfig) -> PreTrainedModel:
     """The bare encoder (no task head), in float32, from safetensors only."""
-    return AutoModel.from_pretrained(
-        resolve_backbone(config.name),
-        config=backbone_config(config),
-        trust_remote_code=config.trust_remote_code,
-        use_safetensors=True,
-        dtype=torch.float32,
-    )
+    location = resolve_backbone(config.name)
+    with quiet_loading(location):
+        return AutoModel.from_pretrained(
+            location,
+            config=backbone_config(config),
+            trust_remote_code=config.trust_remote_code,
+            use_safetensors=True,
+            dtype=torch.float32,
+        )
 
 
 def encode(encoder: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
