@@ -192,6 +192,8 @@ def _sweep(args: argparse.Namespace) -> None:
     params = checked_params(args)
     if args.action == "queue":
         print(f"queued {sweep.queue(params, Path('.'))} experiments; run them with `dvc queue start -j 1`")
+    elif args.action == "show":
+        print(sweep.terminal_table(sweep.collect(params, Path("."))))
     else:
         print(sweep.write_sweep_report(sweep.collect(params, Path(".")), Path("reports"), params))
 
@@ -300,9 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--output", help="also write the markdown here")
     compare.set_defaults(handler=_compare)
     sweep = commands.add_parser(
-        "sweep", help="queue the emotion study's grid as DVC experiments, or collect their table"
+        "sweep",
+        help="queue the emotion study's grid as DVC experiments, show them in the terminal, or collect their table",
     )
-    sweep.add_argument("action", choices=["queue", "collect"])
+    sweep.add_argument("action", choices=["queue", "show", "collect"])
     sweep.set_defaults(handler=_sweep)
     commands.add_parser(
         "combos", help="write every pair and triple of the configured tasks into params.yaml"

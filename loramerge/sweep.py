@@ -98,17 +98,50 @@ def queue(params: Params, root: Path) -> int:
 def collect(params: Params, root: Path) -> pd.DataFrame:
     """One row per finished sweep experiment: its setting, validation and test scores, and cost."""
     shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, check=True, capture_output=True, text=True)
+    reader = lambda rev: lambda path: committed_json(root, rev, path)  # noqa: E731
+    return experiment_table(json.loads(shown.stdout), reader, params.sweep.task)
+
+
+def experiment_table(
+    shown: list[dict], reader: Callable[[str], Callable[[str], dict | None]], task: str
+) -> pd.DataFrame:
+    """The rows of `dvc exp show --json` output that are finished sweep experiments; `reader(rev)` reads a file as
+    that experiment's commit holds it."""
     rows = []
-    for baseline in json.loads(shown.stdout):
+    for baseline in shown:
         for experiment in baseline.get("experiments") or []:
             for revision in experiment.get("revs", []):
-                metrics = lambda path, rev=revision["rev"]: committed_json(root, rev, path)  # noqa: E731
-                row = experiment_row(
-                    revision.get("name") or revision["rev"], revision.get("data") or {}, metrics, params.sweep.task
-                )
+                name = revision.get("name") or revision["rev"]
+                row = experiment_row(name, revision.get("data") or {}, reader(revision["rev"]), task)
                 if row is not None:
                     rows.append(row)
     return pd.DataFrame(rows)
+
+
+TERMINAL = [
+    "experiment",
+    "family",
+    "rank",
+    "learning_rate",
+    "weight_decay",
+    "val_accuracy",
+    "test_accuracy",
+    "runtime_s",
+]
+"""What `loramerge sweep show` prints of each experiment: the settings the grid varies and the scores that decide
+between them, where `dvc exp show` prints every one of params.yaml's keys (hundreds of columns)."""
+WIDTH = 120
+
+
+def terminal_table(table: pd.DataFrame) -> str:
+    """The sweep's experiments as a plain table that fits a terminal of WIDTH columns, best validation first."""
+    if table.empty:
+        return "no finished sweep experiments yet (`dvc queue status` says what is queued or running)"
+    ranked = table.sort_values("val_accuracy", ascending=False)[TERMINAL]
+    ranked = ranked.assign(
+        experiment=ranked["experiment"].str.slice(0, 24), runtime_s=ranked["runtime_s"].round(0).astype(int)
+    )
+    return as_text(ranked).to_string(index=False)
 
 
 def committed_json(root: Path, rev: str, path: str) -> dict | None:
