@@ -144,7 +144,7 @@ class LoraSettings(Strict):
     rank: int = Field(default=8, gt=0)
     alpha: float = Field(default=16, gt=0)
     dropout: float = Field(default=0.1, ge=0, lt=1)
-    targets: str | list[str] = "attention"
+    targets: str | list[str] = "attention+linear"
     """A preset (attention: the query and value projections; attention+linear: every linear layer of the
     transformer blocks), resolved per architecture, or a list of layer names or regexes that overrides it."""
 
@@ -180,7 +180,7 @@ class TrainConfig(Strict):
     strategy: str = "auto"  # Lightning's names (auto, ddp, ddp_spawn, fsdp, ...); checked by `train`
     num_nodes: int = Field(default=1, gt=0)  # Lightning's Trainer(num_nodes=…): machines in a multi-node DDP run
     num_threads: int | None = Field(default=None, gt=0)
-    precision: PrecisionSetting = "32"
+    precision: PrecisionSetting = "auto"
     """Of the training steps: `bf16` runs forward and backward under bf16 autocast (Lightning `bf16-mixed`;
     weights, gradients and the optimizer stay float32); `auto` decides per machine (loramerge.precision)."""
 
@@ -254,7 +254,7 @@ class MergeConfig(Strict):
     single adapters in the same setting (sentence and image tasks only)."""
     precision: PrecisionSetting = "auto"
     """Of the validation search's forward passes (scoring many candidate merges)."""
-    search_max_examples: int | None = Field(default=200, gt=0)
+    search_max_examples: int | None = Field(default=100, gt=0)
     batch_size: int = Field(default=64, gt=0)
 
 

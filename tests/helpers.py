@@ -87,6 +87,7 @@ def tiny_params_dict(backbone: Path, data_dir: Path) -> dict:
             "val_check_interval": 2,
             "patience": 5,
             "accelerator": "cpu",
+            "precision": "32",  # float32 on every CPU: the tests compare trained weights exactly
         },
         "merge": {
             "methods": {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -95,3 +97,48 @@ def test_a_hub_split_map_that_would_tune_on_test_data_is_refused(project, params
     write(project, params_dict)
     with pytest.raises(ConfigError, match=r"tasks\.topics\.data\.hub\.splits.*is the test split"):
         load_params(project / "params.yaml")
+
+
+CHOSEN_BY_THE_DEFAULT_RUN = {
+    "lists written by `loramerge combos`": {"replicas", "pairs", "triples", "many", "exported.many"},
+    "the baselines' own learning rates (the schema's None: the shared train settings)": {
+        "baselines.head_only.learning_rate",
+        "baselines.full.learning_rate",
+        "baselines.full.head_learning_rate",
+    },
+    "five of the merge methods (the schema's: task arithmetic alone)": {"merge.methods"},
+    "the emotion study's grid, reduced for a 2-core CPU (the schema's: the study's own)": {
+        "sweep.task",
+        "sweep.lora_ranks",
+        "sweep.lora_learning_rates",
+        "sweep.full_learning_rates",
+        "sweep.full_weight_decays",
+    },
+    "the pairs the shared data's README calls alike": {"similarity.similar_pairs"},
+}
+"""params.yaml keys whose value is the default run's choice for its own tasks and machine, not a general default."""
+
+
+def disagreements(model: type, raw: dict, prefix: str = "") -> set[str]:
+    """The keys `raw` sets to a value other than the schema's default, section by section."""
+    from pydantic import BaseModel
+
+    found = set()
+    for name, field in model.model_fields.items():
+        if name not in raw or field.is_required():
+            continue
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found |= disagreements(field.annotation, raw[name], f"{prefix}{name}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        if default != raw[name]:
+            found.add(prefix + name)
+    return found
+
+
+def test_params_yaml_repeats_the_schemas_defaults_except_what_the_default_run_chooses_for_itself():
+    """One source of defaults: a params file that leaves a key out gets what the README calls the default."""
+    from loramerge.config import Params
+
+    raw = yaml.safe_load((Path(__file__).parents[2] / "params.yaml").read_text(encoding="utf-8"))
+    assert disagreements(Params, raw) == set().union(*CHOSEN_BY_THE_DEFAULT_RUN.values())
