@@ -27,6 +27,18 @@ CHATTY_LOGGERS = [
 ]
 """Lightning's info lines: hardware found (GPU/TPU available: False), seed set, AMP chosen, a litlogger tip. The
 stage records each of these facts in its MLflow run; its warnings still show."""
+KEPT_NOTICES = ["Detected KeyboardInterrupt"]
+"""Info lines of those loggers that a user acts on: Ctrl-C was heard and training stops at a checkpoint it resumes from."""
+
+
+class _Actionable(logging.Filter):
+    """Lets through warnings and errors, and of the info lines only `KEPT_NOTICES`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or any(notice in record.getMessage() for notice in KEPT_NOTICES)
+
+
+ACTIONABLE = _Actionable()
 
 
 def quiet_libraries() -> None:
@@ -34,4 +46,4 @@ def quiet_libraries() -> None:
     for message, category, module in NOISE:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).addFilter(ACTIONABLE)

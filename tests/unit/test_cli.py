@@ -98,7 +98,17 @@ def test_library_chatter_is_silenced_at_its_source_and_every_other_warning_still
         ("Checkpoint directory x exists and is not empty.", "mine.py"),
     ]
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    assert not rank_zero.isEnabledFor(logging.INFO) and rank_zero.isEnabledFor(logging.WARNING)
+    shown = [
+        record.getMessage()
+        for level, message in [
+            (logging.INFO, "GPU available: False, used: False"),
+            (logging.INFO, "Seed set to 0"),
+            (logging.INFO, "\nDetected KeyboardInterrupt, attempting graceful shutdown ..."),  # Ctrl-C was heard
+            (logging.WARNING, "a real warning"),
+        ]
+        if rank_zero.filter(record := rank_zero.makeRecord(rank_zero.name, level, "x.py", 1, message, None, None))
+    ]
+    assert shown == ["\nDetected KeyboardInterrupt, attempting graceful shutdown ...", "a real warning"]
 
 
 def test_the_command_line_starts_without_the_model_stack():
