@@ -26,7 +26,7 @@ DropProb = Annotated[
 ]
 Seed = Annotated[int, Field(ge=0, description="seed of DARE's random drop; the same seed gives the same merge")]
 MajoritySign = Literal["total", "frequency"]
-"""Sign election: by summed values ('total', TIES' default) or by counting signs ('frequency')."""
+"""Sign election: by summed values ("total", TIES' default) or by counting signs ("frequency", a tie going to the sum's sign: `_ops.agreeing`)."""
 PruneScope = Literal["layer", "model"]
 """Magnitude threshold per layer, or one threshold over each member's whole flattened update."""
 Space = Literal["full", "knots", "core"]

@@ -25,11 +25,15 @@ from dataclasses import dataclass
 
 import torch
 
-from loramerge.merging._ops import MemberDeltas, check_updates, factors32, low_rank_result, low_rank_svd
+from loramerge.merging._ops import (
+    MemberDeltas,
+    check_updates,
+    factors32,
+    low_rank_result,
+    low_rank_svd,
+    significant,
+)
 from loramerge.merging.base import MergeResult, TaskUpdate
-
-RELATIVE_TOLERANCE = 1e-5
-"""Singular values at or below this fraction of a layer's largest one are numerical zeros."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def layer_decomposition(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> t
     [ΔW_1 … ΔW_n] = [B_1 … B_n] · blockdiag(A_1 … A_n), so its SVD comes from the factors.
     """
     u, s, vh = low_rank_svd(torch.cat([b for b, _ in pairs], dim=1), [a for _, a in pairs])
-    keep = s > RELATIVE_TOLERANCE * s.max()
+    keep = significant(s, s.max())
     keep[0] = True
     u, s, vh = u[:, keep], s[keep], vh[keep]
     width = pairs[0][1].shape[1]

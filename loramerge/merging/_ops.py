@@ -24,6 +24,15 @@ from loramerge.merging.base import LayerFactors, MergeResult, TaskUpdate
 
 MemberDeltas = list[dict[str, torch.Tensor]]
 
+RELATIVE_TOLERANCE = 1e-5
+"""Singular values at or below this fraction of a layer's scale are numerical zeros: their directions are whatever
+the SVD's rounding made them, so no merge keeps them (a float32 product's rounding sits near 1e-7 of its scale)."""
+
+
+def significant(values: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """Mask of the singular values above the numerical zero of a layer whose largest singular value is `scale`."""
+    return values > RELATIVE_TOLERANCE * scale
+
 
 # --- members ---------------------------------------------------------------------------------
 
@@ -224,15 +233,31 @@ def ties_merge(members: MemberDeltas, majority_sign: MajoritySign, scaling: floa
     """Per layer: elect a sign per entry, average the members' non-zero entries that agree, times λ.
 
     Entries whose elected sign a member does not share, and zeros, do not count in the mean
-    (PEFT's `calculate_majority_sign_mask` + `disjoint_merge`; an exact tie of the sum elects +).
-    The pruning step is separate (`prune_members`), so TIES, DARE-TIES and their KnOTS variants
-    share this function.
+    (PEFT's `disjoint_merge`). The pruning step is separate (`prune_members`), so TIES, DARE-TIES
+    and their KnOTS and Core variants share this function.
     """
     merged = {}
     for layer in members[0]:
         stacked = torch.stack([member[layer] for member in members])
-        merged[layer] = scaling * disjoint_merge(stacked, calculate_majority_sign_mask(stacked, method=majority_sign))
+        merged[layer] = scaling * disjoint_merge(stacked, agreeing(stacked, majority_sign))
     return merged
+
+
+def agreeing(stacked: torch.Tensor, majority_sign: MajoritySign) -> torch.Tensor:
+    """Mask of the members' entries (dim 0: members) whose sign is the one elected for their entry.
+
+    "total" elects sgn(Σ_i τ_i), TIES' γ (PEFT's `calculate_majority_sign_mask`; a sum of exactly 0 elects +).
+    "frequency" elects the sign more members' non-zero entries have; a tie (as many + as −: any two members that
+    disagree) goes to the sign of the sum, as "total" would elect it. PEFT breaks such a tie towards +, the KnOTS
+    code towards −, and in the KnOTS and Core spaces either rule makes the merge depend on the sign an SVD gave
+    each direction (an equally valid SVD flips a direction: every member's entry there flips and a fixed rule's
+    winner stays); the sum flips with them, so this rule does not.
+    """
+    if majority_sign == "total":
+        return calculate_majority_sign_mask(stacked, method="total")
+    votes = stacked.sign().sum(dim=0)
+    tally = torch.where(votes == 0, stacked.sum(dim=0), votes)
+    return stacked.sign() == torch.where(tally >= 0, 1.0, -1.0)
 
 
 def ties_pipeline(members: MemberDeltas, config: TiesConfig) -> dict[str, torch.Tensor]:

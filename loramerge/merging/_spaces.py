@@ -4,7 +4,7 @@ A merge *function* (TA, TIES, DARE-TIES, Iso-C, TSV-M, …) maps the members' pe
 one merged matrix per layer; the *space* (`Config.space`) decides which matrices those are:
 - "full": each member's exact ΔW_i (O × I);
 - "knots": KnOTS' representations R_i (k × I) in the shared left basis of [ΔW_1 … ΔW_n] (`_knots`);
-- "core": Core Space's R × R cores between the bases of the stacked B's and A's (`_core`).
+- "core": Core Space's R × R cores between bases of the members' column and row spans (`_core`).
 The merged matrix is mapped back to ΔW; from "knots" and "core" it is exactly low-rank, so the
 result carries factors and saves as a PEFT adapter.
 """

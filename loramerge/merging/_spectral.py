@@ -2,6 +2,13 @@
 
 All SVDs run in float64 (the authors' code uses float32 on GPU; float64 makes the results
 independent of the SVD's rounding, and these matrices are small), results come back as float32.
+
+A singular direction whose value is a numerical zero (`_ops.significant`) is whatever the SVD's rounding made
+it: an update of rank r in an O × I layer has min(O, I) − r of them, and any rotation of them, or a sign flip,
+is an equally valid SVD. The authors' code keeps such directions (full-rank task vectors of fine-tuned ViTs
+have none); on LoRA updates they make a result change with a factor's last bit. So every function here keeps
+only directions with a non-zero value: where the authors' result is unique (every kept value non-zero) the
+two agree, and elsewhere this one is the unique result on the members' range.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from loramerge.merging._ops import MemberDeltas
+from loramerge.merging._ops import MemberDeltas, significant
 
 
 def svd64(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -18,18 +25,28 @@ def svd64(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     return torch.linalg.svd(matrix.double(), full_matrices=False)
 
 
+def scale(matrices: list[torch.Tensor]) -> torch.Tensor:
+    """The largest spectral norm among `matrices`: the scale against which a layer's singular values are zeros."""
+    return torch.stack([torch.linalg.matrix_norm(m.double(), ord=2) for m in matrices]).max()
+
+
 def polar(matrix: torch.Tensor) -> torch.Tensor:
-    """The orthogonal polar factor P·Qᵀ of `matrix` = P·Σ·Qᵀ: the nearest matrix with orthonormal columns (or
-    rows), i.e. the whitening of a set of singular vectors that removes their overlap (TSV-M, Iso-CTS)."""
-    p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
-    return p @ qh
+    """The polar factor P·Qᵀ of `matrix` = P·Σ·Qᵀ over its non-zero Σ: the nearest matrix with orthonormal
+    columns (or rows), i.e. the whitening of a set of singular vectors that removes their overlap (TSV-M,
+    Iso-CTS). Dependent vectors (two members with a common direction) leave zeros in Σ, whose P and Q are
+    arbitrary: the factor keeps only the others, so it is unique."""
+    p, s, qh = torch.linalg.svd(matrix, full_matrices=False)
+    keep = significant(s, s.max())
+    return p[:, keep] @ qh[keep]
 
 
-def isotropic(matrix: torch.Tensor) -> torch.Tensor:
-    """U·(mean σ)·Vh: the same singular vectors with a flat spectrum, the mean taken over all min(O, I)
-    singular values, zeros included (as the Iso-C reference does)."""
+def isotropic(matrix: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """σ̄·U·Vh over the singular directions with a non-zero value (against the layer's scale `zero`): the same
+    directions with a flat spectrum, σ̄ the mean of all min(O, I) singular values, zeros included (as the Iso-C
+    reference does)."""
     u, s, vh = svd64(matrix)
-    return (s.mean() * (u @ vh)).float()
+    keep = significant(s, zero)
+    return (s.mean() * (u[:, keep] @ vh[keep])).float()
 
 
 def per_layer(

@@ -7,10 +7,12 @@ weaker tasks' directions count as much. Per layer: Σ_i ΔW_i = U·diag(s)·Vh, 
 
 Semantics checked against the authors' code (github.com/danielm1405/iso-merging, `iso_c`): the
 sum (not the mean) is decomposed, and the mean runs over all min(O, I) singular values, zeros
-included. On a low-rank LoRA sum in the "full" space that spreads σ̄ over the sum's null space too
-(arbitrary directions, full-rank result): the reason the Core Space paper runs Iso-C in its core,
-where only the Σ r_i meaningful values count; `core_iso_c` is that version. Deviations: SVDs in
-float64; only the adapted (LoRA) matrices are merged, so there are no non-matrix parameters to average.
+included. On a low-rank LoRA sum in the "full" space the authors' result spreads σ̄ over the sum's null space too
+(arbitrary directions, full-rank result, changed by any rounding); here σ̄ multiplies only the sum's non-zero
+directions (`_spectral`), the zeros still counting in the mean, so the result is unique, and the Core Space
+version (`core_iso_c`, the mean over the Σ r_i values of the core) equals it up to the factor min(O, I)/Σ r_i
+that λ's search absorbs. Deviations: SVDs in float64; only the adapted (LoRA) matrices are merged, so there are
+no non-matrix parameters to average.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from collections.abc import Sequence
 from loramerge.merging._config import ScalingConfig, expect
 from loramerge.merging._ops import MemberDeltas
 from loramerge.merging._spaces import merge_in_space
-from loramerge.merging._spectral import isotropic, per_layer
+from loramerge.merging._spectral import isotropic, per_layer, scale
 from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
 
 def iso_c(members: MemberDeltas, scaling: float) -> dict:
-    return per_layer(members, scaling, lambda tasks: isotropic(sum(tasks)))
+    return per_layer(members, scaling, lambda tasks: isotropic(sum(tasks), scale([*tasks, sum(tasks)])))
 
 
 @register

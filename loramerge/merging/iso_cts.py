@@ -13,8 +13,11 @@ subspace) and fills the remaining k − c slots (k = min(O, I)) with each task's
 Semantics checked against the authors' code (github.com/danielm1405/iso-merging, `iso_cts`, default
 common_space_fraction 0.8): the residual is projected on the left only; the flat value is the mean of
 the common values of the sum and the kept residual values of the tasks. Deviations: SVDs in float64;
-when rounding would make n·T exceed k (possible only for tiny k), n = ⌊k/T⌋ so that c ≥ 0.
-In the "core" space (`core_iso_cts`) k = Σ r_i, so c and n count the core's meaningful directions.
+when rounding would make n·T exceed k (possible only for tiny k), n = ⌊k/T⌋ so that c ≥ 0; only directions with
+a non-zero value are kept (`_spectral`), the zeros still count in the mean: on LoRA updates in the "full"
+space (k = min(O, I), the sum's rank Σ r_i ≪ c) the authors' code fills the common subspace with arbitrary
+null-space directions and the result changes with the last bits of the factors; this one is the flattened sum
+on its range. In the "core" space (`core_iso_cts`) k = Σ r_i, so c and n count the core's meaningful directions.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ import torch
 from pydantic import Field
 
 from loramerge.merging._config import ScalingConfig, expect
-from loramerge.merging._ops import MemberDeltas
+from loramerge.merging._ops import MemberDeltas, significant
 from loramerge.merging._spaces import merge_in_space
-from loramerge.merging._spectral import per_layer, polar, svd64
+from loramerge.merging._spectral import per_layer, polar, scale, svd64
 from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
@@ -49,16 +52,20 @@ def subspace_sizes(k: int, tasks: int, common_fraction: float) -> tuple[int, int
 
 def iso_cts_layer(tasks: list[torch.Tensor], common_fraction: float) -> torch.Tensor:
     common, per_task = subspace_sizes(min(tasks[0].shape), len(tasks), common_fraction)
-    u, s, vh = svd64(sum(tasks))
-    u_c = u[:, :common]
-    lefts, values, rights = [], [], []
+    total = sum(tasks)
+    u, s, vh = svd64(total)
+    zero = scale([*tasks, total])
+    shared = min(common, int(significant(s, zero).sum()))  # never a direction of a zero singular value
+    u_c = u[:, :shared]
+    lefts, values, rights = [], [s[:common]], []
     for task in tasks:
         residual = task.double() - u_c @ (u_c.T @ task.double())
         u_t, s_t, vh_t = svd64(residual)
-        lefts.append(u_t[:, :per_task]), values.append(s_t[:per_task]), rights.append(vh_t[:per_task])
+        own = min(per_task, int(significant(s_t, zero).sum()))
+        lefts.append(u_t[:, :own]), values.append(s_t[:per_task]), rights.append(vh_t[:own])
     left = polar(torch.cat([*lefts, u_c], dim=1))
-    right = polar(torch.cat([*rights, vh[:common]], dim=0))
-    return (torch.cat([*values, s[:common]]).mean() * (left @ right)).float()
+    right = polar(torch.cat([*rights, vh[:shared]], dim=0))
+    return (torch.cat(values).mean() * (left @ right)).float()
 
 
 def iso_cts(members: MemberDeltas, config: IsoCtsConfig) -> dict:

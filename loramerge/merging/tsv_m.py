@@ -11,9 +11,12 @@ k = min(O, I), r = int(k·f) with f = `kept_fraction` (1/T when null, the author
 Semantics checked against the authors' code (github.com/AntoAndGar/task_singular_vectors,
 `compute_and_sum_svd_mem_reduction`): singular values concatenated in task order (unsorted, not
 rescaled), both sides whitened by the polar factor of the SVD. Deviations: SVDs in float64; r is at
-least 1. On a LoRA update in the "full" space r = k/T exceeds the rank r_i, so the kept directions
-include null-space vectors with zero values (as in the reference, they still take part in the
-whitening); in the "core" space (`core_tsv_m`, the Core Space paper's TSV) r is the members' rank.
+least 1; a task keeps at most its own non-zero directions (`_spectral`): on a LoRA update in the "full" space
+r = k/T exceeds its rank r_i, and the authors' code also keeps r − r_i null-space vectors with zero values,
+arbitrary ones, which the whitening mixes into the others (a 1e-7 change of a factor then moves the result by
+O(1)); in the "core" space (`core_tsv_m`, the Core Space paper's TSV) the same holds for members of unequal
+ranks (ranks 4 and 8: a 12-direction core, r = 6 per task, two of the rank-4 task's directions are zeros). Where
+every kept value is non-zero (full-rank task vectors; equal ranks in the core) the result is the authors'.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ import torch
 from pydantic import Field
 
 from loramerge.merging._config import ScalingConfig, expect
-from loramerge.merging._ops import MemberDeltas
+from loramerge.merging._ops import MemberDeltas, significant
 from loramerge.merging._spaces import merge_in_space
-from loramerge.merging._spectral import per_layer, polar, svd64
+from loramerge.merging._spectral import per_layer, polar, scale, svd64
 from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
@@ -41,10 +44,14 @@ class TsvConfig(ScalingConfig):
 def tsv_layer(tasks: list[torch.Tensor], kept_fraction: float | None) -> torch.Tensor:
     fraction = kept_fraction if kept_fraction is not None else 1.0 / len(tasks)
     kept = max(1, int(min(tasks[0].shape) * fraction))
+    zero = scale(tasks)
     lefts, values, rights = [], [], []
     for task in tasks:
         u, s, vh = svd64(task)
-        lefts.append(u[:, :kept]), values.append(s[:kept]), rights.append(vh[:kept])
+        own = min(kept, int(significant(s, zero).sum()))  # never a direction of a zero singular value
+        lefts.append(u[:, :own]), values.append(s[:own]), rights.append(vh[:own])
+    if not sum(v.numel() for v in values):
+        return torch.zeros_like(tasks[0], dtype=torch.float32)
     left, right = polar(torch.cat(lefts, dim=1)), polar(torch.cat(rights, dim=0))
     return ((left * torch.cat(values)) @ right).float()
 

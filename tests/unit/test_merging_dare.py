@@ -71,8 +71,11 @@ def reference_trim(member: dict[str, torch.Tensor], density: float, prune_scope:
 
 
 def reference_elect_and_mean(stacked: torch.Tensor, majority_sign: str) -> torch.Tensor:
-    """TIES' sign election (sum of values or count of signs; a tie elects +) and mean of the agreeing non-zeros."""
-    votes = stacked.sum(dim=0) if majority_sign == "total" else torch.sign(stacked).sum(dim=0)
+    """TIES' sign election (sum of values, or count of signs with a tied count decided by the sum; a zero sum elects
+    +) and mean of the agreeing non-zeros."""
+    total = stacked.sum(dim=0)
+    count = torch.sign(stacked).sum(dim=0)
+    votes = total if majority_sign == "total" else torch.where(count == 0, total, count)
     elected = torch.where(votes >= 0, 1.0, -1.0)
     agree = torch.sign(stacked) == elected
     return (stacked * agree).sum(dim=0) / agree.sum(dim=0).clamp(min=1)

@@ -11,7 +11,8 @@ import torch
 from hypothesis import given
 
 from loramerge.merging import TaskUpdate, get_method
-from loramerge.merging._knots import RELATIVE_TOLERANCE, shared_basis
+from loramerge.merging._knots import shared_basis
+from loramerge.merging._ops import RELATIVE_TOLERANCE
 from tests.unit.test_merging_methods import PROPERTY, random_update, update_sets
 
 SHAPES = {

@@ -282,10 +282,17 @@ def test_ties_on_a_worked_example():
     assert result.factors is None
 
 
-def test_ties_elects_by_counting_signs_with_majority_sign_frequency():
-    # (1,0) keeps t1's +2 and t3's -3: signs +1 -1 sum to 0 → + wins the tie, so the entry is 2.
-    result = merge("ties", TIES_MEMBERS, density=0.5, prune_scope="layer", majority_sign="frequency")
-    torch.testing.assert_close(result.deltas["l"], torch.tensor([[2.5, -4.0], [2.0, 0.0]]))
+def test_frequency_elects_the_sign_more_members_have_and_a_tie_goes_to_the_sign_of_the_sum():
+    members = [dense_update(n, {"l": [[v, w]]}) for n, v, w in (("a", 1.0, 2.0), ("b", 1.0, -3.0), ("c", -5.0, 0.0))]
+    # entry 0: + + − elects + by count (mean of 1 and 1), − by sum (−3). entry 1: + and − (c's 0 casts no vote) tie,
+    # and their sum −1 elects −: PEFT's rule would take +2, the KnOTS code's −3 by a fixed preference for −.
+    frequency = merge("ties", members, density=1.0, majority_sign="frequency").deltas["l"]
+    assert frequency.tolist() == [[1.0, -3.0]]
+    assert merge("ties", members, density=1.0, majority_sign="total").deltas["l"].tolist() == [[-5.0, -3.0]]
+    # every entry negated (what the other sign of an SVD's direction does in KnOTS' space) negates the merge, tie
+    # included; with a fixed tie rule entry 1 would be +3 for both signs
+    negated = [TaskUpdate(u.name, {"l": (-u.factors["l"][0], u.factors["l"][1])}) for u in members]
+    assert merge("ties", negated, density=1.0, majority_sign="frequency").deltas["l"].tolist() == [[-1.0, 3.0]]
 
 
 def test_model_wide_pruning_uses_one_threshold_per_member_and_per_layer_pruning_one_per_layer():
