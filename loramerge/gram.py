@@ -19,7 +19,7 @@ from loramerge.atomic import read_json, write_json
 from loramerge.backbone import encode
 from loramerge.config import Strict
 from loramerge.lora import patched
-from loramerge.merging import TaskUpdate
+from loramerge.updates import TaskUpdate
 from loramerge.weights import read_weights
 
 GRAMS = Path("models/gram")

@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
 from loramerge.config import LoraSettings
-from loramerge.merging import TaskUpdate
+from loramerge.updates import TaskUpdate
 from loramerge.weights import check_weights
 
 PEFT_PREFIX = "base_model.model."

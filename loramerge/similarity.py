@@ -16,8 +16,8 @@ from sklearn.feature_extraction.text import CountVectorizer
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from loramerge.batching import TokenizedTexts
-from loramerge.merging import TaskUpdate
 from loramerge.model import pooled_features
+from loramerge.updates import TaskUpdate
 
 MEASURES: dict[str, str] = {
     "data_cosine": "cosine of mean sentence embeddings",

@@ -4,27 +4,22 @@ The KnOTS paper's names (knots_task_arithmetic, knots_ties, knots_dare_ties) kee
 `core_*` names the Core Space versions, so params.yaml can list a function in several spaces side
 by side (`ties`, `knots_ties`, `core_ties`). An alias's Config is its function's with `space`
 fixed: asking `knots_ties` for `space: core` is a validation error, not a silent override.
+
+Every registered function whose Config has a `space` gets its aliases when the registry loads
+(`registry._load_all` calls `alias_every_space`): a new function needs no entry here.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import create_model
 
+from loramerge.merging._config import Space
 from loramerge.merging.base import MergeMethod
-from loramerge.merging.dare_ties import DareTies
-from loramerge.merging.iso_c import IsoC
-from loramerge.merging.iso_cts import IsoCts
 from loramerge.merging.registry import register
-from loramerge.merging.task_arithmetic import TaskArithmetic
-from loramerge.merging.ties import Ties
-from loramerge.merging.tsv_m import TsvM
 
-ALIASED = {
-    "knots": (TaskArithmetic, Ties, DareTies, IsoC, IsoCts, TsvM),
-    "core": (TaskArithmetic, Ties, DareTies, IsoC, IsoCts, TsvM),
-}
+ALIASED_SPACES = [space for space in get_args(Space) if space != "full"]
 
 
 def in_space(function: type[MergeMethod], space: str) -> type[MergeMethod]:
@@ -38,11 +33,20 @@ def in_space(function: type[MergeMethod], space: str) -> type[MergeMethod]:
     alias = type(
         f"{space.title()}{function.__name__}",
         (function,),
-        {"name": f"{space}_{function.name}", "Config": config, "__doc__": f"{function.name} in the {space} space."},
+        {
+            "name": f"{space}_{function.name}",
+            "Config": config,
+            "fixed_space": space,
+            "__doc__": f"{function.name} in the {space} space.",
+        },
     )
     return register(alias)
 
 
-for _space, _functions in ALIASED.items():
-    for _function in _functions:
-        in_space(_function, _space)
+def alias_every_space(methods: dict[str, type[MergeMethod]]) -> None:
+    """Register `<space>_<name>` for every method in `methods` that takes a `space` and is not an alias itself."""
+    for function in list(methods.values()):
+        if "space" in function.Config.model_fields and getattr(function, "fixed_space", None) is None:
+            for space in ALIASED_SPACES:
+                if f"{space}_{function.name}" not in methods:
+                    in_space(function, space)

@@ -15,28 +15,9 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-LayerFactors = tuple[torch.Tensor, torch.Tensor]
-"""(B, A) with B @ A equal to a layer's update; B is (out × r), A is (r × in)."""
+from loramerge.updates import LayerFactors, TaskUpdate
 
-
-@dataclass(frozen=True)
-class TaskUpdate:
-    """One adapter, reduced to what merging needs.
-
-    `factors[layer] = (B·alpha/r, A)`, so `B @ A` is that layer's exact ΔW. Every
-    member of a merge has the same layer names.
-    """
-
-    name: str
-    factors: dict[str, LayerFactors]
-
-    def delta(self, layer: str) -> torch.Tensor:
-        b, a = self.factors[layer]
-        return b @ a
-
-    @property
-    def layers(self) -> list[str]:
-        return sorted(self.factors)
+__all__ = ["LayerFactors", "MergeMethod", "MergeResult", "MethodConfig", "TaskUpdate"]
 
 
 @dataclass

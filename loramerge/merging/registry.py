@@ -1,4 +1,5 @@
-"""Name -> merge method. Importing this module imports every method module once."""
+"""Name -> merge method. The first lookup imports every method module of the folder once and adds each
+function's `<space>_<name>` aliases (`aliases`): a method is found by its module alone."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pkgutil
 from loramerge.merging.base import MergeMethod
 
 _METHODS: dict[str, type[MergeMethod]] = {}
-_SKIP = {"base", "registry"}
+_SKIP = {"base", "registry", "aliases"}
 
 
 def register(cls: type[MergeMethod]) -> type[MergeMethod]:
@@ -25,6 +26,9 @@ def _load_all() -> None:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name not in _SKIP and not info.name.startswith("_"):
             importlib.import_module(f"loramerge.merging.{info.name}")
+    from loramerge.merging.aliases import alias_every_space  # it registers: a top-level import would be a cycle
+
+    alias_every_space(_METHODS)
 
 
 def available_methods() -> list[str]:
