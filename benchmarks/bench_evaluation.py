@@ -28,9 +28,10 @@ import torch
 from loramerge import paths
 from loramerge.backbone import load_encoder, load_tokenizer, pool
 from loramerge.cli import STAGE_TIMES
-from loramerge.config import load_params, split_combination
+from loramerge.config import load_params
 from loramerge.data import load_split
 from loramerge.evaluation import merged_deltas
+from loramerge.lists import split_combination
 from loramerge.lora import patched
 from loramerge.model import ClassificationHead
 from loramerge.precision import resolve

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import yaml
 
-from loramerge.config import combination_kind, load_params
+from loramerge.config import load_params
+from loramerge.lists import combination_kind
 
 
 def dvc(*args: str) -> subprocess.CompletedProcess:

@@ -24,8 +24,9 @@ from scipy.stats import bootstrap
 from loramerge import paths
 from loramerge.atomic import read_json
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.config import load_params, split_combination
+from loramerge.config import load_params
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, merged_deltas, score
+from loramerge.lists import split_combination
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.model import ClassificationHead
 from loramerge.precision import Precision, bf16_units, cpu_model, resolve

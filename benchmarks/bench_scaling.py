@@ -32,13 +32,14 @@ from benchmarks.common import task_texts
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import TokenizedTexts
 from loramerge.combinations import choose_combinations, coverage
-from loramerge.config import SearchSpace, load_params
+from loramerge.config import load_params
 from loramerge.data import local_data_dir
 from loramerge.evaluation import TaskSplit, score
 from loramerge.lora import patched
 from loramerge.merging import get_method
 from loramerge.model import ClassificationHead
 from loramerge.search import run_search
+from loramerge.settings import SearchSpace
 from loramerge.stages.merge import ValidationObjective
 
 METHODS = ("task_arithmetic", "ties", "knots_ties")

@@ -19,7 +19,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from transformers import PreTrainedModel
 
-from loramerge.config import is_local_path
+from loramerge.lists import is_local_path
 from loramerge.lora import AdapterError, target_pattern
 from loramerge.weights import read_weights
 

@@ -16,21 +16,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from loramerge.atomic import write_text
-from loramerge.config import (
+from loramerge.config import ConfigError, Params, adapters_of, load_params
+from loramerge.console import quiet_libraries
+from loramerge.lists import (
     ALL,
     COMBO_SEPARATOR,
     REPEAT_SUFFIX,
     SECTIONS,
-    TRAINING_MODES,
-    ConfigError,
-    Params,
-    adapters_of,
     combination_kind,
     generated_lists,
-    load_params,
     split_combination,
 )
-from loramerge.console import quiet_libraries
+from loramerge.settings import TRAINING_MODES
 from loramerge.tracking import TrackingError
 
 STAGE_TIMES = Path("logs/stage_times.jsonl")

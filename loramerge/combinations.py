@@ -13,7 +13,8 @@ import random
 from collections import Counter
 from itertools import combinations as iter_combinations
 
-from loramerge.config import COMBO_SEPARATOR, Params, split_combination
+from loramerge.config import Params
+from loramerge.lists import COMBO_SEPARATOR, all_combinations, split_combination
 
 
 def choose_combinations(tasks: list[str], size: int, cap: int | None, seed: int) -> list[str]:
@@ -25,7 +26,7 @@ def choose_combinations(tasks: list[str], size: int, cap: int | None, seed: int)
     """
     everything = list(iter_combinations(tasks, size))
     if cap is None or cap >= len(everything):
-        return [COMBO_SEPARATOR.join(c) for c in everything]
+        return all_combinations(tasks, (size,))
     order = everything[:]
     random.Random(seed).shuffle(order)
     task_use: Counter[str] = Counter()

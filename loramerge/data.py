@@ -21,7 +21,8 @@ from sklearn.model_selection import train_test_split
 
 from loramerge import paths
 from loramerge.atomic import read_json
-from loramerge.config import HubSource, Params, TaskData
+from loramerge.config import Params
+from loramerge.settings import HubSource, TaskData
 
 DATA_DIR_ENV = "LORAMERGE_DATA_DIR"
 

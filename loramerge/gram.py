@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 
 from loramerge.atomic import read_json, write_json
 from loramerge.backbone import encode
-from loramerge.config import Strict
 from loramerge.lora import patched
+from loramerge.settings import Strict
 from loramerge.updates import TaskUpdate
 from loramerge.weights import read_weights
 

@@ -19,7 +19,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
-from loramerge.config import LoraSettings
+from loramerge.settings import LoraSettings
 from loramerge.updates import TaskUpdate
 from loramerge.weights import check_weights
 

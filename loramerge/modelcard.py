@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from loramerge.config import combination_kind
+from loramerge.lists import combination_kind
 from loramerge.records import BaselineMetrics, MergedMetrics, SingleMetrics
 
 CARD_TEMPLATE = """---

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from loramerge.config import PrecisionSetting
+from loramerge.settings import PrecisionSetting
 
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 """/proc/cpuinfo flags of native bf16 units: AMX tiles, or AVX-512's bf16 dot products."""

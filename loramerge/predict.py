@@ -14,9 +14,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from loramerge.atomic import check_writable, write_text
-from loramerge.config import TrackingConfig
 from loramerge.console import warn
 from loramerge.multitask import MultiTaskModel
+from loramerge.settings import TrackingConfig
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 """File suffix -> format, for --input and --output alike."""

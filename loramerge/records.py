@@ -23,7 +23,9 @@ from pydantic import ValidationError
 
 from loramerge import paths
 from loramerge.atomic import read_json, write_json
-from loramerge.config import Strict, combination_kind, describe
+from loramerge.config import describe
+from loramerge.lists import combination_kind
+from loramerge.settings import Strict
 
 R = TypeVar("R", bound="Record")
 

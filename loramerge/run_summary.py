@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 
 from loramerge import paths
-from loramerge.config import Params, combination_kind, split_combination
+from loramerge.config import Params
+from loramerge.lists import combination_kind, split_combination
 from loramerge.tracking import tracking_uri
 
 

@@ -16,9 +16,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from loramerge.config import ConfigError, SearchSpace, describe
+from loramerge.config import ConfigError, describe
 from loramerge.merging import MergeMethod, MergeResult, MethodConfig, get_method
 from loramerge.metrics import ranked
+from loramerge.settings import SearchSpace
 
 Point = dict[str, Any]
 

@@ -18,8 +18,9 @@ import pandas as pd
 
 from loramerge import paths
 from loramerge.atomic import write_text
-from loramerge.config import ConfigError, Params, SweepConfig
+from loramerge.config import ConfigError, Params
 from loramerge.data import local_data_dir
+from loramerge.settings import SweepConfig
 from loramerge.tracking import tracking_uri
 
 STUDY_TEST = pd.DataFrame(

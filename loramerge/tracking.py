@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 from filelock import FileLock
 
-from loramerge.config import COMBO_SEPARATOR, TrackingConfig
+from loramerge.lists import COMBO_SEPARATOR
+from loramerge.settings import TrackingConfig
 
 PROBE_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 """MLflow's HTTP settings while a stage first reaches its tracking server: fail fast, not after minutes."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loramerge.config import all_combinations, generated_lists
+from loramerge.lists import all_combinations, generated_lists
 
 WORDS = {
     "sport": ["goal", "match", "team", "score", "coach", "league"],
@@ -155,7 +155,7 @@ def free_port() -> int:
 def train_every_task(params) -> None:
     """Prepare each task of a project (the working directory), then train every replica (each task once per
     training seed) in every mode, compute RegMean's Gram matrices and score on test: everything a merge needs."""
-    from loramerge.config import TRAINING_MODES
+    from loramerge.settings import TRAINING_MODES
     from loramerge.stages.evaluate import evaluate_baselines, evaluate_single
     from loramerge.stages.gram import write_grams
     from loramerge.stages.prepare import prepare_task

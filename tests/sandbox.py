@@ -60,7 +60,7 @@ def tiny_params(tasks: tuple[str, ...] = TINY_TASKS) -> dict:
     """The default params.yaml cut down: 3 tasks (one of them NER), 2 of their 3 pairs (one mixing NER with a sentence
     task) and the triple, 48/24/24 examples, one epoch."""
     from loramerge.combinations import choose_combinations
-    from loramerge.config import all_combinations, generated_lists
+    from loramerge.lists import all_combinations, generated_lists
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     listed = {**TAGGED_TASKS, **params["tasks"]}

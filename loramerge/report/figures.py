@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from loramerge.atomic import atomic_file
-from loramerge.config import split_combination
+from loramerge.lists import split_combination
 from loramerge.report.tables import KINDS
 from loramerge.similarity import MEASURES
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from loramerge.config import Params, combination_kind
+from loramerge.config import Params
+from loramerge.lists import combination_kind
 from loramerge.report.tables import KINDS
 from loramerge.report.uncertainty import (
     FULL,

@@ -16,7 +16,8 @@ from scipy.stats import pearsonr, permutation_test, rankdata, spearmanr
 
 from loramerge.atomic import read_json
 from loramerge.combinations import member_pairs
-from loramerge.config import Params, combination_kind, split_combination
+from loramerge.config import Params
+from loramerge.lists import combination_kind, split_combination
 from loramerge.paths import SIMILARITY
 from loramerge.similarity import MEASURES
 

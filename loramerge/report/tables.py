@@ -11,7 +11,8 @@ import pandas as pd
 
 from loramerge import paths
 from loramerge.atomic import read_json
-from loramerge.config import Params, combination_kind
+from loramerge.config import Params
+from loramerge.lists import combination_kind
 from loramerge.merging import get_method
 from loramerge.merging.observed import DataAwareMethod
 from loramerge.metrics import gain_retention

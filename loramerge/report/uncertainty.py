@@ -28,7 +28,8 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from loramerge import paths
-from loramerge.config import Params, combination_kind, split_combination
+from loramerge.config import Params
+from loramerge.lists import combination_kind, split_combination
 from loramerge.records import BASELINE_PREDICTIONS, MERGED_PREDICTIONS
 from loramerge.report.statistics import holm
 

@@ -19,9 +19,10 @@ from loramerge import paths
 from loramerge.atomic import check_writable, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import PixelImages, TokenizedTexts
-from loramerge.config import Params, combination_kind, split_combination
+from loramerge.config import Params
 from loramerge.data import load_split, prepared_splits
 from loramerge.evaluation import JointHead, all_logits, check_head, load_head, load_task_split, merged_deltas, score
+from loramerge.lists import combination_kind, split_combination
 from loramerge.lora import deltas_of, load_updates, patched
 from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
 from loramerge.model import ClassificationHead, predict

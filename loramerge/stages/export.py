@@ -20,9 +20,10 @@ from loramerge import paths
 from loramerge.atomic import atomic_dir, check_writable, read_json, write_json, write_text
 from loramerge.backbone import backbone_config, is_vision, load_encoder, load_tokenizer
 from loramerge.compression import compare_precisions
-from loramerge.config import Params, combination_kind, split_combination
+from loramerge.config import Params
 from loramerge.data import load_split, prepared_splits, stratified_subsample
 from loramerge.evaluation import merged_deltas
+from loramerge.lists import combination_kind, split_combination
 from loramerge.metrics import ranked
 from loramerge.modelcard import model_card
 from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, MultiTaskModel, fold

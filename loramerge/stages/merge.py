@@ -25,10 +25,11 @@ from safetensors.torch import save_file
 from loramerge import paths
 from loramerge.atomic import atomic_dir, check_writable
 from loramerge.backbone import load_encoder, load_tokenizer
-from loramerge.config import COMBO_SEPARATOR, Params, combination_kind
+from loramerge.config import Params
 from loramerge.data import file_digest, prepared_splits
 from loramerge.evaluation import JointHead, TaskSplit, all_logits, check_head, load_head, load_task_split, score
 from loramerge.gram import load_grams
+from loramerge.lists import COMBO_SEPARATOR, combination_kind
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
 from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.observed import DataAwareMethod, Observation, ObservedUpdate

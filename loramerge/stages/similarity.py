@@ -17,8 +17,9 @@ from loramerge.atomic import check_writable, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import PixelImages
 from loramerge.combinations import scored_pairs
-from loramerge.config import Params, split_combination
+from loramerge.config import Params
 from loramerge.data import load_labels, load_split, prepared_splits, stratified_subsample
+from loramerge.lists import split_combination
 from loramerge.lora import load_updates
 from loramerge.model import pooled_features
 from loramerge.precision import Precision, resolve

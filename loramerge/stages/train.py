@@ -40,13 +40,14 @@ from loramerge.adopt import adopt
 from loramerge.atomic import atomic_dir, check_writable, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import CachedFeatures
-from loramerge.config import ConfigError, Params, TrainConfig
+from loramerge.config import ConfigError, Params
 from loramerge.data import file_digest, load_labels, load_split, prepared_splits
 from loramerge.dropout import use_fast_dropout
 from loramerge.lora import add_lora
 from loramerge.model import ClassificationHead, Classifier, per_text, pooled_features
 from loramerge.precision import Precision, resolve
 from loramerge.records import PrecisionRecord, TrainMetrics
+from loramerge.settings import TrainConfig
 from loramerge.tasktypes import TASK_TYPES, TaskType
 from loramerge.tokens import IGNORED, token_loss
 from loramerge.tracking import lightning_logger, stage_run, untracked

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import BertForSequenceClassification, BertModel
 
 from loramerge.backbone import load_encoder
-from loramerge.config import replica_entries
+from loramerge.lists import replica_entries
 from loramerge.lora import AdapterError, load_updates
 from loramerge.records import MergedMetrics
 from loramerge.stages.evaluate import evaluate_combination

@@ -22,8 +22,10 @@ import yaml
 
 from loramerge.backbone import load_encoder
 from loramerge.cli import main
-from loramerge.config import BackboneConfig, all_combinations, load_params
+from loramerge.config import load_params
+from loramerge.lists import all_combinations
 from loramerge.lora import AdapterError, load_updates
+from loramerge.settings import BackboneConfig
 from loramerge.stages import merge as merge_stage
 from loramerge.stages import train as train_stage
 from loramerge.stages.merge import merge_combination

@@ -6,7 +6,8 @@ from benchmarks.bench_pipeline import expected_reruns, stages_to_run
 from benchmarks.bench_run_time import by_group, last_run, stage_records
 from benchmarks.bench_stage_floor import stage_modules
 from benchmarks.run_all import kept_sections, section_of
-from loramerge.config import Params, all_combinations, generated_lists
+from loramerge.config import Params
+from loramerge.lists import all_combinations, generated_lists
 
 
 def four_task_params() -> Params:

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from loramerge.combinations import choose_combinations, coverage
-from loramerge.config import all_combinations
+from loramerge.lists import all_combinations
 
 TWENTY = [f"task{i:02d}" for i in range(20)]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loramerge.config import ConfigError, all_combinations, load_params
+from loramerge.config import ConfigError, load_params
+from loramerge.lists import all_combinations
 
 
 def write(project, params_dict) -> None:

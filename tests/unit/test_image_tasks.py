@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from loramerge.config import all_combinations, generated_lists
 from loramerge.data import load_split
+from loramerge.lists import all_combinations, generated_lists
 from loramerge.multitask import MultiTaskModel
 from loramerge.predict import run_predict
 from loramerge.records import MergedMetrics, SingleMetrics

@@ -12,7 +12,6 @@ import torch
 from peft import PeftModel
 
 from loramerge.backbone import load_encoder
-from loramerge.config import BackboneConfig, LoraSettings
 from loramerge.lora import (
     AdapterError,
     add_lora,
@@ -23,6 +22,7 @@ from loramerge.lora import (
     resolve_targets,
     save_low_rank_adapter,
 )
+from loramerge.settings import BackboneConfig, LoraSettings
 
 
 def trained_adapter(backbone, folder, seed: int, rank: int = 4, targets: str = "attention"):

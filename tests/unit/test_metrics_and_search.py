@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loramerge.config import SearchSpace
 from loramerge.merging import get_method
 from loramerge.metrics import classification_metrics, normalized_accuracy
 from loramerge.search import Trial, run_search, validate_points
+from loramerge.settings import SearchSpace
 
 
 def test_classification_metrics_on_a_worked_example():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from loramerge.atomic import read_json
-from loramerge.config import generated_lists
 from loramerge.data import DataError, load_split, read_raw_splits, stratified_subsample
+from loramerge.lists import generated_lists
 from loramerge.stages.prepare import prepare_task
 from tests.helpers import synthetic_rows, write_csv
 

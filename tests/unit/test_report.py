@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loramerge.config import all_combinations, generated_lists
+from loramerge.lists import all_combinations, generated_lists
 from loramerge.merging import get_method
 from loramerge.paths import SIMILARITY
 from loramerge.report.sections import headline_text

@@ -12,7 +12,8 @@ import yaml
 
 from loramerge import paths
 from loramerge.cli import main
-from loramerge.config import ConfigError, all_combinations, generated_lists, load_params
+from loramerge.config import ConfigError, load_params
+from loramerge.lists import all_combinations, generated_lists
 from loramerge.records import MergedMetrics, SingleMetrics
 from loramerge.report.seeds import two_level
 from loramerge.stages.evaluate import evaluate_combination

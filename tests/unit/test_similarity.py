@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from loramerge.combinations import scored_pairs
-from loramerge.config import Params, generated_lists
+from loramerge.config import Params
+from loramerge.lists import generated_lists
 from loramerge.merging import TaskUpdate
 from loramerge.similarity import cosine, jaccard, linear_mmd, subspace_alignment, update_similarity, vocabulary
 from loramerge.tracking import metric_key

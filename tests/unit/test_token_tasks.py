@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loramerge.config import all_combinations, generated_lists
+from loramerge.lists import all_combinations, generated_lists
 from loramerge.model import ClassificationHead
 from loramerge.multitask import MultiTaskModel
 from loramerge.records import MergedMetrics, SingleMetrics

@@ -18,9 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from loramerge import paths
-from loramerge.config import TrackingConfig
 from loramerge.data import prepared_splits
 from loramerge.server import server_command
+from loramerge.settings import TrackingConfig
 from loramerge.tracking import (
     PROBE_SETTINGS,
     StageRun,
