@@ -32,8 +32,9 @@ from loramerge.data import load_labels
 from loramerge.dropout import FastDropout
 from loramerge.model import ClassificationHead, Classifier
 from loramerge.precision import bf16_units, cpu_model
-from loramerge.stages.train import ClassifierModule, TaskDataModule, build_encoder
+from loramerge.stages.train import build_encoder
 from loramerge.tasktypes import TASK_TYPES
+from loramerge.training import ClassifierModule, TaskDataModule
 
 ROWS = 12
 

@@ -31,8 +31,9 @@ from loramerge.config import load_params
 from loramerge.data import load_split
 from loramerge.model import ClassificationHead, Classifier
 from loramerge.records import TrainMetrics
-from loramerge.stages.train import ClassifierModule, TaskDataModule, build_encoder
+from loramerge.stages.train import build_encoder
 from loramerge.tasktypes import TASK_TYPES
+from loramerge.training import ClassifierModule, TaskDataModule
 
 
 def encoder_layer_params(model: torch.nn.Module) -> int:

@@ -243,6 +243,11 @@ SWEEP_CSV = Path("metrics/sweep/sweep.csv")
 """Where `collect` puts the table: under metrics/, a dependency of the report stage, so the report picks it up."""
 
 
+def finished_sweep() -> pd.DataFrame | None:
+    """The table `loramerge sweep collect` left in metrics/sweep/sweep.csv, or None before the sweep ran."""
+    return pd.read_csv(SWEEP_CSV) if SWEEP_CSV.exists() else None
+
+
 def write_sweep_report(table: pd.DataFrame, folder: Path, params: Params) -> Path:
     """metrics/sweep/sweep.csv for the report stage, and reports/sweep.md to read at once."""
     if table.empty:

@@ -192,8 +192,10 @@ class StageRun:
         text = str(error)
         return (self.uri or "").startswith("sqlite") and any(sign in text for sign in SQLITE_BUSY_SIGNS)
 
-    def _guard(self, action: str, call: Callable, *args, **kwargs) -> Any:
-        """`call` through the tracking policy: retried on a busy SQLite file, then strict error or one warning."""
+    def guarded(self, action: str, call: Callable, *args, **kwargs) -> Any:
+        """`call`, any MLflow work of the stage (its own calls, Lightning's logger, registering a model), through the
+        run's policy: nothing when the run is not tracked, retried on a busy SQLite store, then one warning (or
+        TrackingError if strict)."""
         if self.failed or (self.client is None and action != "start"):
             return None
         for attempt in range(SQLITE_ATTEMPTS):
@@ -206,11 +208,6 @@ class StageRun:
                 self._give_up(action, error)
                 return None
         return None
-
-    def guarded(self, action: str, call: Callable, *args, **kwargs) -> Any:
-        """Any further MLflow work of the stage (e.g. registering a model) under the run's policy: nothing when
-        the run is not tracked, retried on a busy SQLite store, else one warning (or TrackingError if strict)."""
-        return self._guard(action, call, *args, **kwargs)
 
     def _give_up(self, action: str, error: Exception) -> None:
         if self.config.strict:
@@ -230,7 +227,7 @@ class StageRun:
         """One MlflowClient call through the guard; nothing at all when the run is not tracked."""
         if self.client is None:
             return None
-        return self._guard(method, getattr(self.client, method), *args, **kwargs)
+        return self.guarded(method, getattr(self.client, method), *args, **kwargs)
 
     def start(self, root: Path, tags: Mapping[str, str]) -> None:
         from mlflow.tracking import MlflowClient
@@ -251,7 +248,7 @@ class StageRun:
             self.client, self.run_id = client, run.info.run_id
 
         with probe_settings(), store_creation_lock(self.uri):
-            self._guard("start", _start)
+            self.guarded("start", _start)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -313,41 +310,6 @@ class StageRun:
 
     def finish(self, status: str) -> None:
         self._client_call("set_terminated", self.run_id, status)
-
-
-def lightning_logger(run: StageRun):
-    """Lightning's MLFlowLogger writing into the stage's own run, under the same policy as the run's calls.
-
-    Without the guard, a tracking server that goes away mid-training would raise inside
-    `trainer.fit` and cost the user the model; with it, that is one warning (or, if
-    strict, the failure asked for). False (no logger) when the run is not tracked.
-    """
-    if run.run_id is None:
-        return False
-    from lightning.pytorch.loggers import MLFlowLogger
-    from lightning.pytorch.utilities import rank_zero_only
-
-    class GuardedMLFlowLogger(MLFlowLogger):
-        @rank_zero_only
-        def log_hyperparams(self, params) -> None:
-            run._guard("log_hyperparams", super().log_hyperparams, params)
-
-        @rank_zero_only
-        def log_metrics(self, metrics, step=None) -> None:
-            run._guard("log_metrics", super().log_metrics, metrics, step)
-
-        @rank_zero_only
-        def finalize(self, status: str = "success") -> None:
-            run._guard("finalize", super().finalize, status)
-
-    logger = GuardedMLFlowLogger(
-        experiment_name=run.config.experiment, tracking_uri=run.uri, run_id=run.run_id, log_model=False
-    )
-    with kept_environment(
-        "MLFLOW_TRACKING_URI"
-    ):  # Lightning's first access sets MLflow's global URI, and the variable
-        run._guard("attach_logger", lambda: logger.experiment)
-    return logger
 
 
 def repro_runs(config: TrackingConfig, root: Path = Path(".")) -> list:

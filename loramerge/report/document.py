@@ -17,6 +17,11 @@ import pandas as pd
 from loramerge import paths
 
 
+def plural(count: int, noun: str) -> str:
+    """"1 pair", "3 pairs": a count in words, for any section's prose."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 @dataclass
 class Table:
     frame: pd.DataFrame

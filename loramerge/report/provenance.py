@@ -17,7 +17,7 @@ from loramerge import paths
 from loramerge.config import Params
 from loramerge.precision import bf16_units, cpu_model, resolve
 from loramerge.records import PreparedStats, TrainMetrics
-from loramerge.tracking import git_commit, repro_runs
+from loramerge.tracking import git_commit, repro_id, repro_runs
 
 
 def data_sizes(params: Params) -> pd.DataFrame:
@@ -122,3 +122,8 @@ def seeds_sentence(params: Params) -> str:
         f"are the first seed's, with 95% paired bootstraps over test examples ({bootstrap}); the Training seeds "
         "section gives mean ± sd over the seeds and intervals that include their spread."
     )
+
+
+def run_identity() -> str:
+    """Which code and which `dvc repro` made the report: the git commit and the repro_id tagging its MLflow runs."""
+    return f"Git commit {git_commit(Path('.'))}, repro_id {repro_id(Path('.'))}"

@@ -1,31 +1,23 @@
 """What the report says: its sections in order (headline, methods, sizes, joint, heat-maps, triples, retention, seeds,
-similarity, sweep, export, provenance), each a title over its prose, tables and figures (reports/summary.md, the
-short version, is report/summary.py).
+similarity, then the closing sweep, export and provenance of report/appendix.py), each a title over its prose,
+tables and figures (reports/summary.md, the short version, is report/summary.py).
 
-The wording lives here, apart from the numbers (tables, statistics, results) and from the rendering (document).
+The wording lives here, apart from the numbers (tables, statistics, results) and from the rendering (document):
+nothing here reads a file.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from pathlib import Path
-
 import pandas as pd
-import yaml
 
 from loramerge.config import Params
-from loramerge.report.document import Code, Figure, Section, Table
-from loramerge.report.provenance import data_sizes, machine_table, model_table, provenance_line, stage_runtimes
+from loramerge.report.appendix import export_section, provenance_section, sweep_section
+from loramerge.report.document import Figure, Section, Table, plural
+from loramerge.report.provenance import provenance_line
 from loramerge.report.results import Results
 from loramerge.report.statistics import association_text, verdict
-from loramerge.report.tables import DATA_FREE, KINDS, export_tables
+from loramerge.report.tables import DATA_FREE, KINDS
 from loramerge.similarity import MEASURES
-from loramerge.sweep import SWEEP_CSV, sweep_tables
-from loramerge.tracking import git_commit, repro_id
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
@@ -196,62 +188,6 @@ def similarity_section(results: Results, figures: list[Figure], params: Params) 
     )
 
 
-def sweep_section() -> Section:
-    """The emotion study's grid, as `loramerge sweep collect` left it in metrics/sweep/sweep.csv."""
-    title = "The emotion study's sweep: LoRA settings vs full fine-tuning (DVC experiments)"
-    if not SWEEP_CSV.exists():
-        return Section(
-            "sweep",
-            title,
-            [
-                "Not run yet: `loramerge sweep queue`, `dvc queue start -j 1`, then `loramerge sweep collect` (docs/tracking.md)."
-            ],
-        )
-    table = pd.read_csv(SWEEP_CSV)
-    tables = sweep_tables(table)
-    setup = ", ".join(sorted({f"`{b}` on {h}" for b, h in table[["backbone", "hardware"]].itertuples(index=False)}))
-    return Section(
-        "sweep",
-        title,
-        [
-            f"{plural(len(table), 'experiment')} ({setup}), each a `dvc exp run` with `-S` overrides; the data sizes are this "
-            "pipeline's (Provenance). Validation, every setting:",
-            Table(tables["validation"], "sweep-validation"),
-            "Test, the best setting of each family (chosen on validation accuracy):",
-            Table(tables["test"], "sweep-test"),
-            "The study's published test numbers, for comparison only: BERT-base on a T4 GPU with the full emotion data, "
-            "so a different backbone, hardware and data size:",
-            Table(tables["study"], "sweep-study"),
-        ],
-    )
-
-
-def export_section(params: Params) -> Section:
-    models, by_task = export_tables(params)
-    title = "The shipped multi-task models: fp32, int8, bf16"
-    if models.empty:
-        return Section(
-            "export",
-            title,
-            ["Not exported yet: `dvc repro export_pair export_triple export_many` (models/export/<combo>)."],
-        )
-    return Section(
-        "export",
-        title,
-        [
-            "Each combination's merge with the best validation score, exported as one encoder (update folded in) feeding "
-            "every member's head (models/export/<combo>, registered in MLflow as loramerge-<combo>). Per precision: size of "
-            "the weights, mean test accuracy over the members (at most export.compression_examples texts per task), "
-            "latency of one text and throughput of batches of 64 on the machine that ran the stage (Provenance); "
-            "one_pass_vs_k_passes is the evaluate stage's measured speed-up of one merged pass over k adapter passes. "
-            "int8 is dynamic quantization of the linear layers; bf16 is measured only on CPUs with native bf16.",
-            Table(models, "export-table"),
-            "Per member task, test accuracy of each precision:",
-            Table(by_task, "export-tasks"),
-        ],
-    )
-
-
 def sizes_section(results: Results, figures: list[Figure], params: Params) -> Section:
     """How accuracy falls as tasks are added, per method, and the scorecard of the one model for every task."""
     title = "How many tasks one model holds"
@@ -333,33 +269,6 @@ def seeds_section(results: Results, params: Params) -> Section:
             "test examples with replacement, so it includes the seed-to-seed spread], then each seed's value.",
             Table(methods[["method", "kind", "measure", "value", *repeats]], "seeds-methods"),
             Table(tasks[["task", "model", "value", *repeats]], "seeds-tasks"),
-        ],
-    )
-
-
-def provenance_section(params: Params, single: pd.DataFrame) -> Section:
-    runtimes = stage_runtimes(params)
-    shown = params.model_dump(exclude={"replicas", "pairs", "triples"})
-    return Section(
-        "provenance",
-        "Provenance",
-        [
-            f"Git commit {git_commit(Path('.'))}, repro_id {repro_id(Path('.'))}; report built "
-            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}; {plural(len(params.pairs), 'pair')} and {plural(len(params.triples), 'triple')}.",
-            "Data (data/prepared/<task>/stats.json):",
-            Table(data_sizes(params), "data"),
-            "Model:",
-            Table(model_table(params), "model"),
-            "Machine that built this report:",
-            Table(machine_table(), "machine"),
-            "Training time per task in seconds (train_metrics.json of each mode):",
-            Table(single[["task", "lora_train_s", "head_only_train_s", "full_ft_train_s"]], "training-time"),
-            f"Stage runtimes of this repro (MLflow runs tagged repro_id; {runtimes['runtime_s'].sum():.0f} s in all):"
-            if len(runtimes)
-            else "Stage runtimes: none found in MLflow for this repro_id.",
-            Table(runtimes, "stage-runtimes"),
-            "Parameters (params.yaml as validated; replicas, pairs and triples omitted):",
-            Code(yaml.safe_dump(shown, sort_keys=False)),
         ],
     )
 

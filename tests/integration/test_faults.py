@@ -53,14 +53,14 @@ STAGES = [
 RUN_STAGES = "import json, sys\nfrom loramerge.cli import main\nfor argv in json.loads(sys.argv[1]):\n    assert main(argv) == 0, argv\n"
 
 KILL_AT_TRAINING_STEP = """import os, signal, sys
-from loramerge.stages import train
+from loramerge import training
 epoch, batch = int(sys.argv[1]), int(sys.argv[2])
-step = train.ClassifierModule.training_step
+step = training.ClassifierModule.training_step
 def training_step(self, batch_, batch_idx):
     if (self.current_epoch, batch_idx) == (epoch, batch):
         os.kill(os.getpid(), signal.SIGKILL)
     return step(self, batch_, batch_idx)
-train.ClassifierModule.training_step = training_step
+training.ClassifierModule.training_step = training_step
 from loramerge.cli import main
 sys.exit(main(sys.argv[3:]))
 """

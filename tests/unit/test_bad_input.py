@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 
+from loramerge import training
 from loramerge.backbone import load_encoder
 from loramerge.cli import main
 from loramerge.config import load_params
@@ -27,10 +28,10 @@ from loramerge.lists import all_combinations
 from loramerge.lora import AdapterError, load_updates
 from loramerge.settings import BackboneConfig
 from loramerge.stages import merge as merge_stage
-from loramerge.stages import train as train_stage
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.prepare import prepare_task
-from loramerge.stages.train import CheckpointError, train_task
+from loramerge.stages.train import train_task
+from loramerge.training import CheckpointError
 from tests.helpers import opened_project, tiny_params_dict
 
 MARKER_ENV = "LORAMERGE_TEST_MARKER"
@@ -244,7 +245,7 @@ def test_lightnings_own_resume_loads_plain_weights_only_even_if_torch_is_told_ot
 ):
     """Past loramerge's own check, `trainer.fit(ckpt_path=…, weights_only=True)` refuses the file too,
     even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (which flips torch.load's default, not an explicit flag)."""
-    monkeypatch.setattr(train_stage, "checkpoint_position", lambda path: (1, 4))
+    monkeypatch.setattr(training, "checkpoint_position", lambda path: (1, 4))
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.raises(pickle.UnpicklingError):
         train_task(load_params(adapters_folder / "params.yaml"), "topics")

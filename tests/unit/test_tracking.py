@@ -26,10 +26,10 @@ from loramerge.tracking import (
     StageRun,
     TrackingError,
     TrackingWarning,
-    lightning_logger,
     stage_run,
     tracking_uri,
 )
+from loramerge.training import lightning_logger
 from tests.helpers import free_port
 
 
@@ -139,13 +139,13 @@ def test_a_busy_sqlite_file_is_waited_for_and_a_real_error_is_not_retried(tmp_pa
             raise outcome
         return outcome
 
-    assert run._guard("log_batch", busy_then_free) == "logged" and waits == [0.5, 1.0] and not run.failed
+    assert run.guarded("log_batch", busy_then_free) == "logged" and waits == [0.5, 1.0] and not run.failed
 
     def invalid():
         raise ValueError("Invalid metric name")
 
     with pytest.warns(TrackingWarning, match="Invalid metric name"):
-        run._guard("log_batch", invalid)
+        run.guarded("log_batch", invalid)
     assert waits == [0.5, 1.0] and run.failed
 
 

@@ -14,7 +14,8 @@ from loramerge.dropout import FastDropout
 from loramerge.lora import add_lora
 from loramerge.model import ClassificationHead, Classifier
 from loramerge.stages.prepare import prepare_task
-from loramerge.stages.train import ClassifierModule, prepare_checkpoints, train_task
+from loramerge.stages.train import train_task
+from loramerge.training import ClassifierModule, prepare_checkpoints
 
 
 def tiny_module(params):
@@ -137,7 +138,7 @@ def test_full_fine_tuning_trains_every_parameter_and_saves_the_encoder(params, p
 def test_training_order_depends_only_on_seed_and_epoch_and_groups_similar_lengths():
     import random
 
-    from loramerge.stages.train import LengthGroupedSampler
+    from loramerge.training import LengthGroupedSampler
 
     lengths = [random.Random(i).randint(5, 60) for i in range(640)]
     sampler = LengthGroupedSampler(lengths, batch_size=32, seed=7)
