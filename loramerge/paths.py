@@ -1,8 +1,11 @@
-"""Where each stage reads and writes, relative to the project root. dvc.yaml uses the same layout."""
+"""Where each stage reads and writes, relative to the project root, and what each stage is called: dvc.yaml uses the
+same layout and the same names (`<group>@<key>`), spelled here once for the code."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from loramerge.lists import combination_kind
 
 PREPARED = Path("data/prepared")
 ADAPTERS = Path("models/adapters")
@@ -39,6 +42,17 @@ def adapter_dir(task: str) -> Path:
 
 TRAINING_STAGES = {"lora": "train", "head_only": "baseline_head", "full": "baseline_full"}
 """The dvc.yaml stage group that trains each mode."""
+
+
+def training_stage(task: str, mode: str = "lora") -> str:
+    """`train@<task>`, `baseline_head@<task>` or `baseline_full@<task>`."""
+    return f"{TRAINING_STAGES[mode]}@{task}"
+
+
+def combination_stage(operation: str, combo: str) -> str:
+    """`<operation>_<kind>@<combo>` (merge_pair@a+b, evaluate_many@a+b+c+d, export_triple@...): dvc.yaml has one stage
+    group per operation and combination kind."""
+    return f"{operation}_{combination_kind(combo)}@{combo}"
 
 
 def model_dir(task: str, mode: str) -> Path:

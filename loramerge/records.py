@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from loramerge import paths
 from loramerge.atomic import read_json, write_json
 from loramerge.config import describe
-from loramerge.lists import combination_kind
 from loramerge.settings import Strict
 
 R = TypeVar("R", bound="Record")
@@ -133,7 +132,9 @@ class TrainMetrics(Record):
         in_model_folder = path.name == paths.TRAIN_METRICS_FILE  # else metrics/train/<mode>/<task>.json
         task = path.parent.name if in_model_folder else path.stem
         mode = path.parent.parent.name if in_model_folder else path.parent.name
-        return f"{paths.TRAINING_STAGES.get(mode, 'train')}@{task}"  # models/adapters/<task>: the lora mode
+        return paths.training_stage(
+            task, mode if mode in paths.TRAINING_STAGES else "lora"
+        )  # models/adapters/<task>: the lora mode
 
 
 class SingleMetrics(Scores, Record):
@@ -211,7 +212,7 @@ class MergeManifest(Record):
     @classmethod
     def stage(cls, path: Path) -> str:
         combo = path.parent.parent.name
-        return f"merge_{combination_kind(combo)}@{combo}"
+        return paths.combination_stage("merge", combo)
 
 
 class MergedTaskScores(Scores):
@@ -265,7 +266,7 @@ class MergedMetrics(Record):
 
     @classmethod
     def stage(cls, path: Path) -> str:
-        return f"evaluate_{combination_kind(path.stem)}@{path.stem}"
+        return paths.combination_stage("evaluate", path.stem)
 
 
 class PredictionTable:
@@ -295,7 +296,7 @@ class PredictionTable:
 
 
 MERGED_PREDICTIONS = PredictionTable(
-    lambda combo: f"evaluate_{combination_kind(combo)}@{combo}", ("method", "task", "example", "points", "possible")
+    lambda combo: paths.combination_stage("evaluate", combo), ("method", "task", "example", "points", "possible")
 )
 """evaluate_pair / evaluate_triple / evaluate_many: one row per (method, member task, test example), with the example's points of
 its possible points (loramerge/tasktypes.py: a split's score is Σ points / Σ possible)."""

@@ -18,7 +18,7 @@ from loramerge import paths
 
 
 def plural(count: int, noun: str) -> str:
-    """"1 pair", "3 pairs": a count in words, for any section's prose."""
+    """ "1 pair", "3 pairs": a count in words, for any section's prose."""
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 

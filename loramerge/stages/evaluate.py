@@ -50,7 +50,7 @@ from loramerge.weights import check_weights
 
 def evaluate_single(params: Params, name: str) -> Path:
     """The single-task adapter's test metrics (of a task or one of its replicas), next to the majority-class baseline."""
-    check_head(params, name, paths.trained_model(name, "lora"), f"train@{name}")
+    check_head(params, name, paths.trained_model(name, "lora"), paths.training_stage(name))
     check_weights(paths.adapter_dir(name) / "adapter_model.safetensors")
     check_writable(paths.single_metrics(name), paths.single_predictions(name))
     task = params.task_of(name)
@@ -89,7 +89,7 @@ def evaluate_baselines(params: Params, name: str) -> Path:
     """Head-only and full fine-tuning (of a task or one of its replicas) on the task's test split, scored exactly
     like the adapters."""
     for mode in ("head_only", "full"):
-        check_head(params, name, paths.trained_model(name, mode), f"{paths.TRAINING_STAGES[mode]}@{name}")
+        check_head(params, name, paths.trained_model(name, mode), paths.training_stage(name, mode))
     check_writable(paths.baseline_metrics(name), paths.baseline_predictions(name))
     task = params.task_of(name)
     tokenizer = load_tokenizer(params.backbone)
@@ -133,7 +133,7 @@ def example_points(scored: Scored, **labels: str) -> pd.DataFrame:
 def check_merged(params: Params, combo: str) -> list[str]:
     """The combination's members, once its merge stage's outputs are known to exist (checked before any model loads)."""
     members = params.members(combo)
-    stage = f"merge_{combination_kind(combo)}@{combo}"
+    stage = paths.combination_stage("merge", combo)
     needed = [paths.merged_dir(combo) / "heads" / t / "head.safetensors" for t in members]
     needed += [paths.merge_manifest(combo, m) for m in params.merge.methods]
     needed += [paths.single_metrics(t) for t in members]
@@ -155,7 +155,7 @@ def evaluate_combination(params: Params, combo: str) -> Path:
     heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in members}
     kind, precision = combination_kind(combo), resolve(params.evaluate.precision)
     settings = {"combination": combo, "split": "test", "precision": precision.record()}
-    with stage_run(params.tracking, f"evaluate_{kind}@{combo}", settings) as run, precision.context():
+    with stage_run(params.tracking, paths.combination_stage("evaluate", combo), settings) as run, precision.context():
         run.log_datasets(split for t in members for split in prepared_splits(params.task_of(t), ("test",)))
         results, outcomes = score_merges(params, combo, encoder, tokenizer, heads)
         reference = joint_reference(params, encoder, tokenizer, heads, members)

@@ -23,7 +23,7 @@ from loramerge.compression import compare_precisions
 from loramerge.config import Params
 from loramerge.data import load_split, prepared_splits, stratified_subsample
 from loramerge.evaluation import merged_deltas
-from loramerge.lists import combination_kind, split_combination
+from loramerge.lists import split_combination
 from loramerge.metrics import ranked
 from loramerge.modelcard import model_card
 from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, MultiTaskModel, fold
@@ -37,7 +37,7 @@ UNHASHED = {CARD, EXPORT_MANIFEST}
 
 def export_stage(combo: str) -> str:
     """The combination's export stage in dvc.yaml: export_pair@, export_triple@ or export_many@<combo>."""
-    return f"export_{combination_kind(combo)}@{combo}"
+    return paths.combination_stage("export", combo)
 
 
 def choose_method(params: Params, combo: str) -> tuple[str, dict[str, float]]:

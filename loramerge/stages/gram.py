@@ -27,7 +27,9 @@ def write_grams(params: Params, name: str) -> Path:
     """Compute and write models/gram/<name>/ atomically, for a task or one of its replicas (another seed)."""
     adapter, task = paths.adapter_dir(name), params.task_of(name)
     if not (adapter / "adapter_model.safetensors").exists():
-        raise AdapterError(f"no adapter for task {name!r} at {adapter}; run `dvc repro train@{name}` first")
+        raise AdapterError(
+            f"no adapter for task {name!r} at {adapter}; run `dvc repro {paths.training_stage(name)}` first"
+        )
     check_same_base({name: adapter}, params.backbone.name)
     check_writable(folders=(gram_dir(name),))
     tokenizer, encoder = load_tokenizer(params.backbone), load_encoder(params.backbone)

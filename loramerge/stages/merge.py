@@ -29,7 +29,7 @@ from loramerge.config import Params
 from loramerge.data import file_digest, prepared_splits
 from loramerge.evaluation import JointHead, TaskSplit, all_logits, check_head, load_head, load_task_split, score
 from loramerge.gram import load_grams
-from loramerge.lists import COMBO_SEPARATOR, combination_kind
+from loramerge.lists import COMBO_SEPARATOR
 from loramerge.lora import AdapterError, check_same_base, deltas_of, load_updates, patched, save_low_rank_adapter
 from loramerge.merging import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.observed import DataAwareMethod, Observation, ObservedUpdate
@@ -49,8 +49,10 @@ def check_members(params: Params, members: list[str]) -> None:
     for task in members:
         adapter = paths.adapter_dir(task)
         if not (adapter / "adapter_config.json").exists():
-            raise AdapterError(f"no adapter for task {task!r} at {adapter}; run `dvc repro train@{task}` first")
-        check_head(params, task, adapter, f"train@{task}")
+            raise AdapterError(
+                f"no adapter for task {task!r} at {adapter}; run `dvc repro {paths.training_stage(task)}` first"
+            )
+        check_head(params, task, adapter, paths.training_stage(task))
         check_weights(adapter / "adapter_model.safetensors")
     check_same_base({t: paths.adapter_dir(t) for t in members}, params.backbone.name)
 
@@ -192,7 +194,7 @@ def merge_combination(params: Params, combo: str) -> Path:
         "backbone": params.backbone.name,
         "precision": objective.precision.record(),
     }
-    stage = f"merge_{combination_kind(combo)}@{combo}"
+    stage = paths.combination_stage("merge", combo)
     with stage_run(params.tracking, stage, run_params) as run, atomic_dir(paths.merged_dir(combo)) as out:
         run.log_datasets(split for t in members for split in prepared_splits(params.task_of(t), ("validation",)))
         for task in members:
