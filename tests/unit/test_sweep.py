@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.sandbox import make_sandbox, run, tiny_params
-
-
-def test_every_grid_point_is_queued_even_overrides_of_keys_params_yaml_omits(tmp_path):
-    """baselines.full.weight_decay is not in params.yaml: a plain `-S key=value` is refused by DVC there."""
-    params = tiny_params()
-    params["baselines"]["full"].pop("weight_decay", None)
-    params["sweep"].update(
-        lora_ranks=[2],
-        lora_learning_rates=[0.001],
-        lora_targets=["attention"],
-        full_learning_rates=[5e-5],
-        full_weight_decays=[0.001],
-    )
-    sandbox = make_sandbox(tmp_path / "repo", params)
-    queued = run(["loramerge", "sweep", "queue"], sandbox, check=False)
-    assert queued.returncode == 0 and "queued 2 experiments" in queued.stdout, queued.stderr[-3000:]
-    status = run(["dvc", "queue", "status"], sandbox).stdout
-    assert status.count("Queued") == 2, status
 
 
 def shown_experiments(task: str) -> tuple[list[dict], dict[str, dict[str, dict]]]:
@@ -105,3 +89,36 @@ def test_sweep_show_prints_each_finished_experiment_in_a_terminal_width_best_val
         "0.8000",
         "61",
     ]
+
+
+def test_every_grid_point_is_queued_run_by_dvcs_queue_and_compared_by_sweep_show_in_a_terminal_width(tmp_path):
+    """The real thing: a LoRA point and a full fine-tuning point queued (baselines.full.weight_decay is not in this
+    params.yaml, where a plain `-S key=value` is refused by DVC), run by DVC's queue, shown in 120 columns."""
+    from loramerge.sweep import WIDTH
+
+    params = tiny_params()
+    params["baselines"]["full"].pop("weight_decay", None)
+    params["sweep"].update(
+        lora_ranks=[2],
+        lora_learning_rates=[0.001],
+        lora_targets=["attention"],
+        full_learning_rates=[5e-5],
+        full_weight_decays=[0.001],
+    )
+    sandbox = make_sandbox(tmp_path / "repo", params)
+    queued = run(["loramerge", "sweep", "queue"], sandbox, check=False)
+    assert queued.returncode == 0 and "queued 2 experiments" in queued.stdout, queued.stderr[-3000:]
+    assert run(["dvc", "queue", "status"], sandbox).stdout.count("Queued") == 2
+    ran = run(["dvc", "exp", "run", "--run-all", "--jobs", "1"], sandbox, check=False)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    shown = run(["loramerge", "sweep", "show"], sandbox)
+    lines = shown.stdout.splitlines()
+    assert max(map(len, lines)) <= WIDTH, shown.stdout
+    assert (
+        lines[0].split()[:2] == ["experiment", "family"] and "val_accuracy" in lines[0] and "test_accuracy" in lines[0]
+    )
+    rows = lines[1:]
+    assert len(rows) == 2 and {"LoRA", "full"} <= {word for row in rows for word in row.split()}, shown.stdout
+    for row in rows:  # every experiment's validation and test scores are numbers in [0, 1]
+        scores = [float(w) for w in row.split() if re.fullmatch(r"[01]\.\d{4}", w)]
+        assert len(scores) == 2, row
