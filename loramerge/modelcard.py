@@ -172,7 +172,7 @@ def model_card(
         [t, ", ".join(manifest["labels"][t]), manifest["member_hashes"][t]["adapter_sha256"][:12]] for t in members
     ]
     validation_rows = [
-        [t, _pct(validation["merged_accuracy"][t]), _pct(validation["single_accuracy"][t])] for t in members
+        [t, _pct(validation["merged_scores"][t]), _pct(validation["single_scores"][t])] for t in members
     ]
     test_rows = [
         [

@@ -182,8 +182,9 @@ class ValidationSummary(Strict):
     """The chosen merge on the members' validation splits, beside the single adapters on the same examples."""
 
     examples: dict[str, int]
-    single_accuracy: dict[str, float]
-    merged_accuracy: dict[str, float]
+    single_scores: dict[str, float]
+    merged_scores: dict[str, float]
+    """Per member task its score (accuracy; entity micro-F1 for a token task), single adapter and merge."""
     mean_normalized_accuracy: float
     precision: PrecisionRecord
     objective: Literal["tasks", "joint"] = "tasks"
@@ -218,7 +219,7 @@ class MergeManifest(Record):
 class MergedTaskScores(Scores):
     """A merged model on one member's test split, normalized by that member's single adapter."""
 
-    single_accuracy: float
+    single_score: float
     normalized_accuracy: float
 
 

@@ -31,8 +31,8 @@ class Trial:
     point: Point
     config: MethodConfig
     score: float
-    accuracy: dict[str, float] = field(default_factory=dict)
-    """Per member task, on validation."""
+    scores: dict[str, float] = field(default_factory=dict)
+    """Per member task, its score on validation (accuracy; entity micro-F1 for a token task)."""
     result: MergeResult | None = None
     """The merged update itself, so the best trial's merge need not be recomputed."""
 

@@ -70,13 +70,13 @@ def merged_table(params: Params, single: pd.DataFrame) -> pd.DataFrame:
                         "method": method,
                         "task": task,
                         "accuracy": metrics.score,
-                        "single_accuracy": metrics.single_accuracy,
+                        "single_accuracy": metrics.single_score,
                         "normalized_accuracy": metrics.normalized_accuracy,
                         "macro_f1": metrics.macro_f1,
                         "head_only_accuracy": head_only[task],
                         "beats_head_only": metrics.score > head_only[task],
-                        "gain_retention": gain_retention(metrics.score, metrics.single_accuracy, head_only[task]),
-                        "adapter_gain": metrics.single_accuracy - head_only[task],
+                        "gain_retention": gain_retention(metrics.score, metrics.single_score, head_only[task]),
+                        "adapter_gain": metrics.single_score - head_only[task],
                         "merged_gain": metrics.score - head_only[task],
                     }
                 )

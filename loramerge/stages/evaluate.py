@@ -211,7 +211,7 @@ def score_merges(
                 outcomes.append(example_points(scored, method=method, task=task))
                 per_task[task] = MergedTaskScores(
                     **scored.metrics,
-                    single_accuracy=single[task],
+                    single_score=single[task],
                     normalized_accuracy=normalized_accuracy(scored.metrics["score"], single[task]),
                 )
         found = {t: m.score for t, m in per_task.items()}

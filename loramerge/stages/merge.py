@@ -60,7 +60,7 @@ def check_members(params: Params, members: list[str]) -> None:
 class ValidationObjective:
     """Mean normalized validation accuracy of a merge over its members (higher is better).
 
-    The members' single-adapter accuracies on the same examples are measured once, as the normalizer;
+    The members' single-adapter scores on the same examples are measured once, as the normalizer;
     every forward pass runs in `merge.precision` (bf16 on CPUs with bf16 units under `auto`).
     """
 
@@ -75,7 +75,7 @@ class ValidationObjective:
         self.joint = JointHead(splits) if self.objective == "joint" else None
         self.single_joint: float | None = None
 
-    def accuracies(self, deltas: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, float]:
+    def scores(self, deltas: dict[str, torch.Tensor], tasks: list[str] | None = None) -> dict[str, float]:
         """The score (accuracy; entity micro-F1 for a token task) of the encoder patched with `deltas` on each task's
         validation split (all members by default)."""
         with patched(self.encoder, deltas), self.precision.context():
@@ -86,17 +86,17 @@ class ValidationObjective:
 
     def joint_accuracy(self, deltas: dict[str, torch.Tensor]) -> tuple[dict[str, float], float]:
         """Each member's score and the joint setting's pooled accuracy, from the same passes (every head per split)."""
-        accuracy, correct = {}, {}
+        scores, correct = {}, {}
         with patched(self.encoder, deltas), self.precision.context():
             for task, split in self.splits.items():
                 logits = all_logits(self.encoder, self.heads, split, self.batch_size, self.pooling)
-                accuracy[task] = split.kind.score(split.texts, logits[task].argmax(-1), split.labels).metrics["score"]
+                scores[task] = split.kind.score(split.texts, logits[task].argmax(-1), split.labels).metrics["score"]
                 correct[task] = self.joint.correct(logits, task)
-        return accuracy, self.joint.scores(correct).accuracy
+        return scores, self.joint.scores(correct).accuracy
 
     def measure_singles(self, updates: list[TaskUpdate]) -> None:
         for update in updates:
-            self.single[update.name] = self.accuracies(deltas_of(update), [update.name])[update.name]
+            self.single[update.name] = self.scores(deltas_of(update), [update.name])[update.name]
         if self.joint is not None:  # each input through every member's own adapter and head
             logits: dict[str, dict[str, np.ndarray]] = {t: {} for t in self.splits}
             for update in updates:
@@ -111,10 +111,10 @@ class ValidationObjective:
         """Merge with one config and score it on every member's validation split, by the configured objective."""
         result = method.merge(updates, config)
         if self.joint is None:
-            accuracy = self.accuracies(result.deltas)
-            return Trial(point, config, mean_normalized_accuracy(accuracy, self.single), accuracy, result)
-        accuracy, joint = self.joint_accuracy(result.deltas)
-        return Trial(point, config, normalized_accuracy(joint, self.single_joint), accuracy, result)
+            scores = self.scores(result.deltas)
+            return Trial(point, config, mean_normalized_accuracy(scores, self.single), scores, result)
+        scores, joint = self.joint_accuracy(result.deltas)
+        return Trial(point, config, normalized_accuracy(joint, self.single_joint), scores, result)
 
 
 def save_result(folder: Path, result: MergeResult, template_adapter: Path) -> str:
@@ -238,9 +238,9 @@ def merge_with(
         ),
         validation=ValidationSummary(
             examples={t: objective.splits[t].examples for t in members},
-            single_accuracy=dict(objective.single),
-            merged_accuracy=best.accuracy,
-            mean_normalized_accuracy=mean_normalized_accuracy(best.accuracy, objective.single),
+            single_scores=dict(objective.single),
+            merged_scores=best.scores,
+            mean_normalized_accuracy=mean_normalized_accuracy(best.scores, objective.single),
             precision=PrecisionRecord(**objective.precision.record()),
             objective=objective.objective,
             joint_normalized_accuracy=None if objective.joint is None else best.score,

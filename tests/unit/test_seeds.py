@@ -110,7 +110,7 @@ def test_every_task_has_an_adapter_and_baselines_per_seed_and_the_seeds_differ(s
 def test_each_seeds_merges_are_scored_against_that_seeds_single_adapters(seeded):
     scores = MergedMetrics.read(paths.merged_metrics("topics-repeat1+moods-repeat1"))
     single = SingleMetrics.read(paths.single_metrics("topics-repeat1")).accuracy
-    assert scores.methods["task_arithmetic"].tasks["topics-repeat1"].single_accuracy == single
+    assert scores.methods["task_arithmetic"].tasks["topics-repeat1"].single_score == single
 
 
 def test_the_seeds_table_gives_mean_and_sd_over_seeds_and_each_seeds_value(seeded):

@@ -76,7 +76,7 @@ def test_a_merge_of_the_tagger_and_a_sentence_task_is_normalized_by_each_tasks_o
         tagger, sentences = result.tasks[TAGGER], result.tasks[SENTENCES]
         assert tagger.score == tagger.micro_f1 and sentences.score == sentences.accuracy, method
         for task, scores in result.tasks.items():
-            assert scores.single_accuracy == singles[task].score
+            assert scores.single_score == singles[task].score
             assert scores.normalized_accuracy == pytest.approx(scores.score / singles[task].score)
     per_example = pd.read_parquet(Path("metrics/predictions/merged") / f"{COMBO}.parquet")
     rows = per_example[(per_example["method"] == "ties") & (per_example["task"] == TAGGER)]
