@@ -24,9 +24,11 @@ CHATTY_LOGGERS = [
     "lightning.pytorch.utilities.rank_zero",
     "lightning.fabric.utilities.rank_zero",
     "lightning.fabric.utilities.seed",
+    "mlflow.store.db.utils",
 ]
 """Lightning's info lines: hardware found (GPU/TPU available: False), seed set, AMP chosen, a litlogger tip. The
-stage records each of these facts in its MLflow run; its warnings still show."""
+stage records each of these facts in its MLflow run; its warnings still show. MLflow's: the local store's tables
+created on a fresh project's first stage."""
 KEPT_NOTICES = ["Detected KeyboardInterrupt"]
 """Info lines of those loggers that a user acts on: Ctrl-C was heard and training stops at a checkpoint it resumes from."""
 
