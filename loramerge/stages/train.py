@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import resource
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -30,6 +31,7 @@ from loramerge import paths
 from loramerge.adopt import adopt
 from loramerge.atomic import atomic_dir, check_writable, write_json
 from loramerge.backbone import load_encoder, load_tokenizer
+from loramerge.batching import CachedFeatures
 from loramerge.config import Params
 from loramerge.data import load_labels, prepared_splits
 from loramerge.lora import add_lora
@@ -115,14 +117,18 @@ def train_task(params: Params, name: str, mode: str = "lora") -> Path:
     folder = paths.checkpoint_dir(name, mode)
     trainer, checkpoint = build_trainer(config, folder, min(config.val_check_interval, steps_per_epoch), precision)
     per_process_batch(config.batch_size, trainer.world_size)
-    lead, stage = trainer.is_global_zero, f"{paths.TRAINING_STAGES[mode]}@{name}"
+    lead, stage = trainer.is_global_zero, paths.training_stage(name, mode)
     fingerprint = {**settings, "data": params.tasks[task].data.model_dump(), "prepared_sha256": data_fingerprint(task)}
     resume_from = resume_point(folder, fingerprint, lead, stage, config.max_epochs)
     with stage_run(params.tracking, stage, settings) if lead else untracked(params.tracking, stage) as run:
         run.log_datasets(prepared_splits(task, ("train", "validation")))
         trainer.logger = lightning_logger(run)
         started = time.perf_counter()
-        trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
+        with warnings.catch_warnings():
+            if isinstance(data.splits["train"], CachedFeatures):
+                # the frozen encoder stays in eval mode on purpose: the head reads its cached vectors
+                warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode", UserWarning)
+            trainer.fit(module, datamodule=data, ckpt_path=resume_from, weights_only=True)
         runtime = time.perf_counter() - started
         if not trainer.is_global_zero:
             return paths.model_dir(name, mode)
