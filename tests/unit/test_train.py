@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import torch
 from peft import PeftModel
@@ -121,8 +122,13 @@ def test_head_only_runs_the_frozen_encoder_once_per_text_not_once_per_text_and_e
     monkeypatch.setattr(train_module, "build_encoder", counting)
     prepare_task(params, "topics")
     params.train.max_epochs = 3
-    train_task(params, "topics", mode="head_only")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_task(params, "topics", mode="head_only")
     assert sum(seen) == 64 + 24, "each train and validation text once, whatever the number of epochs"
+    assert not [w for w in caught if "eval mode" in str(w.message)], (
+        "the encoder is in eval mode on purpose: no warning"
+    )
 
 
 def test_full_fine_tuning_trains_every_parameter_and_saves_the_encoder(params, project):
