@@ -6,7 +6,7 @@ by side (`ties`, `knots_ties`, `core_ties`). An alias's Config is its function's
 fixed: asking `knots_ties` for `space: core` is a validation error, not a silent override.
 
 Every registered function whose Config has a `space` gets its aliases when the registry loads
-(`registry._load_all` calls `alias_every_space`): a new function needs no entry here.
+(`registry._load_all` registers what `missing_aliases` makes): a new function needs no entry here.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ from pydantic import create_model
 
 from loramerge.merging._config import Space
 from loramerge.merging.base import MergeMethod
-from loramerge.merging.registry import register
 
 ALIASED_SPACES = [space for space in get_args(Space) if space != "full"]
 
 
 def in_space(function: type[MergeMethod], space: str) -> type[MergeMethod]:
-    """A registered subclass of `function` named `<space>_<name>` whose Config pins `space`."""
+    """A subclass of `function` named `<space>_<name>` whose Config pins `space`."""
     config = create_model(
         f"{function.Config.__name__}In{space.title()}",
         __base__=function.Config,
@@ -40,13 +39,15 @@ def in_space(function: type[MergeMethod], space: str) -> type[MergeMethod]:
             "__doc__": f"{function.name} in the {space} space.",
         },
     )
-    return register(alias)
+    return alias
 
 
-def alias_every_space(methods: dict[str, type[MergeMethod]]) -> None:
-    """Register `<space>_<name>` for every method in `methods` that takes a `space` and is not an alias itself."""
-    for function in list(methods.values()):
-        if "space" in function.Config.model_fields and getattr(function, "fixed_space", None) is None:
-            for space in ALIASED_SPACES:
-                if f"{space}_{function.name}" not in methods:
-                    in_space(function, space)
+def missing_aliases(methods: dict[str, type[MergeMethod]]) -> list[type[MergeMethod]]:
+    """`<space>_<name>` for every method in `methods` that takes a `space`, is not an alias itself and lacks it."""
+    return [
+        in_space(function, space)
+        for function in methods.values()
+        if "space" in function.Config.model_fields and getattr(function, "fixed_space", None) is None
+        for space in ALIASED_SPACES
+        if f"{space}_{function.name}" not in methods
+    ]

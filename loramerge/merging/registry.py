@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from loramerge.merging.aliases import missing_aliases
 from loramerge.merging.base import MergeMethod
 
 _METHODS: dict[str, type[MergeMethod]] = {}
@@ -26,9 +27,8 @@ def _load_all() -> None:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name not in _SKIP and not info.name.startswith("_"):
             importlib.import_module(f"loramerge.merging.{info.name}")
-    from loramerge.merging.aliases import alias_every_space  # it registers: a top-level import would be a cycle
-
-    alias_every_space(_METHODS)
+    for alias in missing_aliases(_METHODS):
+        register(alias)
 
 
 def available_methods() -> list[str]:
