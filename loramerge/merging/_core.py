@@ -33,24 +33,14 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from loramerge.merging._ops import (
-    MemberDeltas,
-    check_updates,
-    factors32,
-    low_rank_result,
-    low_rank_svd,
-    significant,
-)
+from loramerge.merging._ops import MemberDeltas, check_updates, factors32, low_rank_result, range_svd
 from loramerge.merging.base import LayerFactors, MergeResult, TaskUpdate
 
 
 def span_basis(b: torch.Tensor, a_blocks: Sequence[torch.Tensor]) -> torch.Tensor:
     """Orthonormal basis (float64, columns) of the column span of B·blockdiag(A_1 … A_n), numerical zeros dropped:
     the left singular vectors of that product, which depend on the product only, not on its factors."""
-    u, s, _ = low_rank_svd(b, a_blocks)
-    keep = significant(s, s.max())
-    keep[0] = True
-    return u[:, keep]
+    return range_svd(b, a_blocks)[0]
 
 
 def layer_cores(pairs: Sequence[LayerFactors]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:

@@ -30,8 +30,7 @@ from loramerge.merging._ops import (
     check_updates,
     factors32,
     low_rank_result,
-    low_rank_svd,
-    significant,
+    range_svd,
 )
 from loramerge.merging.base import MergeResult, TaskUpdate
 
@@ -49,10 +48,7 @@ def layer_decomposition(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> t
 
     [ΔW_1 … ΔW_n] = [B_1 … B_n] · blockdiag(A_1 … A_n), so its SVD comes from the factors.
     """
-    u, s, vh = low_rank_svd(torch.cat([b for b, _ in pairs], dim=1), [a for _, a in pairs])
-    keep = significant(s, s.max())
-    keep[0] = True
-    u, s, vh = u[:, keep], s[keep], vh[keep]
+    u, s, vh = range_svd(torch.cat([b for b, _ in pairs], dim=1), [a for _, a in pairs])
     width = pairs[0][1].shape[1]
     blocks = torch.split(s[:, None] * vh, width, dim=1)
     return u.float(), [block.float() for block in blocks]

@@ -124,6 +124,15 @@ def low_rank_svd(b: torch.Tensor, a_blocks: Sequence[torch.Tensor]) -> tuple[tor
     return q @ u, s, vh
 
 
+def range_svd(b: torch.Tensor, a_blocks: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`low_rank_svd` with its numerical zeros dropped (`significant`), keeping at least one direction so that even
+    all-zero members have a (rank ≥ 1) factorisation: the singular triplets of B·blockdiag(A_1 … A_n) on its range."""
+    u, s, vh = low_rank_svd(b, a_blocks)
+    keep = significant(s, s.max())
+    keep[0] = True
+    return u[:, keep], s[keep], vh[keep]
+
+
 def truncated_factors(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int) -> LayerFactors:
     """(U_r·diag(S_r), Vh_r) in float32: the best rank-r approximation's factors, as PEFT's svd merges write them."""
     r = min(rank, s.numel())

@@ -40,12 +40,12 @@ def polar(matrix: torch.Tensor) -> torch.Tensor:
     return p[:, keep] @ qh[keep]
 
 
-def isotropic(matrix: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-    """σ̄·U·Vh over the singular directions with a non-zero value (against the layer's scale `zero`): the same
-    directions with a flat spectrum, σ̄ the mean of all min(O, I) singular values, zeros included (as the Iso-C
-    reference does)."""
+def isotropic(matrix: torch.Tensor, members_scale: torch.Tensor) -> torch.Tensor:
+    """σ̄·U·Vh over the singular directions with a non-zero value (against the larger of `matrix`'s own scale and
+    `members_scale`, which stays large when the members cancel): the same directions with a flat spectrum, σ̄ the
+    mean of all min(O, I) singular values, zeros included (as the Iso-C reference does)."""
     u, s, vh = svd64(matrix)
-    keep = significant(s, zero)
+    keep = significant(s, torch.maximum(s.max(), members_scale))
     return (s.mean() * (u[:, keep] @ vh[keep])).float()
 
 

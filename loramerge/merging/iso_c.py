@@ -28,7 +28,7 @@ from loramerge.merging.registry import register
 
 
 def iso_c(members: MemberDeltas, scaling: float) -> dict:
-    return per_layer(members, scaling, lambda tasks: isotropic(sum(tasks), scale([*tasks, sum(tasks)])))
+    return per_layer(members, scaling, lambda tasks: isotropic(sum(tasks), scale(tasks)))
 
 
 @register

@@ -54,14 +54,14 @@ def iso_cts_layer(tasks: list[torch.Tensor], common_fraction: float) -> torch.Te
     common, per_task = subspace_sizes(min(tasks[0].shape), len(tasks), common_fraction)
     total = sum(tasks)
     u, s, vh = svd64(total)
-    zero = scale([*tasks, total])
-    shared = min(common, int(significant(s, zero).sum()))  # never a direction of a zero singular value
+    layer_scale = torch.maximum(scale(tasks), s.max())  # the sum's own SVD gives its norm
+    shared = min(common, int(significant(s, layer_scale).sum()))  # never a direction of a zero singular value
     u_c = u[:, :shared]
     lefts, values, rights = [], [s[:common]], []
     for task in tasks:
         residual = task.double() - u_c @ (u_c.T @ task.double())
         u_t, s_t, vh_t = svd64(residual)
-        own = min(per_task, int(significant(s_t, zero).sum()))
+        own = min(per_task, int(significant(s_t, layer_scale).sum()))
         lefts.append(u_t[:, :own]), values.append(s_t[:per_task]), rights.append(vh_t[:own])
     left = polar(torch.cat([*lefts, u_c], dim=1))
     right = polar(torch.cat([*rights, vh[:shared]], dim=0))

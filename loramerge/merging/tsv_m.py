@@ -30,7 +30,7 @@ from pydantic import Field
 from loramerge.merging._config import ScalingConfig, expect
 from loramerge.merging._ops import MemberDeltas, significant
 from loramerge.merging._spaces import merge_in_space
-from loramerge.merging._spectral import per_layer, polar, scale, svd64
+from loramerge.merging._spectral import per_layer, polar, svd64
 from loramerge.merging.base import MergeMethod, MergeResult, MethodConfig, TaskUpdate
 from loramerge.merging.registry import register
 
@@ -44,11 +44,11 @@ class TsvConfig(ScalingConfig):
 def tsv_layer(tasks: list[torch.Tensor], kept_fraction: float | None) -> torch.Tensor:
     fraction = kept_fraction if kept_fraction is not None else 1.0 / len(tasks)
     kept = max(1, int(min(tasks[0].shape) * fraction))
-    zero = scale(tasks)
+    svds = [svd64(task) for task in tasks]
+    layer_scale = max(s.max() for _, s, _ in svds)  # the largest spectral norm, from the SVDs already made
     lefts, values, rights = [], [], []
-    for task in tasks:
-        u, s, vh = svd64(task)
-        own = min(kept, int(significant(s, zero).sum()))  # never a direction of a zero singular value
+    for u, s, vh in svds:
+        own = min(kept, int(significant(s, layer_scale).sum()))  # never a direction of a zero singular value
         lefts.append(u[:, :own]), values.append(s[:own]), rights.append(vh[:own])
     if not sum(v.numel() for v in values):
         return torch.zeros_like(tasks[0], dtype=torch.float32)
