@@ -132,9 +132,8 @@ class TrainMetrics(Record):
         in_model_folder = path.name == paths.TRAIN_METRICS_FILE  # else metrics/train/<mode>/<task>.json
         task = path.parent.name if in_model_folder else path.stem
         mode = path.parent.parent.name if in_model_folder else path.parent.name
-        return paths.training_stage(
-            task, mode if mode in paths.TRAINING_STAGES else "lora"
-        )  # models/adapters/<task>: the lora mode
+        # models/adapters/<task>/train_metrics.json is the lora mode's: its folder names no mode
+        return paths.training_stage(task, mode if mode in paths.TRAINING_STAGES else "lora")
 
 
 class SingleMetrics(Scores, Record):
