@@ -30,9 +30,8 @@ from loramerge.backbone import load_encoder, load_tokenizer, pool
 from loramerge.cli import STAGE_TIMES
 from loramerge.config import load_params
 from loramerge.data import load_split
-from loramerge.evaluation import merged_deltas
 from loramerge.lists import split_combination
-from loramerge.lora import patched
+from loramerge.lora import patched, saved_deltas
 from loramerge.model import ClassificationHead
 from loramerge.precision import resolve
 from loramerge.stages.evaluate import score_merges
@@ -86,7 +85,7 @@ def main() -> None:
         texts = {t: load_split(t, "test")["text"].tolist() for t in members}
         examples = len(params.merge.methods) * sum(len(v) for v in texts.values())
         first = paths.merged_dir(combo) / next(iter(params.merge.methods))
-        with patched(encoder, merged_deltas(encoder, first)):
+        with patched(encoder, saved_deltas(encoder, first)):
             started = time.perf_counter()
             for task in members:
                 head = ClassificationHead.load(paths.merged_dir(combo) / "heads" / task)

@@ -25,9 +25,9 @@ from loramerge import paths
 from loramerge.atomic import read_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import load_params
-from loramerge.evaluation import TaskSplit, load_head, load_task_split, merged_deltas, score
+from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
 from loramerge.lists import split_combination
-from loramerge.lora import deltas_of, load_updates, patched
+from loramerge.lora import deltas_of, load_updates, patched, saved_deltas
 from loramerge.model import ClassificationHead
 from loramerge.precision import Precision, bf16_units, cpu_model, resolve
 
@@ -76,7 +76,7 @@ def main() -> None:
     for combo in params.shipped():
         method = read_json(paths.METRICS / "export" / f"{combo}.json")["method"]
         heads = {t: ClassificationHead.load(paths.merged_dir(combo) / "heads" / t) for t in split_combination(combo)}
-        deltas = merged_deltas(encoder, paths.merged_dir(combo) / method)
+        deltas = saved_deltas(encoder, paths.merged_dir(combo) / method)
         rows += compare(f"{combo} ({method})", encoder, deltas, heads, splits, params)
     moved = [r for r in rows if abs(r["bf16"] - r["fp32"]) > r["noise"]]
     sizes = ", ".join(f"{t}: {len(s.labels)}" for t, s in splits.items())

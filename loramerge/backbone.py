@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import huggingface_hub
@@ -57,7 +58,10 @@ def resolve_backbone(name: str) -> str:
 def backbone_config(config: BackboneConfig) -> PretrainedConfig:
     """The backbone's model config, read first by every loader: a name that cannot be found, and a
     `max_length` beyond the model's position embeddings, fail here in one line instead of deep in a stage."""
-    location = resolve_backbone(config.name)
+    return _model_config(resolve_backbone(config.name), config)
+
+
+def _model_config(location: str, config: BackboneConfig) -> PretrainedConfig:
     try:
         model_config = AutoConfig.from_pretrained(location, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as error:
@@ -87,7 +91,11 @@ def load_tokenizer(config: BackboneConfig) -> PreTrainedTokenizerBase:
     """What turns a task's examples into the encoder's inputs: its tokenizer, or for an image encoder its own image
     processor (`AutoImageProcessor`: resizing and normalisation as the model was pretrained with)."""
     location = resolve_backbone(config.name)
-    if is_vision(backbone_config(config)):
+    return _tokenizer(location, _model_config(location, config), config)
+
+
+def _tokenizer(location: str, model_config: PretrainedConfig, config: BackboneConfig) -> PreTrainedTokenizerBase:
+    if is_vision(model_config):
         from transformers import AutoImageProcessor  # import cost: 1.5 s, paid only by image tasks
 
         return AutoImageProcessor.from_pretrained(location)
@@ -111,14 +119,42 @@ def quiet_loading(location: str | Path) -> Iterator[None]:
 def load_encoder(config: BackboneConfig) -> PreTrainedModel:
     """The bare encoder (no task head), in float32, from safetensors only."""
     location = resolve_backbone(config.name)
+    return _encoder(location, _model_config(location, config), config)
+
+
+def _encoder(location: str, model_config: PretrainedConfig, config: BackboneConfig) -> PreTrainedModel:
     with quiet_loading(location):
         return AutoModel.from_pretrained(
             location,
-            config=backbone_config(config),
+            config=model_config,
             trust_remote_code=config.trust_remote_code,
             use_safetensors=True,
             dtype=torch.float32,
         )
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """The encoder with what reads its inputs, found and checked once: what a stage that scores or ships models
+    holds."""
+
+    config: BackboneConfig
+    encoder: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    input: str
+    """"text", or "image" for an image encoder (its `tokenizer` is then its image processor)."""
+
+
+def load_backbone(config: BackboneConfig) -> Backbone:
+    """The encoder and its tokenizer (or image processor), the location resolved and the model config read once."""
+    location = resolve_backbone(config.name)
+    model_config = _model_config(location, config)
+    return Backbone(
+        config=config,
+        encoder=_encoder(location, model_config, config),
+        tokenizer=_tokenizer(location, model_config, config),
+        input="image" if is_vision(model_config) else "text",
+    )
 
 
 def encode(encoder: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from loramerge import paths
@@ -15,13 +14,11 @@ from loramerge.batching import TokenizedTexts
 from loramerge.config import Params
 from loramerge.data import load_labels, load_split, stratified_subsample
 from loramerge.joint import joint_classes, joint_correct, joint_scores
-from loramerge.lora import AdapterError, deltas_of, load_updates
+from loramerge.lora import AdapterError
 from loramerge.model import ClassificationHead, head_outputs, predict
-from loramerge.paths import DENSE_FILE
 from loramerge.records import JointScores
 from loramerge.tasktypes import TASK_TYPES, Scored, TaskType
 from loramerge.tokens import TaggedWords
-from loramerge.weights import read_weights
 
 
 @dataclass
@@ -97,11 +94,3 @@ def all_logits(
 ) -> dict[str, np.ndarray]:
     """Every head's logits on one split's inputs, rows in input order, from one encoder pass per batch."""
     return head_outputs(encoder, heads, split.texts.sorted_batches(batch_size), pooling, lambda logits: logits)
-
-
-def merged_deltas(encoder, folder: Path) -> dict[str, torch.Tensor]:
-    """A merged model's updates, read back from what the merge stage saved (PEFT adapter or dense)."""
-    if (folder / DENSE_FILE).exists():
-        return read_weights(folder / DENSE_FILE)
-    (update,) = load_updates(encoder, {folder.name: folder})
-    return deltas_of(update)

@@ -19,9 +19,10 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
+from loramerge.paths import DENSE_FILE
 from loramerge.settings import LoraSettings
 from loramerge.updates import TaskUpdate
-from loramerge.weights import check_weights
+from loramerge.weights import check_weights, read_weights
 
 PEFT_PREFIX = "base_model.model."
 
@@ -170,6 +171,14 @@ def patched(encoder: PreTrainedModel, deltas: Mapping[str, torch.Tensor]) -> Ite
 
 def deltas_of(update: TaskUpdate) -> dict[str, torch.Tensor]:
     return {layer: update.delta(layer) for layer in update.layers}
+
+
+def saved_deltas(encoder: PreTrainedModel, folder: Path) -> dict[str, torch.Tensor]:
+    """A merged model's updates as the merge stage saved them: a PEFT adapter (exactly low-rank), or dense deltas."""
+    if (folder / DENSE_FILE).exists():
+        return read_weights(folder / DENSE_FILE)
+    (update,) = load_updates(encoder, {folder.name: folder})
+    return deltas_of(update)
 
 
 def save_low_rank_adapter(

@@ -10,6 +10,8 @@ the MLflow pyfunc and tests all load it the same way.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import pandas as pd
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from loramerge.atomic import read_json
+from loramerge.atomic import read_json, write_json
+from loramerge.backbone import Backbone
 from loramerge.batching import Picture, PixelImages, TokenizedTexts
 from loramerge.model import ClassificationHead, head_outputs
 from loramerge.tokens import TaggedWords, first_pieces
@@ -29,6 +32,9 @@ HEADS = "heads"
 ADAPTER = "adapter"
 LABELS_FILE = "labels.json"
 PROBABILITY_SUFFIX = "_probability"
+CARD = "README.md"
+UNHASHED = {CARD, EXPORT_MANIFEST}
+"""Files left out of the content hash: they record when and how, not what the model computes."""
 
 
 def fold(encoder: torch.nn.Module, deltas: Mapping[str, torch.Tensor]) -> torch.nn.Module:
@@ -38,6 +44,49 @@ def fold(encoder: torch.nn.Module, deltas: Mapping[str, torch.Tensor]) -> torch.
         for layer, delta in deltas.items():
             modules[layer].weight.add_(delta.to(modules[layer].weight.dtype))
     return encoder
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over every file that defines the model's outputs (names and bytes), in a fixed order."""
+    digest = hashlib.sha256()
+    for path in sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in UNHASHED
+    ):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def write_model(
+    out: Path,
+    backbone: Backbone,
+    deltas: Mapping[str, torch.Tensor],
+    heads: Mapping[str, Path],
+    adapter: Path | None,
+    provenance: dict,
+) -> dict:
+    """Write an export folder (its card aside): the encoder with `deltas` folded in, its tokenizer or image
+    processor, each task's head folder, the PEFT `adapter` when the merge is exactly low-rank, and export.json,
+    `provenance` (what the model was made from) plus what reading it needs; returns export.json's content."""
+    fold(backbone.encoder, deltas).save_pretrained(out, safe_serialization=True)
+    backbone.tokenizer.save_pretrained(out)
+    for task, folder in heads.items():
+        shutil.copytree(folder, out / HEADS / task)
+    if adapter is not None:
+        (out / ADAPTER).mkdir()
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy2(adapter / name, out / ADAPTER / name)
+    manifest = {
+        **provenance,
+        "members": list(heads),
+        "base_model": backbone.config.name,
+        "input": backbone.input,
+        "pooling": backbone.config.pooling,
+        "max_length": backbone.config.max_length,
+        "labels": {t: read_json(out / HEADS / t / LABELS_FILE)["labels"] for t in heads},
+        "content_sha256": content_hash(out),
+    }
+    write_json(out / EXPORT_MANIFEST, manifest)
+    return manifest
 
 
 def predict_probabilities(

@@ -21,9 +21,9 @@ from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import PixelImages, TokenizedTexts
 from loramerge.config import Params
 from loramerge.data import load_split, prepared_splits
-from loramerge.evaluation import JointHead, all_logits, check_head, load_head, load_task_split, merged_deltas, score
+from loramerge.evaluation import JointHead, all_logits, check_head, load_head, load_task_split, score
 from loramerge.lists import combination_kind, split_combination
-from loramerge.lora import deltas_of, load_updates, patched
+from loramerge.lora import deltas_of, load_updates, patched, saved_deltas
 from loramerge.metrics import mean_normalized_accuracy, normalized_accuracy
 from loramerge.model import ClassificationHead, predict
 from loramerge.precision import resolve
@@ -196,7 +196,7 @@ def score_merges(
     for method in params.merge.methods:
         folder = paths.merged_dir(combo) / method
         per_task, correct = {}, {}
-        with patched(encoder, merged_deltas(encoder, folder)):
+        with patched(encoder, saved_deltas(encoder, folder)):
             for task in members:
                 if joint is None:
                     scored = score(
@@ -265,7 +265,7 @@ def inference_cost(
         else TokenizedTexts(tokenizer, frames["text"].tolist(), None, params.backbone.max_length)
     )
     batches = list(inputs.sorted_batches(params.evaluate.batch_size))
-    with patched(encoder, merged_deltas(encoder, merged_folder)):
+    with patched(encoder, saved_deltas(encoder, merged_folder)):
         started = time.perf_counter()
         predict(encoder, heads, batches, params.backbone.pooling)
         merged_s = time.perf_counter() - started

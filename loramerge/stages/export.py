@@ -12,27 +12,21 @@ registered as `loramerge-<combo>` (see loramerge/registry.py).
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 from pathlib import Path
 
 from loramerge import paths
-from loramerge.atomic import atomic_dir, check_writable, read_json, write_json, write_text
-from loramerge.backbone import backbone_config, is_vision, load_encoder, load_tokenizer
+from loramerge.atomic import atomic_dir, check_writable, write_json, write_text
+from loramerge.backbone import load_backbone
 from loramerge.compression import compare_precisions
 from loramerge.config import Params
 from loramerge.data import load_split, prepared_splits, stratified_subsample
-from loramerge.evaluation import merged_deltas
 from loramerge.lists import split_combination
+from loramerge.lora import saved_deltas
 from loramerge.metrics import ranked
 from loramerge.modelcard import model_card
-from loramerge.multitask import ADAPTER, EXPORT_MANIFEST, HEADS, LABELS_FILE, MultiTaskModel, fold
+from loramerge.multitask import CARD, MultiTaskModel, write_model
 from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics
 from loramerge.tracking import git_commit, stage_run
-
-CARD = "README.md"
-UNHASHED = {CARD, EXPORT_MANIFEST}
-"""Files left out of the content hash: they record when and how, not what the model computes."""
 
 
 def export_stage(combo: str) -> str:
@@ -40,74 +34,38 @@ def export_stage(combo: str) -> str:
     return paths.combination_stage("export", combo)
 
 
-def choose_method(params: Params, combo: str) -> tuple[str, dict[str, float]]:
+def choose_method(methods: list[str], combo: str) -> tuple[str, dict[str, float]]:
     """The method with the best mean normalized validation accuracy (ties: first in merge.methods), and every
     method's score."""
-    scores = {m: MergeManifest.read(paths.merge_manifest(combo, m)).validation.score for m in params.merge.methods}
+    scores = {m: MergeManifest.read(paths.merge_manifest(combo, m)).validation.score for m in methods}
     return max(scores, key=lambda m: ranked(scores[m])), scores  # max keeps the first of equals
 
 
-def content_hash(folder: Path) -> str:
-    """sha256 over every file that defines the model's outputs (names and bytes), in a fixed order."""
-    digest = hashlib.sha256()
-    for path in sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in UNHASHED
-    ):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def write_model_files(out: Path, params: Params, combo: str, method: str) -> None:
-    """Encoder with the merged update folded in, tokenizer or image processor, heads with label maps, and the PEFT
-    adapter if low-rank."""
-    merged = paths.merged_dir(combo)
-    encoder = load_encoder(params.backbone)
-    fold(encoder, merged_deltas(encoder, merged / method))
-    encoder.save_pretrained(out, safe_serialization=True)
-    load_tokenizer(params.backbone).save_pretrained(out)
-    for task in split_combination(combo):
-        shutil.copytree(merged / "heads" / task, out / HEADS / task)
-    if MergeManifest.read(paths.merge_manifest(combo, method)).format == "peft_adapter":
-        (out / ADAPTER).mkdir()
-        for name in ("adapter_config.json", "adapter_model.safetensors"):
-            shutil.copy2(merged / method / name, out / ADAPTER / name)
-
-
-def export_manifest(params: Params, combo: str, method: str, scores: dict[str, float], out: Path) -> dict:
-    """export.json: what the model is (members, method, hyper-parameters, hashes) and where it came from."""
-    merge = MergeManifest.read(paths.merge_manifest(combo, method))
-    members = split_combination(combo)
+def provenance(merge: MergeManifest, scores: dict[str, float]) -> dict:
+    """export.json's record of what the model was made from: the merge (method, hyper-parameters, validation
+    scores, member hashes), the candidates it was chosen over, and the commit."""
     return {
-        "combination": combo,
-        "members": members,
-        "method": method,
+        "combination": merge.combination,
+        "method": merge.method,
         "params": merge.params,
         "format": merge.format,
-        "base_model": params.backbone.name,
-        "input": "image" if is_vision(backbone_config(params.backbone)) else "text",
-        "pooling": params.backbone.pooling,
-        "max_length": params.backbone.max_length,
-        "labels": {t: read_json(out / HEADS / t / LABELS_FILE)["labels"] for t in members},
         "validation": merge.validation.model_dump(),
         "candidates": scores,
         "selection": "best mean normalized validation accuracy; ties: first in merge.methods",
         "member_hashes": {t: hashes.model_dump() for t, hashes in merge.members.items()},
         "git_commit": git_commit(Path(".")),
-        "content_sha256": content_hash(out),
     }
 
 
-def member_tests(params: Params, members: list[str]) -> dict:
-    """Up to export.compression_examples test examples per member (stratified, seeded), as the exported model takes
-    them (texts, or images' file bytes), with their gold label names (a word tagger's: its tag lists, the texts
-    being its words joined by spaces)."""
+def member_tests(tasks: dict[str, str], examples: int, seed: int) -> dict:
+    """Up to `examples` test examples per member (its data's task given by `tasks`; stratified, seeded), as the
+    exported model takes them (texts, or images' file bytes), with their gold label names (a word tagger's: its tag
+    lists, the texts being its words joined by spaces)."""
     tests = {}
-    for task in members:
-        frame = stratified_subsample(
-            load_split(params.task_of(task), "test"), params.export.compression_examples, params.data.subsample_seed
-        )
+    for member, task in tasks.items():
+        frame = stratified_subsample(load_split(task, "test"), examples, seed)
         gold = frame["tags"].map(list) if "tags" in frame.columns else frame["label"]
-        tests[task] = (frame["image" if "image" in frame.columns else "text"].tolist(), gold.tolist())
+        tests[member] = (frame["image" if "image" in frame.columns else "text"].tolist(), gold.tolist())
     return tests
 
 
@@ -122,25 +80,36 @@ def export_combination(params: Params, combo: str) -> Path:
             f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro {export_stage(combo)}`)"
         )
     check_writable(paths.export_metrics(combo), folders=(paths.export_dir(combo),))
-    method, scores = choose_method(params, combo)
-    merged_metrics = MergedMetrics.read(paths.merged_metrics(combo))
-    singles = {t: SingleMetrics.read(paths.single_metrics(t)) for t in members}
-    baselines = {t: BaselineMetrics.read(paths.baseline_metrics(t)) for t in members}
+    method, scores = choose_method(params.merge.methods, combo)
+    merge = MergeManifest.read(paths.merge_manifest(combo, method))
+    tests = member_tests(
+        {t: params.task_of(t) for t in members}, params.export.compression_examples, params.data.subsample_seed
+    )
     run_params = {"combination": combo, "members": members, "method": method, "export": params.export.model_dump()}
     with stage_run(params.tracking, export_stage(combo), run_params) as run:
         run.log_datasets(split for task in members for split in prepared_splits(task, ("test",)))
+        backbone = load_backbone(params.backbone)
+        merged = paths.merged_dir(combo)
         with atomic_dir(paths.export_dir(combo)) as out:
-            write_model_files(out, params, combo, method)
-            manifest = export_manifest(params, combo, method, scores, out)
-            write_json(out / EXPORT_MANIFEST, manifest)
-            model = MultiTaskModel.load(out)
-            compression = compare_precisions(
-                model,
-                member_tests(params, members),
-                params.export.latency_calls,
-                params.export.throughput_repeats,
+            manifest = write_model(
+                out,
+                backbone,
+                saved_deltas(backbone.encoder, merged / method),
+                {t: merged / "heads" / t for t in members},
+                merged / method if merge.format == "peft_adapter" else None,
+                provenance(merge, scores),
             )
-            card = model_card(manifest, merged_metrics, singles, baselines, compression, str(paths.export_dir(combo)))
+            compression = compare_precisions(
+                MultiTaskModel.load(out), tests, params.export.latency_calls, params.export.throughput_repeats
+            )
+            card = model_card(
+                manifest,
+                MergedMetrics.read(paths.merged_metrics(combo)),
+                {t: SingleMetrics.read(paths.single_metrics(t)) for t in members},
+                {t: BaselineMetrics.read(paths.baseline_metrics(t)) for t in members},
+                compression,
+                str(paths.export_dir(combo)),
+            )
             write_text(out / CARD, card)
         result = {
             "combination": combo,

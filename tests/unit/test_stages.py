@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from loramerge.evaluation import merged_deltas
+from loramerge.lora import saved_deltas
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import write_report
@@ -65,7 +65,7 @@ def test_a_saved_low_rank_merge_reloads_to_the_update_it_was_built_from(trained_
     updates = load_updates(encoder, {t: trained_folder / "models/adapters" / t for t in combo.split("+")})
     method = get_method(name)
     expected = method.merge(updates, method.Config(**manifest["params"])).deltas
-    reloaded = merged_deltas(encoder, merged / name)
+    reloaded = saved_deltas(encoder, merged / name)
     for layer, delta in expected.items():
         torch.testing.assert_close(reloaded[layer], delta, atol=1e-6, rtol=1e-4)
 
