@@ -1,17 +1,21 @@
-"""The `loramerge` command: one subcommand per DVC stage, plus `combos` to write the merge lists.
+"""The `loramerge` command: one subcommand per stage module (read from loramerge/stages/, see its __init__), plus
+the tools around the pipeline: `combos` writes the merge lists, `sweep`, `compare`, `predict`, `done`, `mlflow-server`.
 
-Each subcommand imports its stage inside its handler (import cost: torch, transformers and
+Each subcommand imports its stage or tool inside its handler (import cost: torch, transformers and
 MLflow take seconds to import, and `loramerge --help` or `combos` should not wait for them).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 import io
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,64 +31,47 @@ from loramerge.lists import (
     generated_lists,
     split_combination,
 )
-from loramerge.settings import TRAINING_MODES
 from loramerge.tracking import TrackingError
 
 STAGE_TIMES = Path("logs/stage_times.jsonl")
+STAGES_PACKAGE = "loramerge.stages"
+STAGES = Path(__file__).parent / "stages"
 
 
-def _prepare(args: argparse.Namespace) -> None:
-    from loramerge.stages.prepare import prepare_task
+@dataclass(frozen=True)
+class StageCommand:
+    """A stage module's subcommand: its name, its `HELP` and its `ARGUMENTS` (see loramerge/stages/__init__.py)."""
 
-    params = checked_params(args)
-    if args.task not in params.tasks:  # data belongs to a task, not to one of its replicas
-        raise ConfigError(f"task {args.task!r} is not configured; tasks in params.yaml: {sorted(params.tasks)}")
-    print(prepare_task(params, args.task))
-
-
-def _train(args: argparse.Namespace) -> None:
-    from loramerge.stages.train import train_task
-
-    params = checked_params(args)
-    _require_task(params, args.task)
-    print(train_task(params, args.task, args.mode))
+    name: str
+    help: str
+    arguments: dict[str, dict]
 
 
-def _gram(args: argparse.Namespace) -> None:
-    from loramerge.stages.gram import write_grams
-
-    params = checked_params(args)
-    _require_task(params, args.task)
-    print(write_grams(params, args.task))
-
-
-def _merge(args: argparse.Namespace) -> None:
-    from loramerge.stages.merge import merge_combination
-
-    print(merge_combination(checked_params(args), args.combo))
-
-
-def _evaluate(args: argparse.Namespace) -> None:
-    from loramerge.stages.evaluate import evaluate_baselines, evaluate_combination, evaluate_single
-
-    params = checked_params(args)
-    if args.task:
-        _require_task(params, args.task)
-        print(evaluate_baselines(params, args.task) if args.baselines else evaluate_single(params, args.task))
-    else:
-        print(evaluate_combination(params, args.combo))
+def stage_commands() -> list[StageCommand]:
+    """Every module of loramerge/stages as a subcommand, read from its source: importing the stages would import
+    torch before `--help` could answer."""
+    commands = []
+    for path in sorted(STAGES.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        constants = {
+            target.id: node.value
+            for node in ast.parse(path.read_text(encoding="utf-8")).body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        commands.append(
+            StageCommand(path.stem, ast.literal_eval(constants["HELP"]), ast.literal_eval(constants["ARGUMENTS"]))
+        )
+    return commands
 
 
-def _similarity(args: argparse.Namespace) -> None:
-    from loramerge.stages.similarity import write_similarity
-
-    print(write_similarity(checked_params(args)))
-
-
-def _report(args: argparse.Namespace) -> None:
-    from loramerge.stages.report import write_report
-
-    print(write_report(checked_params(args)))
+def _stage(args: argparse.Namespace) -> None:
+    """Run the stage module named by the subcommand with its options, and print what it wrote."""
+    module = importlib.import_module(f"{STAGES_PACKAGE}.{args.command}")
+    options = {option: getattr(args, option) for option in args.stage_options}
+    print(module.run(checked_params(args), **options))
 
 
 def _combos(args: argparse.Namespace) -> None:
@@ -212,12 +199,6 @@ def _mlflow_server(args: argparse.Namespace) -> None:
     serve(Path("."), args.port, args.backend_store_uri)
 
 
-def _export(args: argparse.Namespace) -> None:
-    from loramerge.stages.export import export_combination
-
-    print(export_combination(checked_params(args), args.combo))
-
-
 def _predict(args: argparse.Namespace) -> None:
     """Classify texts or images with an exported model; results go to --output (written whole) or stdout as JSON
     lines."""
@@ -248,50 +229,19 @@ def checked_params(args: argparse.Namespace) -> Params:
     return params
 
 
-def _require_task(params: Params, name: str) -> None:
-    params.replica(name)  # a task or one of its replicas; the error names the configured ones
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loramerge", description="Train LoRA adapters per task, merge them, and measure what merging costs."
     )
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, handler, help_text in (
-        ("prepare", _prepare, "validate, clean and subsample one task's data"),
-        ("train", _train, "train one task's LoRA adapter and head"),
-        ("gram", _gram, "Gram matrices of one adapted task's layer inputs (what RegMean merges with)"),
-    ):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument(
-            "--task", required=True, help="a task" + ("" if name == "prepare" else ", or its replica <task>-repeat<k>")
+    for stage in stage_commands():
+        sub = commands.add_parser(stage.name, help=stage.help)
+        for flag, settings in stage.arguments.items():
+            sub.add_argument(flag, **settings)
+        sub.set_defaults(
+            handler=_stage, stage_options=[flag.lstrip("-").replace("-", "_") for flag in stage.arguments]
         )
-        sub.set_defaults(handler=handler)
-        if name == "train":
-            sub.add_argument(
-                "--mode",
-                choices=TRAINING_MODES,
-                default="lora",
-                help="lora (merged later), or a baseline: head_only, full",
-            )
-    merge = commands.add_parser("merge", help="merge one combination with every configured method")
-    merge.add_argument("--combo", required=True, help="tasks joined by '+', e.g. emotion+agnews")
-    merge.set_defaults(handler=_merge)
-    evaluate = commands.add_parser(
-        "evaluate", help="score a single adapter (--task) or a combination's merges (--combo) on test"
-    )
-    target = evaluate.add_mutually_exclusive_group(required=True)
-    target.add_argument("--task")
-    target.add_argument("--combo")
-    evaluate.add_argument(
-        "--baselines", action="store_true", help="with --task: score the head-only and full fine-tuning baselines"
-    )
-    evaluate.set_defaults(handler=_evaluate)
-    commands.add_parser(
-        "similarity", help="score every pair of tasks for data, label/vocabulary and adapter similarity"
-    ).set_defaults(handler=_similarity)
-    commands.add_parser("report", help="write reports/summary.md, tables and heat-maps").set_defaults(handler=_report)
     compare = commands.add_parser("compare", help="two report folders' merge-method tables side by side (studies)")
     compare.add_argument("first", help="a reports/ folder, e.g. of the default run")
     compare.add_argument("second", help="another reports/ folder, e.g. a study's")
@@ -300,16 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(handler=_compare)
     sweep = commands.add_parser(
         "sweep",
-        help="queue the emotion study's grid as DVC experiments, show them in the terminal, or collect their table",
+        help="queue the sweep's grid (sweep.task) as DVC experiments, show them in the terminal, or collect their table",
     )
     sweep.add_argument("action", choices=["queue", "show", "collect"])
     sweep.set_defaults(handler=_sweep)
     commands.add_parser(
-        "combos", help="write every pair and triple of the configured tasks into params.yaml"
+        "combos",
+        help="write the merge lists (pairs, triples, larger merges, the merge of every task) into params.yaml",
     ).set_defaults(handler=_combos)
-    export = commands.add_parser("export", help="ship one combination's best merge as a multi-task model")
-    export.add_argument("--combo", required=True, help="tasks joined by '+', e.g. emotion+agnews")
-    export.set_defaults(handler=_export)
     predict = commands.add_parser("predict", help="classify texts (or images) for every task of an exported model")
     predict.add_argument("--model", required=True, help="models/export/<combo>, or models:/loramerge-<combo>@champion")
     source = predict.add_mutually_exclusive_group(required=True)

@@ -19,7 +19,7 @@ from loramerge import paths
 from loramerge.atomic import check_writable, write_text
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.batching import PixelImages, TokenizedTexts
-from loramerge.config import Params
+from loramerge.config import ConfigError, Params
 from loramerge.data import load_split, prepared_splits
 from loramerge.evaluation import JointHead, all_logits, check_head, load_head, load_task_split, score
 from loramerge.lists import combination_kind, split_combination
@@ -46,6 +46,15 @@ from loramerge.records import (
 from loramerge.tasktypes import Scored
 from loramerge.tracking import stage_run
 from loramerge.weights import check_weights
+
+HELP = (
+    "score a single adapter (--task), its baselines (--task --baselines) or a combination's merges (--combo) on test"
+)
+ARGUMENTS = {
+    "--task": {"help": "a task, or its replica <task>-repeat<k>"},
+    "--combo": {"help": "tasks joined by '+', e.g. emotion+agnews"},
+    "--baselines": {"action": "store_true", "help": "with --task: score the head-only and full fine-tuning baselines"},
+}
 
 
 def evaluate_single(params: Params, name: str) -> Path:
@@ -282,3 +291,13 @@ def inference_cost(
         unmerged_s=unmerged_s,
         speedup=unmerged_s / merged_s,
     )
+
+
+def run(params: Params, task: str | None, combo: str | None, baselines: bool) -> Path:
+    """`loramerge evaluate --task T [--baselines]` or `--combo C`."""
+    if (task is None) == (combo is None) or (baselines and task is None):
+        raise ConfigError("evaluate takes --task T (with or without --baselines) or --combo C; give one of them")
+    if combo is not None:
+        return evaluate_combination(params, combo)
+    params.replica(task)  # a task or one of its replicas; the error names the configured ones
+    return evaluate_baselines(params, task) if baselines else evaluate_single(params, task)

@@ -28,6 +28,9 @@ from loramerge.multitask import CARD, MultiTaskModel, write_model
 from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics
 from loramerge.tracking import git_commit, stage_run
 
+HELP = "ship one combination's best merge as a multi-task model"
+ARGUMENTS = {"--combo": {"required": True, "help": "tasks joined by '+', e.g. emotion+agnews"}}
+
 
 def export_stage(combo: str) -> str:
     """The combination's export stage in dvc.yaml: export_pair@, export_triple@ or export_many@<combo>."""
@@ -128,3 +131,8 @@ def export_combination(params: Params, combo: str) -> Path:
             )
         write_json(paths.export_metrics(combo), result)
     return paths.export_dir(combo)
+
+
+def run(params: Params, combo: str) -> Path:
+    """`loramerge export --combo C`."""
+    return export_combination(params, combo)

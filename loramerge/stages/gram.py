@@ -20,6 +20,9 @@ from loramerge.gram import GramRecord, gram_dir, save_grams, task_grams
 from loramerge.lora import AdapterError, check_same_base, load_updates
 from loramerge.tracking import stage_run
 
+HELP = "Gram matrices of one adapted task's layer inputs (what RegMean merges with)"
+ARGUMENTS = {"--task": {"required": True, "help": "a task, or its replica <task>-repeat<k>"}}
+
 SPLIT = "train"
 
 
@@ -57,3 +60,9 @@ def write_grams(params: Params, name: str) -> Path:
         save_grams(out, grams, record)
         run.log_metrics({"tokens": tokens, "examples": data.examples})
     return gram_dir(name)
+
+
+def run(params: Params, task: str) -> Path:
+    """`loramerge gram --task T`."""
+    params.replica(task)  # a task or one of its replicas; the error names the configured ones
+    return write_grams(params, task)

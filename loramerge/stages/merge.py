@@ -43,6 +43,9 @@ from loramerge.search import Trial, check_methods, run_search
 from loramerge.tracking import stage_run
 from loramerge.weights import check_weights
 
+HELP = "merge one combination with every configured method"
+ARGUMENTS = {"--combo": {"required": True, "help": "tasks joined by '+', e.g. emotion+agnews"}}
+
 
 def check_members(params: Params, members: list[str]) -> None:
     """Everything a merge needs exists and agrees, checked before any compute."""
@@ -248,3 +251,8 @@ def merge_with(
     )
     manifest.write(folder / MANIFEST)
     return manifest
+
+
+def run(params: Params, combo: str) -> Path:
+    """`loramerge merge --combo C`."""
+    return merge_combination(params, combo)

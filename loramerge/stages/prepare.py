@@ -14,10 +14,13 @@ import pandas as pd
 
 from loramerge import paths
 from loramerge.atomic import atomic_dir, write_json
-from loramerge.config import Params
+from loramerge.config import ConfigError, Params
 from loramerge.console import warn
 from loramerge.data import DataError, local_data_dir, read_raw_splits, stratified_subsample, tag_set
 from loramerge.records import PreparedStats
+
+HELP = "validate, clean and subsample one task's data"
+ARGUMENTS = {"--task": {"required": True, "help": "a task"}}
 
 
 def drop_empty_texts(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -189,3 +192,10 @@ def report_problems(task: str, dropped: dict[str, int], duplicates: dict[str, in
         print(f"[prepare {task}] dropped empty or whitespace-only texts: {dropped}")
     if any(duplicates.values()):
         print(f"[prepare {task}] texts shared between splits (kept, counted in stats.json): {duplicates}")
+
+
+def run(params: Params, task: str) -> Path:
+    """`loramerge prepare --task T`."""
+    if task not in params.tasks:  # data belongs to a task, not to one of its replicas
+        raise ConfigError(f"task {task!r} is not configured; tasks in params.yaml: {sorted(params.tasks)}")
+    return prepare_task(params, task)

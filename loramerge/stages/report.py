@@ -25,6 +25,9 @@ from loramerge.report.sections import report_sections
 from loramerge.report.summary import summary_markdown
 from loramerge.tracking import StageRun, stage_run
 
+HELP = "write reports/summary.md, report.md, tables and figures"
+ARGUMENTS = {}
+
 TABLES = paths.REPORTS / "tables"
 FIGURES = paths.REPORTS / "figures"
 BY_METHOD = TABLES / "normalized_accuracy"  # one CSV per method: `dvc plots` draws one bar chart each
@@ -148,3 +151,8 @@ def write_report(params: Params) -> Path:
         run.log_metrics(tracked_metrics(results))
         run.log_artifacts(paths.REPORTS, "reports")
     return paths.REPORTS / "report.md"
+
+
+def run(params: Params) -> Path:
+    """`loramerge report`."""
+    return write_report(params)

@@ -26,6 +26,9 @@ from loramerge.precision import Precision, resolve
 from loramerge.similarity import MEASURES, cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
 from loramerge.tracking import metric_key, stage_run
 
+HELP = "score every pair of tasks for data, label/vocabulary and adapter similarity"
+ARGUMENTS = {}
+
 
 @dataclass
 class TaskProfile:
@@ -99,3 +102,8 @@ def write_similarity(params: Params) -> Path:
         )
         run.log_artifacts(paths.SIMILARITY)
     return paths.SIMILARITY
+
+
+def run(params: Params) -> Path:
+    """`loramerge similarity`."""
+    return write_similarity(params)

@@ -56,6 +56,16 @@ from loramerge.training import (
     validation_scores,
 )
 
+HELP = "train one task's LoRA adapter and head, or a baseline (--mode)"
+ARGUMENTS = {
+    "--task": {"required": True, "help": "a task, or its replica <task>-repeat<k>"},
+    "--mode": {
+        "default": "lora",
+        "choices": ["lora", "head_only", "full"],
+        "help": "lora (merged later), or a baseline: head_only, full",
+    },
+}
+
 
 def build_encoder(params: Params, mode: str):
     """The encoder as each mode trains it: LoRA-wrapped, frozen, or fully trainable."""
@@ -191,3 +201,9 @@ def save_model(
         write_json(out / "labels.json", {"labels": labels})
         metrics.write(out / paths.TRAIN_METRICS_FILE)
     return folder
+
+
+def run(params: Params, task: str, mode: str) -> Path:
+    """`loramerge train --task T --mode M`."""
+    params.replica(task)  # a task or one of its replicas; the error names the configured ones
+    return train_task(params, task, mode)

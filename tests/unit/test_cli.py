@@ -8,15 +8,52 @@ import re
 import pytest
 import yaml
 
+from loramerge import cli
 from loramerge.cli import main
+from loramerge.settings import TRAINING_MODES
 
 
-def test_help_lists_a_subcommand_per_stage(capsys):
+def test_help_lists_a_subcommand_per_stage_module(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("prepare", "train", "merge", "evaluate", "report", "combos"):
-        assert command in out
+    stages = {p.stem for p in cli.STAGES.glob("*.py") if p.name != "__init__.py"}
+    assert stages >= {"prepare", "train", "gram", "merge", "evaluate", "similarity", "export", "report"}
+    for command in sorted(stages) + ["combos", "predict"]:
+        assert re.search(rf"^    {command} ", out, re.MULTILINE), command
+
+
+def test_a_new_stage_module_is_a_subcommand_with_its_options_without_an_edit_of_the_cli(
+    project, params_dict, tmp_path, monkeypatch, capsys
+):
+    package = tmp_path / "toystages"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "toy.py").write_text(
+        'HELP = "count the tasks"\n'
+        'ARGUMENTS = {"--times": {"required": True, "help": "how often"}}\n'
+        "def run(params, times):\n"
+        '    return f"{len(params.tasks)} tasks, {times} times"\n'
+    )
+    monkeypatch.setattr(cli, "STAGES", package)
+    monkeypatch.setattr(cli, "STAGES_PACKAGE", "toystages")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["toy", "--times", "3"]) == 0
+    assert capsys.readouterr().out == f"{len(params_dict['tasks'])} tasks, 3 times\n"
+    with pytest.raises(SystemExit):
+        main(["toy"])
+    assert "--times" in capsys.readouterr().err
+
+
+def test_the_train_commands_modes_are_the_training_modes():
+    (train,) = [c for c in cli.stage_commands() if c.name == "train"]
+    assert tuple(train.arguments["--mode"]["choices"]) == TRAINING_MODES
+
+
+def test_evaluate_takes_a_task_or_a_combination_and_says_so_otherwise(project, capsys):
+    assert main(["evaluate"]) == 2
+    assert "evaluate takes --task T" in capsys.readouterr().err
+    assert main(["evaluate", "--combo", "a+b", "--baselines"]) == 2
 
 
 def test_an_invalid_params_file_exits_2_naming_the_key(project, params_dict, capsys):
