@@ -64,7 +64,7 @@ class Scores(Strict):
     """One model's scores on one split (loramerge/tasktypes.py). `score` is the task's headline number, what
     normalized scores and gain retention are computed from: accuracy for a sentence task, entity micro-F1 for a
     token task (whose `accuracy` is the share of words tagged right). Wherever the pipeline's records and
-    tables say "accuracy" of a task in a merge (`single_accuracy`, `normalized_accuracy`), it is this score."""
+    tables say "accuracy" of a task in a merge (`normalized_accuracy`), it is this score."""
 
     score: float
     accuracy: float

@@ -40,14 +40,39 @@ def compare_methods(first: Path, second: Path, labels: tuple[str, str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
-SINGLE_MEASURES = ["lora_accuracy", "head_only_accuracy", "full_ft_accuracy"]
+RENAMED = {
+    "accuracy": "score",
+    "single_accuracy": "single_score",
+    "merged_accuracy": "merged_score",
+    "lora_accuracy": "lora_score",
+    "head_only_accuracy": "head_only_score",
+    "full_ft_accuracy": "full_ft_score",
+}
+"""Columns that reports before 2026-12-03 named `accuracy` though they hold the task's score (entity F1 for a token
+task): the studies' committed folders keep them, and compare reads both."""
+
+
+def read_table(folder: str | Path, name: str) -> pd.DataFrame:
+    """A report folder's tables/<name>, its columns under today's names."""
+    return pd.read_csv(Path(folder) / "tables" / name).rename(columns=current_name)
+
+
+def current_name(column: str) -> str:
+    """`column` as today's tables name it: RENAMED's old names, with their `_ci_low`/`_ci_high` intervals."""
+    for old, new in RENAMED.items():
+        if column == old or column.startswith(f"{old}_ci_"):
+            return new + column[len(old) :]
+    return column
+
+
+SINGLE_MEASURES = ["lora_score", "head_only_score", "full_ft_score"]
 """Per-task test accuracies of tables/single.csv: what the merges start from, and the baselines."""
 
 
 def compare_singles(first: Path, second: Path, labels: tuple[str, str]) -> pd.DataFrame:
     """Per task in both runs: each accuracy [interval] in each run and second − first, and the adapters' share of
     trainable parameters (a study that changes the LoRA targets changes the adapters before any merge)."""
-    a, b = (pd.read_csv(Path(r) / "tables" / "single.csv").set_index("task") for r in (first, second))
+    a, b = (read_table(r, "single.csv").set_index("task") for r in (first, second))
     rows = []
     for task in [t for t in b.index if t in a.index]:
         row = {"task": task}
@@ -65,8 +90,8 @@ def compare_merged_accuracy(first: Path, second: Path, labels: tuple[str, str]) 
     """Per method in both runs: the merged models' plain test accuracy, the mean over every (combination, task) of
     pairs and of triples, in each run and second − first. Normalized accuracy divides by each run's own single
     adapters, so a run with stronger adapters can merge to better models yet show a lower ratio; this says which."""
-    a, b = (pd.read_csv(Path(r) / "tables" / "merged.csv") for r in (first, second))
-    means = [frame.groupby(["method", "kind"])["accuracy"].mean().unstack("kind") for frame in (a, b)]
+    a, b = (read_table(r, "merged.csv") for r in (first, second))
+    means = [frame.groupby(["method", "kind"])["score"].mean().unstack("kind") for frame in (a, b)]
     rows = []
     for method in [m for m in means[1].index if m in means[0].index]:
         row = {"method": method}
@@ -83,14 +108,14 @@ def compare_merged_scores(first: Path, second: Path, labels: tuple[str, str]) ->
     the task's sampling noise, the half-width of its single adapter's 95% interval in the first run (the same test
     examples). Made for runs that differ only in how the same models are computed (e.g. evaluate.precision), where
     every move is that setting's doing."""
-    a, b = (pd.read_csv(Path(r) / "tables" / "merged.csv") for r in (first, second))
-    single = pd.read_csv(Path(first) / "tables" / "single.csv").set_index("task")
+    a, b = (read_table(r, "merged.csv") for r in (first, second))
+    single = read_table(first, "single.csv").set_index("task")
     keys = ["combination", "method", "task"]
     both = a.merge(b, on=keys, suffixes=(" a", " b"))
-    both["delta"] = both["accuracy b"] - both["accuracy a"]
+    both["delta"] = both["score b"] - both["score a"]
     rows = []
     for task, scores in both.groupby("task"):
-        noise = (single.loc[task, "lora_accuracy_ci_high"] - single.loc[task, "lora_accuracy_ci_low"]) / 2
+        noise = (single.loc[task, "lora_score_ci_high"] - single.loc[task, "lora_score_ci_low"]) / 2
         rows.append(
             {
                 "task": task,

@@ -77,11 +77,11 @@ def retention_bars(retention: pd.DataFrame, method: str, path: Path) -> Path:
     """Per task, grouped bars: head-only, full fine-tuning, single adapter, and merged (pairs, triples), each with
     its 95% interval (`<column>_ci_low`/`_ci_high`) as an error bar."""
     legend = {
-        "head_only_accuracy": "head-only (frozen encoder)",
-        "full_ft_accuracy": "full fine-tuning",
-        "lora_accuracy": "single LoRA adapter",
-        "merged_pairs_accuracy": f"merged in pairs ({method})",
-        "merged_triples_accuracy": f"merged in triples ({method})",
+        "head_only_score": "head-only (frozen encoder)",
+        "full_ft_score": "full fine-tuning",
+        "lora_score": "single LoRA adapter",
+        "merged_pairs_score": f"merged in pairs ({method})",
+        "merged_triples_score": f"merged in triples ({method})",
     }
     figure, axes = plt.subplots(figsize=(2.0 * len(retention) + 5, 4.5))
     bars = [c for c in legend if c in retention.columns]

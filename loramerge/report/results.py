@@ -232,7 +232,7 @@ def headline_files(results: Results) -> dict[str, dict[str, float]]:
             }
     training_s = results.single[["lora_train_s", "head_only_train_s", "full_ft_train_s"]].to_numpy().sum()
     files["pipeline"] = {
-        "single_acc": round(float(results.single["lora_accuracy"].mean()), 4),
+        "single_acc": round(float(results.single["lora_score"].mean()), 4),
         "train_s": round(float(training_s), 1),
     }
     return files

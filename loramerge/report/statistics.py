@@ -268,7 +268,7 @@ def association(
     cosine similarity against mean normalized accuracy with a bootstrap interval over combinations; the same with
     the members' mean adapter gain over head-only held fixed (partial ρ); and, over pairs, the similar pairs
     (`similarity.similar_pairs`) against the rest. The finding predicts ρ < 0 and a negative contrast."""
-    gain = (single["lora_accuracy"] - single["head_only_accuracy"]).set_axis(single["task"])
+    gain = (single["lora_score"] - single["head_only_score"]).set_axis(single["task"])
     alike = {frozenset(pair) for pair in similar_pairs}
     joined = combos[combos["method"].isin(methods)].merge(similarity, on=["combination", "kind"])
     rows = []

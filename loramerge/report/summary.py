@@ -20,9 +20,9 @@ SINGLE_COLUMNS = [
     "task",
     "test_examples",
     "majority_accuracy",
-    "head_only_accuracy",
-    "full_ft_accuracy",
-    "lora_accuracy",
+    "head_only_score",
+    "full_ft_score",
+    "lora_score",
 ]
 
 
@@ -66,7 +66,7 @@ def summary_markdown(params: Params, results: Results) -> str:
         "a trained head that survives the merge.\n\n" + shown(results.sizes, list(results.sizes.columns)),
         "## Single-task models on test\n\n" + shown(results.single, SINGLE_COLUMNS),
         f"## {best}, per combination and task\n\n"
-        + shown(per_combination, ["combination", "task", "accuracy", "normalized_accuracy", "gain_retention"]),
+        + shown(per_combination, ["combination", "task", "score", "normalized_accuracy", "gain_retention"]),
         "## Pairwise heat-maps\n\n" + "\n".join(f"![{m}](figures/heatmap_{m}.png)" for m in params.merge.methods),
         provenance_line(params) + " Every method, task and combination: reports/report.md and reports/tables/*.csv.",
     ]

@@ -40,9 +40,9 @@ def single_table(params: Params) -> pd.DataFrame:
                 "metric": kind.score_name,
                 "test_examples": metrics.test_examples,
                 "majority_accuracy": 0.0 if kind.per_token else metrics.majority_baseline_accuracy,
-                "head_only_accuracy": baselines.head_only.score,
-                "full_ft_accuracy": baselines.full.score,
-                "lora_accuracy": metrics.score,
+                "head_only_score": baselines.head_only.score,
+                "full_ft_score": baselines.full.score,
+                "lora_score": metrics.score,
                 "lora_macro_f1": metrics.macro_f1,
                 "lora_trainable_percent": train.trainable_percent,
                 "lora_train_s": train.runtime_s,
@@ -54,9 +54,9 @@ def single_table(params: Params) -> pd.DataFrame:
 
 
 def merged_table(params: Params, single: pd.DataFrame) -> pd.DataFrame:
-    """One row per (combination, method, member task), with normalized accuracy and gain retention; `accuracy` is
-    the task's score (entity micro-F1 for a token task), as in single_table."""
-    head_only = single.set_index("task")["head_only_accuracy"].to_dict()
+    """One row per (combination, method, member task), with normalized accuracy and gain retention; `score` is
+    the task's score (accuracy; entity micro-F1 for a token task), as in single_table."""
+    head_only = single.set_index("task")["head_only_score"].to_dict()
     rows = []
     for combo in params.combinations:
         results = MergedMetrics.read(paths.merged_metrics(combo))
@@ -69,11 +69,11 @@ def merged_table(params: Params, single: pd.DataFrame) -> pd.DataFrame:
                         "kind": kind,
                         "method": method,
                         "task": task,
-                        "accuracy": metrics.score,
-                        "single_accuracy": metrics.single_score,
+                        "score": metrics.score,
+                        "single_score": metrics.single_score,
                         "normalized_accuracy": metrics.normalized_accuracy,
                         "macro_f1": metrics.macro_f1,
-                        "head_only_accuracy": head_only[task],
+                        "head_only_score": head_only[task],
                         "beats_head_only": metrics.score > head_only[task],
                         "gain_retention": gain_retention(metrics.score, metrics.single_score, head_only[task]),
                         "adapter_gain": metrics.single_score - head_only[task],
@@ -119,7 +119,7 @@ def identical_methods(merged: pd.DataFrame, methods: list[str]) -> dict[str, lis
     combination), grouped under the first in `merge.methods` order: such methods (KnOTS-TA and TA, by construction)
     are one result, shown once, not two that agree. Validation scores are not compared: under a bf16 search two
     merges equal up to float rounding can differ by an example or two there."""
-    scored = merged.sort_values(["combination", "task"]).groupby("method")[["accuracy", "macro_f1"]]
+    scored = merged.sort_values(["combination", "task"]).groupby("method")[["score", "macro_f1"]]
     fingerprints = {m: tuple(scored.get_group(m).to_numpy().ravel()) for m in methods}
     groups: dict[str, list[str]] = {}
     for method in methods:
@@ -233,10 +233,10 @@ def triples_ranked(combos: pd.DataFrame, validation: pd.DataFrame, methods: list
 def retention_table(single: pd.DataFrame, merged: pd.DataFrame, method: str) -> pd.DataFrame:
     """Per task: head-only, full fine-tuning and single-adapter test accuracy beside the method's
     merged accuracy (mean over the pairs, and over the triples, that contain the task)."""
-    table = single.set_index("task")[["head_only_accuracy", "full_ft_accuracy", "lora_accuracy"]]
-    merged_mean = merged[merged["method"] == method].groupby(["task", "kind"])["accuracy"].mean().unstack("kind")
+    table = single.set_index("task")[["head_only_score", "full_ft_score", "lora_score"]]
+    merged_mean = merged[merged["method"] == method].groupby(["task", "kind"])["score"].mean().unstack("kind")
     for kind in KINDS:
-        table[f"merged_{kind}s_accuracy"] = merged_mean[kind] if kind in merged_mean else np.nan
+        table[f"merged_{kind}s_score"] = merged_mean[kind] if kind in merged_mean else np.nan
     return table.reset_index()
 
 

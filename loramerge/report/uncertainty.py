@@ -214,8 +214,8 @@ def merging_cost(outcomes: Outcomes, method: str, params: Params, significance: 
                 {
                     "combination": combo,
                     "task": task,
-                    "single_accuracy": single_score,
-                    "merged_accuracy": merged_score,
+                    "single_score": single_score,
+                    "merged_score": merged_score,
                     "change_points": 100 * (merged_score - single_score),
                     "only_single_right": int(np.sum(single & ~merged)),
                     "only_merged_right": int(np.sum(~single & merged)),
@@ -234,9 +234,9 @@ def task_intervals(accuracy: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for task, table in accuracy.items():
         row = {"task": task}
         for model, column in (
-            (SINGLE, "lora_accuracy"),
-            (HEAD_ONLY, "head_only_accuracy"),
-            (FULL, "full_ft_accuracy"),
+            (SINGLE, "lora_score"),
+            (HEAD_ONLY, "head_only_score"),
+            (FULL, "full_ft_score"),
         ):
             row[f"{column}_ci_low"], row[f"{column}_ci_high"] = interval(table[model])
         rows.append(row)
@@ -253,7 +253,7 @@ def merged_task_intervals(accuracy: dict[str, pd.DataFrame], method: str, params
             combos = [c for c in params.combinations if combination_kind(c) == kind and task in split_combination(c)]
             if combos:
                 mean = sum(table[(c, method)] for c in combos) / len(combos)
-                row[f"merged_{kind}s_accuracy_ci_low"], row[f"merged_{kind}s_accuracy_ci_high"] = interval(mean)
+                row[f"merged_{kind}s_score_ci_low"], row[f"merged_{kind}s_score_ci_high"] = interval(mean)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -65,7 +65,7 @@ def test_association_rows_per_method_and_kind_and_the_sentence_names_each_number
         {"combination": pairs, "kind": "pair", "method": "ta", "normalized_accuracy": 1 - 0.1 * cosine}
     )
     similarity = pd.DataFrame({"combination": pairs, "kind": "pair", "data_cosine": cosine})
-    single = pd.DataFrame({"task": tasks, "lora_accuracy": [0.9, 0.8, 0.85, 0.7, 0.95], "head_only_accuracy": 0.5})
+    single = pd.DataFrame({"task": tasks, "lora_score": [0.9, 0.8, 0.85, 0.7, 0.95], "head_only_score": 0.5})
     table = association(combos, similarity, single, ["ta"], [("b", "a"), ("x", "y")], 500, 0)
     row = table.iloc[0]
     assert (row["method"], row["kind"], row["n"], row["similar_pairs"]) == ("ta", "pair", 10, 1)

@@ -56,8 +56,8 @@ def test_single_adapters_and_their_trainable_share_are_compared_when_both_runs_h
     single_csv(first, 0.75, 0.33)
     single_csv(second, 0.85, 1.45)
     table = compare_singles(first, second, ("attention", "attention+linear"))
-    assert table.loc[0, "lora_accuracy (attention+linear)"] == "0.850 [0.800, 0.900]"
-    assert table.loc[0, "lora_accuracy Δ"] == pytest.approx(0.10)
+    assert table.loc[0, "lora_score (attention+linear)"] == "0.850 [0.800, 0.900]"
+    assert table.loc[0, "lora_score Δ"] == pytest.approx(0.10)
     assert table.loc[0, "trainable % (attention+linear)"] == 1.45
     assert "## single adapters and baselines" in comparison_markdown(first, second, ("attention", "attention+linear"))
 
@@ -67,9 +67,9 @@ def test_merged_accuracy_is_compared_in_plain_accuracy_per_method_and_kind(tmp_p
     for name, accuracy in (("a", 0.80), ("b", 0.83)):
         folder = methods_csv(tmp_path / name, {"ties": 0.9})
         rows = [
-            {"combination": "x+y", "kind": "pair", "method": "ties", "task": "x", "accuracy": accuracy},
-            {"combination": "x+y", "kind": "pair", "method": "ties", "task": "y", "accuracy": accuracy + 0.1},
-            {"combination": "x+y+z", "kind": "triple", "method": "ties", "task": "x", "accuracy": accuracy},
+            {"combination": "x+y", "kind": "pair", "method": "ties", "task": "x", "score": accuracy},
+            {"combination": "x+y", "kind": "pair", "method": "ties", "task": "y", "score": accuracy + 0.1},
+            {"combination": "x+y+z", "kind": "triple", "method": "ties", "task": "x", "score": accuracy},
         ]
         pd.DataFrame(rows).to_csv(folder / "tables" / "merged.csv", index=False)
         runs[name] = folder
@@ -85,7 +85,7 @@ def test_every_merged_score_is_held_against_its_tasks_sampling_noise(tmp_path):
     for name, factor in (("fp32", 0), ("bf16", 1)):
         folder = methods_csv(tmp_path / name, {"ties": 0.9})
         rows = [
-            {"combination": "emotion+y", "kind": "pair", "method": m, "task": "emotion", "accuracy": 0.7 + factor * d}
+            {"combination": "emotion+y", "kind": "pair", "method": m, "task": "emotion", "score": 0.7 + factor * d}
             for m, d in moves.items()
         ]
         pd.DataFrame(rows).to_csv(folder / "tables" / "merged.csv", index=False)
@@ -96,3 +96,16 @@ def test_every_merged_score_is_held_against_its_tasks_sampling_noise(tmp_path):
     assert (row["merged scores"], row["changed"], row["beyond noise"]) == (3, 2, 1)
     assert row["largest |Δ|"] == pytest.approx(0.08) and row["noise (95% half-width)"] == pytest.approx(0.05)
     assert "against its sampling noise" in comparison_markdown(runs["fp32"], runs["bf16"], ("fp32", "bf16"))
+
+
+def test_a_report_folder_from_before_the_score_columns_is_read_under_todays_names(tmp_path):
+    """Studies committed before 2026-12-03 call a task's score `accuracy` (`lora_accuracy_ci_low`, ...)."""
+    old, new = methods_csv(tmp_path / "old", {"ties": 0.9}), methods_csv(tmp_path / "new", {"ties": 0.9})
+    single_csv(new, 0.85, 1.45)
+    pd.read_csv(new / "tables" / "single.csv").rename(columns=lambda c: c.replace("_score", "_accuracy")).to_csv(
+        old / "tables" / "single.csv", index=False
+    )
+    assert "lora_accuracy_ci_low" in pd.read_csv(old / "tables" / "single.csv").columns
+    table = compare_singles(old, new, ("old", "new"))
+    assert table.loc[0, "lora_score (old)"] == table.loc[0, "lora_score (new)"] == "0.850 [0.800, 0.900]"
+    assert table.loc[0, "head_only_score Δ"] == 0

@@ -407,7 +407,7 @@ def scores_of(rows: dict[str, tuple[float, float]]) -> tuple[pd.DataFrame, pd.Da
                 "kind": "pair",
                 "method": m,
                 "task": t,
-                "accuracy": test,
+                "score": test,
                 "macro_f1": test,
                 "normalized_accuracy": test,
                 "merged_gain": test,

@@ -47,7 +47,7 @@ def test_merge_evaluate_and_report_chain(trained_params, trained_folder):
             assert metrics["normalized_accuracy"] == pytest.approx(metrics["accuracy"] / single)
     summary = write_report(trained_params).read_text()
     assert "task_arithmetic" in summary and (trained_folder / "reports/figures/heatmap_ties.png").exists()
-    assert "gain retention" in summary.lower() and "head_only_accuracy" in summary
+    assert "gain retention" in summary.lower() and "head_only_score" in summary
 
 
 @pytest.mark.parametrize("name", ["task_arithmetic", "core_tsv_m"])

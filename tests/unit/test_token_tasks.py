@@ -86,9 +86,9 @@ def test_a_merge_of_the_tagger_and_a_sentence_task_is_normalized_by_each_tasks_o
 def test_the_report_gives_each_task_its_metric_and_bootstraps_the_tagger_by_sentences(tagged):
     single = pd.read_csv("reports/tables/single.csv").set_index("task")
     assert single.loc[TAGGER, "metric"] == "entity micro-F1" and single.loc[SENTENCES, "metric"] == "accuracy"
-    assert single.loc[TAGGER, "lora_accuracy"] == SingleMetrics.read(Path("metrics/single") / f"{TAGGER}.json").score
-    low, high = single.loc[TAGGER, ["lora_accuracy_ci_low", "lora_accuracy_ci_high"]]
-    assert low <= single.loc[TAGGER, "lora_accuracy"] <= high and low < high
+    assert single.loc[TAGGER, "lora_score"] == SingleMetrics.read(Path("metrics/single") / f"{TAGGER}.json").score
+    low, high = single.loc[TAGGER, ["lora_score_ci_low", "lora_score_ci_high"]]
+    assert low <= single.loc[TAGGER, "lora_score"] <= high and low < high
 
 
 def test_the_exported_model_tags_words_and_labels_texts_in_one_pass_scoring_as_the_evaluate_stage(tagged):
