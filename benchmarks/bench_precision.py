@@ -25,11 +25,12 @@ from loramerge import paths
 from loramerge.atomic import read_json
 from loramerge.backbone import load_encoder, load_tokenizer
 from loramerge.config import load_params
+from loramerge.cpu import bf16_units, cpu_model
 from loramerge.evaluation import TaskSplit, load_head, load_task_split, score
 from loramerge.lists import split_combination
 from loramerge.lora import deltas_of, load_updates, patched, saved_deltas
 from loramerge.model import ClassificationHead
-from loramerge.precision import Precision, bf16_units, cpu_model, resolve
+from loramerge.precision import Precision, resolve
 
 FORMATS = {"fp32": resolve("32"), "bf16": resolve("bf16")}
 

@@ -28,10 +28,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from loramerge.backbone import load_tokenizer
 from loramerge.config import load_params
+from loramerge.cpu import bf16_units, cpu_model
 from loramerge.data import load_labels
 from loramerge.dropout import FastDropout
 from loramerge.model import ClassificationHead, Classifier
-from loramerge.precision import bf16_units, cpu_model
 from loramerge.stages.train import build_encoder
 from loramerge.tasktypes import TASK_TYPES
 from loramerge.training import ClassifierModule, TaskDataModule

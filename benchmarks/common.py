@@ -19,7 +19,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from loramerge.config import Params  # noqa: E402
-from loramerge.precision import cpu_model  # noqa: E402
+from loramerge.cpu import cpu_model  # noqa: E402
 
 
 def machine_description() -> str:

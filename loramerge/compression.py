@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from loramerge.cpu import cpu_has_bf16
 from loramerge.multitask import MultiTaskModel
-from loramerge.precision import cpu_has_bf16
 from loramerge.tokens import entity_metrics
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
-from sklearn.model_selection import train_test_split
 
 from loramerge import paths
 from loramerge.atomic import read_json
@@ -115,6 +114,8 @@ def read_hub_splits(task: str, hub: HubSource, seed: int) -> dict[str, pd.DataFr
 
 def carve_validation(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train, validation): `fraction` of the rows held out, class proportions kept where every class can split."""
+    from sklearn.model_selection import train_test_split  # import cost: scikit-learn, only for stages that sample
+
     counts = train["label"].value_counts()
     stratify = train["label"] if counts.min() >= 2 else None
     kept, held = train_test_split(train, test_size=fraction, stratify=stratify, random_state=seed)
@@ -238,6 +239,8 @@ def stratified_subsample(frame: pd.DataFrame, limit: int | None, seed: int) -> p
     rows have no one label (tagged sentences)."""
     if limit is None or len(frame) <= limit:
         return frame
+    from sklearn.model_selection import train_test_split  # import cost: scikit-learn, only for stages that sample
+
     counts = frame["label"].value_counts() if "label" in frame.columns else pd.Series([1])
     stratify = frame["label"] if counts.min() >= 2 and counts.size <= limit else None
     kept, _ = train_test_split(frame, train_size=limit, stratify=stratify, random_state=seed)

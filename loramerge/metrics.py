@@ -1,22 +1,11 @@
-"""Classification metrics, all from scikit-learn, in one dict shape used everywhere."""
+"""What a merge keeps, as numbers: normalized accuracy (KnOTS'), gain retention over head-only, and how scores rank.
+
+Plain arithmetic on scores (accuracy, or entity micro-F1 for a token task; loramerge/tasktypes.py computes them), so
+the report reads it without the model stack."""
 
 from __future__ import annotations
 
 import math
-
-import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-
-
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="weighted", zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-        "weighted_precision": float(precision),
-        "weighted_recall": float(recall),
-        "weighted_f1": float(f1),
-    }
 
 
 def normalized_accuracy(merged: float, single: float) -> float:

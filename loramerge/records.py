@@ -29,6 +29,23 @@ from loramerge.settings import Strict
 R = TypeVar("R", bound="Record")
 
 
+DATA_FREE = "none"
+"""A merge manifest's `data` for a method that reads nothing but the members' updates."""
+
+
+SIMILARITY_MEASURES: dict[str, str] = {
+    "data_cosine": "cosine of mean sentence embeddings",
+    "data_mmd": "MMD² with a linear kernel (squared embedding units)",
+    "label_jaccard": "label-name overlap (Jaccard)",
+    "vocab_jaccard": "vocabulary overlap (Jaccard)",
+    "adapter_cosine": "cosine of the flattened ΔW",
+    "adapter_alignment": "subspace alignment (mean cos² of principal angles)",
+}
+"""Every measure of metrics/similarity.json (stage `similarity`), in report order, with the words a figure's axis uses.
+
+All but `data_mmd` grow with similarity; `data_mmd` is a distance."""
+
+
 class RecordError(ValueError):
     """A stage's JSON file is not in the layout this code reads; the message names the file and the stage to rerun."""
 
@@ -205,6 +222,8 @@ class MergeManifest(Record):
     """The chosen hyper-parameters (the method's Config)."""
     format: Literal["peft_adapter", "dense_deltas"]
     base_model: str
+    data: str
+    """What the method read beyond the members' updates (DATA_FREE, or a data-aware method's split and statistic)."""
     members: dict[str, MemberHashes]
     search: SearchRecord
     validation: ValidationSummary

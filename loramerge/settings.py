@@ -81,6 +81,13 @@ class TrainOverrides(Strict):
 TaskType = Literal["sequence_classification", "token_classification", "image_classification"]
 """What a task predicts: one label per text (a pooled head), one BIO tag per word (a token head, NER), or one
 label per image (a pooled head on a vision encoder such as ViT)."""
+SCORE_NAMES: dict[str, str] = {
+    "sequence_classification": "accuracy",
+    "token_classification": "entity micro-F1",
+    "image_classification": "accuracy",
+}
+"""Each task type's headline score: what normalized accuracy and gain retention are computed from (loramerge/tasktypes.py
+computes it; the report names it without loading the model stack)."""
 
 DEFAULT_COLUMNS: dict[str, tuple[str, str]] = {
     "sequence_classification": ("text", "label"),

@@ -19,18 +19,6 @@ from loramerge.batching import TokenizedTexts
 from loramerge.model import pooled_features
 from loramerge.updates import TaskUpdate
 
-MEASURES: dict[str, str] = {
-    "data_cosine": "cosine of mean sentence embeddings",
-    "data_mmd": "MMD² with a linear kernel (squared embedding units)",
-    "label_jaccard": "label-name overlap (Jaccard)",
-    "vocab_jaccard": "vocabulary overlap (Jaccard)",
-    "adapter_cosine": "cosine of the flattened ΔW",
-    "adapter_alignment": "subspace alignment (mean cos² of principal angles)",
-}
-"""Every measure the stage writes, in report order, with the words a figure's axis uses.
-
-All but `data_mmd` grow with similarity; `data_mmd` is a distance."""
-
 
 def embed_texts(
     encoder: PreTrainedModel,

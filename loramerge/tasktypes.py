@@ -17,10 +17,11 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from transformers import PreTrainedTokenizerBase
 
 from loramerge.batching import PixelImages, TokenizedTexts
-from loramerge.metrics import classification_metrics
+from loramerge.settings import SCORE_NAMES
 from loramerge.tokens import TaggedWords, entity_metrics, sentence_counts, word_tags
 
 
@@ -41,6 +42,18 @@ class Scored:
         return self.points == self.possible
 
 
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy and the F1 family of one label per example (scikit-learn), in the dict shape every record keeps."""
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="weighted", zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "weighted_precision": float(precision),
+        "weighted_recall": float(recall),
+        "weighted_f1": float(f1),
+    }
+
+
 class TaskType(Protocol):
     name: str
     per_token: bool
@@ -56,7 +69,8 @@ class TaskType(Protocol):
 class SequenceClassification:
     """One label per text, from the pooled vector; scored by accuracy."""
 
-    name, per_token, score_name = "sequence_classification", False, "accuracy"
+    name, per_token = "sequence_classification", False
+    score_name = SCORE_NAMES[name]
 
     def inputs(self, frame, tokenizer, labels, max_length) -> TokenizedTexts:
         return TokenizedTexts(tokenizer, frame["text"].tolist(), frame["label_id"].tolist(), max_length)
@@ -78,7 +92,8 @@ class SequenceClassification:
 class TokenClassification:
     """One BIO tag per word (named-entity recognition); scored by entity-level micro-F1 (seqeval, strict IOB2)."""
 
-    name, per_token, score_name = "token_classification", True, "entity micro-F1"
+    name, per_token = "token_classification", True
+    score_name = SCORE_NAMES[name]
 
     def inputs(self, frame, tokenizer, labels, max_length) -> TaggedWords:
         return TaggedWords(tokenizer, frame["tokens"].tolist(), frame["tags"].tolist(), labels, max_length)
@@ -108,6 +123,7 @@ class ImageClassification(SequenceClassification):
     by accuracy. The backbone's image processor makes the pixel values."""
 
     name = "image_classification"
+    score_name = SCORE_NAMES[name]
 
     def inputs(self, frame, processor, labels, max_length) -> PixelImages:
         return PixelImages(processor, frame["image"].tolist(), frame["label_id"].tolist())

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from loramerge.records import DATA_FREE
 from loramerge.updates import LayerFactors, TaskUpdate
 
 __all__ = ["LayerFactors", "MergeMethod", "MergeResult", "MethodConfig", "TaskUpdate"]
@@ -44,6 +45,9 @@ class MergeMethod(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
     search_order: ClassVar[tuple[str, ...]] = ()
+    data: ClassVar[str] = DATA_FREE
+    """What it reads beyond the members' updates, in words (a data-aware method: which split, which statistic); the
+    merge manifest records it, and the report shows it beside the method."""
 
     @abstractmethod
     def merge(self, updates: Sequence[TaskUpdate], config: MethodConfig) -> MergeResult:

@@ -43,8 +43,6 @@ class DataAwareMethod(MergeMethod):
     """A method whose merge reads observations of the members' data, not only their updates."""
 
     needs: ClassVar[Observation]
-    data: ClassVar[str]
-    """What data it uses, in words, for the report (which split, which statistic)."""
 
 
 def observed(updates: Sequence[TaskUpdate], method: DataAwareMethod) -> list[ObservedUpdate]:

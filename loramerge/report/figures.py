@@ -18,8 +18,8 @@ import pandas as pd
 
 from loramerge.atomic import atomic_file
 from loramerge.lists import split_combination
+from loramerge.records import SIMILARITY_MEASURES
 from loramerge.report.tables import KINDS
-from loramerge.similarity import MEASURES
 
 NORMALIZED_LABEL = "mean normalized accuracy\n(merged / single, ratio)"
 
@@ -112,11 +112,11 @@ def similarity_scatter(
     joined = combos[combos["method"] == method].merge(similarity, on=["combination", "kind"])
     kinds = [k for k in KINDS if (joined["kind"] == k).any()]
     figure, axes = plt.subplots(
-        len(kinds), len(MEASURES), figsize=(3.4 * len(MEASURES), 3.4 * len(kinds)), squeeze=False
+        len(kinds), len(SIMILARITY_MEASURES), figsize=(3.4 * len(SIMILARITY_MEASURES), 3.4 * len(kinds)), squeeze=False
     )
     for row, kind in enumerate(kinds):
         points = joined[joined["kind"] == kind]
-        for column, (measure, description) in enumerate(MEASURES.items()):
+        for column, (measure, description) in enumerate(SIMILARITY_MEASURES.items()):
             stats = corr[(corr["method"] == method) & (corr["kind"] == kind) & (corr["measure"] == measure)].iloc[0]
             ax = axes[row, column]
             ax.scatter(points[measure], points["normalized_accuracy"])

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from loramerge import paths
 from loramerge.config import Params
-from loramerge.precision import bf16_units, cpu_model, resolve
-from loramerge.records import PreparedStats, TrainMetrics
+from loramerge.cpu import bf16_units, cpu_model
+from loramerge.records import MergeManifest, PreparedStats, SingleMetrics, TrainMetrics
 from loramerge.tracking import git_commit, repro_id, repro_runs
 
 
@@ -67,7 +67,7 @@ def machine_table() -> pd.DataFrame:
                 "platform": platform.platform(),
                 "cpu_count": os.cpu_count(),
                 "python": platform.python_version(),
-                "torch": torch.__version__,
+                "torch": version("torch"),
             }
         ]
     )
@@ -101,12 +101,24 @@ def provenance_line(params: Params) -> str:
     )
     return (
         f"Measured on {cpu_model()} ({os.cpu_count()} cores; native bf16 units: {', '.join(bf16_units()) or 'none'}), "
-        f"torch {torch.__version__}. Precision (as resolved on this machine): training "
-        f"{resolve(params.train.precision).name}, merge search {resolve(params.merge.precision).name}, test evaluation "
-        f"{resolve(params.evaluate.precision).name}. Backbone {params.backbone.name}, LoRA rank {params.lora.rank}, alpha "
-        f"{params.lora.alpha} on {params.lora.targets}. Data (train/validation/test rows): {rows}. "
+        f"torch {version('torch')}. Precision (as the stages ran): {ran_in(params)}. Backbone {params.backbone.name}, "
+        f"LoRA rank {params.lora.rank}, alpha {params.lora.alpha} on {params.lora.targets}. "
+        f"Data (train/validation/test rows): {rows}. "
         f"{seeds_sentence(params)} Git commit {git_commit(Path('.'))[:12]}."
     )
+
+
+def ran_in(params: Params) -> str:
+    """The number format training, the merge search and test evaluation ran in, as their records say (the stages
+    resolve `auto` on the machine they run on, which need not be this one)."""
+    first = next(iter(params.tasks))  # its first seed's replica has its name
+    formats = [("training", TrainMetrics.read(paths.train_metrics(first, "lora")).precision.name)]
+    if params.combinations:
+        combo = params.combinations[0]
+        manifest = MergeManifest.read(paths.merge_manifest(combo, next(iter(params.merge.methods))))
+        formats.append(("merge search", manifest.validation.precision.name))
+    formats.append(("test evaluation", SingleMetrics.read(paths.single_metrics(first)).precision.name))
+    return ", ".join(f"{stage} {name}" for stage, name in formats)
 
 
 def seeds_sentence(params: Params) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 from loramerge import paths
 from loramerge.atomic import read_json
 from loramerge.config import Params
+from loramerge.records import SIMILARITY_MEASURES
 from loramerge.report.seeds import seed_spread
 from loramerge.report.statistics import association, correlations, similarity_table
 from loramerge.report.tables import (
@@ -44,7 +45,6 @@ from loramerge.report.uncertainty import (
     size_intervals,
     task_intervals,
 )
-from loramerge.similarity import MEASURES
 from loramerge.tracking import metric_key
 
 SHORT_NAMES = {"normalized_accuracy": "norm_acc", "gain_retention": "gain_retention"}  # MLflow metric prefixes
@@ -252,7 +252,7 @@ def tracked_metrics(results: Results) -> dict[str, float]:
         metrics.update(
             {
                 metric_key("similarity", measure, row.kind, row.combination): getattr(row, measure)
-                for measure in MEASURES
+                for measure in SIMILARITY_MEASURES
             }
         )
     for row in results.correlations.itertuples():

@@ -11,13 +11,13 @@ from __future__ import annotations
 import pandas as pd
 
 from loramerge.config import Params
+from loramerge.records import DATA_FREE, SIMILARITY_MEASURES
 from loramerge.report.appendix import export_section, provenance_section, sweep_section
 from loramerge.report.document import Figure, Section, Table, plural
 from loramerge.report.provenance import provenance_line
 from loramerge.report.results import Results
 from loramerge.report.statistics import association_text, verdict
-from loramerge.report.tables import DATA_FREE, KINDS
-from loramerge.similarity import MEASURES
+from loramerge.report.tables import KINDS
 
 
 def with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
@@ -143,9 +143,9 @@ def similarity_section(results: Results, figures: list[Figure], params: Params) 
         )
     measures = pd.DataFrame(
         {
-            "measure": list(MEASURES),
-            "what it is": list(MEASURES.values()),
-            "larger means": ["less similar" if m == "data_mmd" else "more similar" for m in MEASURES],
+            "measure": list(SIMILARITY_MEASURES),
+            "what it is": list(SIMILARITY_MEASURES.values()),
+            "larger means": ["less similar" if m == "data_mmd" else "more similar" for m in SIMILARITY_MEASURES],
         }
     )
     cells = results.correlations.assign(

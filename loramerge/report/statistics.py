@@ -19,15 +19,15 @@ from loramerge.combinations import member_pairs
 from loramerge.config import Params
 from loramerge.lists import combination_kind, split_combination
 from loramerge.paths import SIMILARITY
-from loramerge.similarity import MEASURES
+from loramerge.records import SIMILARITY_MEASURES
 
 
 def similarity_table(params: Params) -> pd.DataFrame:
     """Every measure per combination: a pair's as the similarity stage wrote it, a triple's as the
     mean over its three pairs. Empty when the similarity stage has not run."""
     if not SIMILARITY.exists():
-        return pd.DataFrame(columns=["combination", "kind", *MEASURES])
-    pairs = pd.DataFrame.from_dict(read_json(SIMILARITY)["pairs"], orient="index")[list(MEASURES)]
+        return pd.DataFrame(columns=["combination", "kind", *SIMILARITY_MEASURES])
+    pairs = pd.DataFrame.from_dict(read_json(SIMILARITY)["pairs"], orient="index")[list(SIMILARITY_MEASURES)]
     rows = []
     for combo in params.combinations:
         rows.append(
@@ -84,7 +84,7 @@ def correlations(combos: pd.DataFrame, similarity: pd.DataFrame, counted: list[s
     joined = combos.merge(similarity, on=["combination", "kind"])
     rows = []
     for (method, kind), group in joined.groupby(["method", "kind"], sort=False):
-        for measure in MEASURES:
+        for measure in SIMILARITY_MEASURES:
             rho, p = spearman(group[measure], group["normalized_accuracy"])
             rows.append({"method": method, "kind": kind, "measure": measure, "n": len(group), "rho": rho, "p": p})
     table = pd.DataFrame(rows, columns=["method", "kind", "measure", "n", "rho", "p"])

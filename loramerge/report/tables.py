@@ -13,11 +13,9 @@ from loramerge import paths
 from loramerge.atomic import read_json
 from loramerge.config import Params
 from loramerge.lists import combination_kind
-from loramerge.merging import get_method
-from loramerge.merging.observed import DataAwareMethod
 from loramerge.metrics import gain_retention
 from loramerge.records import BaselineMetrics, MergedMetrics, MergeManifest, SingleMetrics, TrainMetrics
-from loramerge.tasktypes import TASK_TYPES
+from loramerge.settings import SCORE_NAMES
 
 KINDS = ("pair", "triple")
 """The combination sizes the report compares, in the order it shows them."""
@@ -30,16 +28,16 @@ def single_table(params: Params) -> pd.DataFrame:
     score (`metric`: accuracy, or entity micro-F1 for a token task, where always tagging "O" finds nothing: 0)."""
     rows = []
     for task in params.tasks:
-        kind = TASK_TYPES[params.tasks[params.task_of(task)].type]
+        score = SCORE_NAMES[params.tasks[params.task_of(task)].type]  # entity F1: always "O" scores 0
         metrics = SingleMetrics.read(paths.single_metrics(task))
         baselines = BaselineMetrics.read(paths.baseline_metrics(task))
         train = TrainMetrics.read(paths.train_metrics(task, "lora"))
         rows.append(
             {
                 "task": task,
-                "metric": kind.score_name,
+                "metric": score,
                 "test_examples": metrics.test_examples,
-                "majority_accuracy": 0.0 if kind.per_token else metrics.majority_baseline_accuracy,
+                "majority_accuracy": metrics.majority_baseline_accuracy if score == "accuracy" else 0.0,
                 "head_only_score": baselines.head_only.score,
                 "full_ft_score": baselines.full.score,
                 "lora_score": metrics.score,
@@ -101,17 +99,20 @@ def validation_table(params: Params) -> pd.DataFrame:
     """Per (combination, kind, method): the validation score the merge search reached (mean normalized accuracy, or
     the joint setting's under `merge.objective: joint`), from the manifests. Methods are ranked on this, never on
     test: the test scores are what the ranking is judged by."""
-    rows = [
-        {
-            "combination": combo,
-            "kind": combination_kind(combo),
-            "method": method,
-            "validation_normalized_accuracy": MergeManifest.read(paths.merge_manifest(combo, method)).validation.score,
-        }
-        for combo in params.combinations
-        for method in params.merge.methods
-    ]
-    return pd.DataFrame(rows, columns=["combination", "kind", "method", "validation_normalized_accuracy"])
+    rows = []
+    for combo in params.combinations:
+        for method in params.merge.methods:
+            manifest = MergeManifest.read(paths.merge_manifest(combo, method))
+            rows.append(
+                {
+                    "combination": combo,
+                    "kind": combination_kind(combo),
+                    "method": method,
+                    "data": manifest.data,
+                    "validation_normalized_accuracy": manifest.validation.score,
+                }
+            )
+    return pd.DataFrame(rows, columns=["combination", "kind", "method", "data", "validation_normalized_accuracy"])
 
 
 def identical_methods(merged: pd.DataFrame, methods: list[str]) -> dict[str, list[str]]:
@@ -176,16 +177,6 @@ def validation_means(validation: pd.DataFrame, methods: list[str]) -> pd.Series:
     return validation.groupby("method")["validation_normalized_accuracy"].mean().reindex(methods)
 
 
-DATA_FREE = "none"
-"""The `data` of a method that reads nothing but the adapters' updates."""
-
-
-def data_used(method: str) -> str:
-    """What a method reads beyond the adapters (a data-aware method's own description), or "none"."""
-    found = get_method(method)
-    return found.data if isinstance(found, DataAwareMethod) else DATA_FREE
-
-
 def method_summary(combos: pd.DataFrame, validation: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     """Per method: mean normalized accuracy and gain retention over pairs and over triples (test), ranked by mean
     normalized validation accuracy, the criterion the headline uses. Each combination weighs once. `data` says
@@ -195,7 +186,7 @@ def method_summary(combos: pd.DataFrame, validation: pd.DataFrame, methods: list
     order = [f"{m}_{k}" for m in RETENTION for k in KINDS if f"{m}_{k}" in table.columns]
     table = table[order].reindex(methods)
     table.insert(0, "validation_normalized_accuracy", validation_means(validation, methods))
-    table.insert(0, "data", [data_used(m) for m in table.index])
+    table.insert(0, "data", validation.groupby("method")["data"].first().reindex(methods))
     table = table.reset_index().rename(columns={"index": "method"})
     return table.sort_values("validation_normalized_accuracy", ascending=False, kind="stable")
 

@@ -232,6 +232,7 @@ def merge_with(
         params=best.config.model_dump(),
         format=save_result(folder, best.result, paths.adapter_dir(members[0])),
         base_model=params.backbone.name,
+        data=method.data,
         members=hashes,
         search=SearchRecord(
             strategy=params.merge.search,

@@ -23,7 +23,8 @@ from loramerge.lists import split_combination
 from loramerge.lora import load_updates
 from loramerge.model import pooled_features
 from loramerge.precision import Precision, resolve
-from loramerge.similarity import MEASURES, cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
+from loramerge.records import SIMILARITY_MEASURES
+from loramerge.similarity import cosine, embed_texts, jaccard, linear_mmd, update_similarity, vocabulary
 from loramerge.tracking import metric_key, stage_run
 
 HELP = "score every pair of tasks for data, label/vocabulary and adapter similarity"
@@ -66,7 +67,7 @@ def pair_measures(a: TaskProfile, b: TaskProfile) -> dict[str, float]:
 
 
 def measure_pairs(params: Params, precision: Precision) -> dict[str, dict[str, float]]:
-    """Every measure of `MEASURES` for every scored pair; the texts are embedded in `precision`, the adapters'
+    """Every measure of `SIMILARITY_MEASURES` for every scored pair; the texts are embedded in `precision`, the adapters'
     updates compared in float32/64 whatever it is."""
     pairs = scored_pairs(params)
     tasks = list(dict.fromkeys(t for pair in pairs for t in split_combination(pair)))
@@ -78,7 +79,7 @@ def measure_pairs(params: Params, precision: Precision) -> dict[str, dict[str, f
     for pair in pairs:
         a, b = split_combination(pair)
         measures = {**pair_measures(profiles[a], profiles[b]), **update_similarity(updates[a], updates[b])}
-        results[pair] = {name: measures[name] for name in MEASURES}
+        results[pair] = {name: measures[name] for name in SIMILARITY_MEASURES}
     return results
 
 

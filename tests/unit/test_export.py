@@ -153,7 +153,7 @@ def test_exporting_a_combination_not_merged_yet_names_the_missing_folder_and_wri
 
 
 def test_the_compression_table_has_fp32_and_int8_and_bf16_exactly_when_the_cpu_has_bf16_units(exported):
-    from loramerge.precision import cpu_has_bf16
+    from loramerge.cpu import cpu_has_bf16
 
     _, combo, _ = exported
     table = read_json(Path("metrics/export") / f"{combo}.json")["compression"]["precisions"]

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from loramerge.merging import get_method
-from loramerge.metrics import classification_metrics, normalized_accuracy
+from loramerge.metrics import normalized_accuracy
 from loramerge.search import Trial, run_search, validate_points
 from loramerge.settings import SearchSpace
+from loramerge.tasktypes import classification_metrics
 
 
 def test_classification_metrics_on_a_worked_example():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loramerge.precision import cpu_has_bf16, resolve
+from loramerge.cpu import cpu_has_bf16
+from loramerge.precision import resolve
 
 
 @pytest.fixture

@@ -17,10 +17,10 @@ import pytest
 from loramerge.lists import all_combinations, generated_lists
 from loramerge.merging import get_method
 from loramerge.paths import SIMILARITY
+from loramerge.records import SIMILARITY_MEASURES
 from loramerge.report.sections import headline_text
 from loramerge.report.statistics import correlations, holm, smallest_p, spearman, verdict
 from loramerge.report.tables import combination_table, headline_table, identical_methods, method_summary
-from loramerge.similarity import MEASURES
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.export import export_combination
 from loramerge.stages.merge import merge_combination
@@ -77,7 +77,7 @@ def test_similarity_scores_every_pair_with_every_measure_in_range(reported_param
     pairs = json.loads((reported_folder / SIMILARITY).read_text())["pairs"]
     assert sorted(pairs) == sorted(reported_params.pairs)
     for scores in pairs.values():
-        assert set(scores) == set(MEASURES)
+        assert set(scores) == set(SIMILARITY_MEASURES)
         assert -1 <= scores["data_cosine"] <= 1 and scores["data_mmd"] >= 0
         assert all(0 <= scores[m] <= 1 for m in ("label_jaccard", "vocab_jaccard", "adapter_alignment"))
         assert -1 <= scores["adapter_cosine"] <= 1
@@ -179,7 +179,7 @@ def test_tables_metrics_and_per_method_plot_data(reported_params, reported_folde
             and frame["normalized_accuracy"].notna().all()
         )
     correlations_csv = pd.read_csv(reported_folder / "reports/tables/correlations.csv")
-    assert len(correlations_csv) == len(reported_params.merge.methods) * 2 * len(MEASURES)
+    assert len(correlations_csv) == len(reported_params.merge.methods) * 2 * len(SIMILARITY_MEASURES)
     association_csv = pd.read_csv(reported_folder / "reports/tables/association.csv")
     assert set(association_csv["kind"]) == {"pair", "triple"} and {"rho_ci_low", "partial_rho"} <= set(
         association_csv.columns
@@ -367,7 +367,11 @@ def fake_results(slope: float, methods: int = 3, pairs: int = 7) -> tuple[pd.Dat
     """Combinations whose normalized accuracy moves with data cosine by `slope` (plus noise), for every method."""
     rng = np.random.default_rng(0)
     similarity = pd.DataFrame(
-        {"combination": [f"p{i}" for i in range(pairs)], "kind": "pair", **{m: rng.random(pairs) for m in MEASURES}}
+        {
+            "combination": [f"p{i}" for i in range(pairs)],
+            "kind": "pair",
+            **{m: rng.random(pairs) for m in SIMILARITY_MEASURES},
+        }
     )
     combos = pd.concat(
         [
@@ -419,7 +423,13 @@ def scores_of(rows: dict[str, tuple[float, float]]) -> tuple[pd.DataFrame, pd.Da
     )
     validation = pd.DataFrame(
         [
-            {"combination": "a+b", "kind": "pair", "method": m, "validation_normalized_accuracy": v}
+            {
+                "combination": "a+b",
+                "kind": "pair",
+                "method": m,
+                "data": get_method(m).data,
+                "validation_normalized_accuracy": v,
+            }
             for m, (_, v) in rows.items()
         ]
     )
@@ -482,3 +492,15 @@ def test_the_heatmap_colours_span_the_data_symmetrically_about_the_single_adapte
     assert centred_scale(np.array([0.96, 1.01, np.nan])) == pytest.approx((0.96, 1.04))
     assert centred_scale(np.array([1.0, 1.0])) == pytest.approx((0.99, 1.01)), "a grid of exact 1s keeps a range"
     assert centred_scale(np.array([np.nan])) == pytest.approx((0.99, 1.01))
+
+
+def test_the_report_stage_computes_no_model_and_imports_no_model_stack():
+    """The report reads JSON and CSV files: torch, transformers, PEFT and scikit-learn would cost it seconds of
+    imports for nothing (the merge manifests say what data a method read; settings name each task type's score)."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "transformers", "peft", "sklearn"]
+    code = f"import sys, loramerge.stages.report; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
