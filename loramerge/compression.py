@@ -15,6 +15,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def variant(model: MultiTaskModel, name: str) -> MultiTaskModel:
         return model
     encoder = copy.deepcopy(model.encoder)
     if name == "int8":
-        encoder = torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():  # torch deprecates its own quantized tensors inside quantize_dynamic
+            warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
+            encoder = torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8)
     elif name == "bf16":
         encoder = encoder.to(torch.bfloat16)
     else:

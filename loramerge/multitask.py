@@ -21,7 +21,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from loramerge.atomic import read_json, write_json
-from loramerge.backbone import Backbone
+from loramerge.backbone import Backbone, quiet_loading
 from loramerge.batching import Picture, PixelImages, TokenizedTexts
 from loramerge.model import ClassificationHead, head_outputs
 from loramerge.tokens import TaggedWords, first_pieces
@@ -148,7 +148,8 @@ class MultiTaskModel:
         labels = {t: read_json(folder / HEADS / t / LABELS_FILE)["labels"] for t in manifest["members"]}
         check_labels(folder, manifest, heads, labels)
         check_weights(folder / "model.safetensors", "export the model again")
-        encoder = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
+        with quiet_loading(folder):
+            encoder = AutoModel.from_pretrained(folder, use_safetensors=True, dtype=torch.float32)
         if manifest.get("input") == "image":
             from transformers import AutoImageProcessor  # import cost: 1.5 s, paid only by image models
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,6 +90,25 @@ def fluent_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(previous)
 
 
+@contextmanager
+def quiet_logging() -> Iterator[None]:
+    """No notices from MLflow's pyfunc flavour while the model is logged: that its input example matches the
+    signature (it was inferred from it), that its `predict` has no type hints (the signature is given), and that the
+    pyfunc object is serialized with CloudPickle (a reference to `MultiTaskPyfunc` of the installed loramerge; the
+    weights are the export folder's safetensors). None of them asks anything of the user."""
+    logger = logging.getLogger("mlflow.pyfunc")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r".*Add type hints to the `predict` method", category=UserWarning
+            )
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def version_with_hash(client: MlflowClient, name: str, content_hash: str):
     """The registered version of `name` built from exactly these weights, if any."""
     versions = client.search_model_versions(f"name='{name}'")
@@ -122,7 +143,7 @@ def register_export(folder: Path, uri: str, run_id: str) -> dict:
             "git_commit": manifest["git_commit"],
             HASH_TAG: manifest[HASH_TAG],
         }
-        with fluent_uri(uri), mlflow.start_run(run_id=run_id):
+        with fluent_uri(uri), mlflow.start_run(run_id=run_id), quiet_logging():
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=MultiTaskPyfunc(),
