@@ -67,7 +67,8 @@ def write_model(
     """Write an export folder (its card aside): the encoder with `deltas` folded in, its tokenizer or image
     processor, each task's head folder, the PEFT `adapter` when the merge is exactly low-rank, and export.json,
     `provenance` (what the model was made from) plus what reading it needs; returns export.json's content."""
-    fold(backbone.encoder, deltas).save_pretrained(out, safe_serialization=True)
+    with quiet_loading(out):
+        fold(backbone.encoder, deltas).save_pretrained(out, safe_serialization=True)
     backbone.tokenizer.save_pretrained(out)
     for task, folder in heads.items():
         shutil.copytree(folder, out / HEADS / task)

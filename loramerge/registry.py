@@ -14,7 +14,6 @@ import base64
 import binascii
 import io
 import logging
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,7 +69,9 @@ class MultiTaskPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.model = MultiTaskModel.load(context.artifacts[ARTIFACT_KEY])
 
-    def predict(self, context, model_input, params=None):  # noqa: ARG002 - MLflow's signature
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # noqa: ARG002 - MLflow's signature
+        """The labels and probabilities of every member task (a DataFrame hint: MLflow infers no schema from it and
+        keeps the logged signature)."""
         column = self.model.input
         if column not in model_input.columns:
             raise ValueError(f"input has no {column!r} column (columns: {list(model_input.columns)})")
@@ -93,18 +94,14 @@ def fluent_uri(uri: str) -> Iterator[None]:
 @contextmanager
 def quiet_logging() -> Iterator[None]:
     """No notices from MLflow's pyfunc flavour while the model is logged: that its input example matches the
-    signature (it was inferred from it), that its `predict` has no type hints (the signature is given), and that the
-    pyfunc object is serialized with CloudPickle (a reference to `MultiTaskPyfunc` of the installed loramerge; the
-    weights are the export folder's safetensors). None of them asks anything of the user."""
+    signature (it was inferred from it), and that the pyfunc object is serialized with CloudPickle (a reference to
+    `MultiTaskPyfunc` of the installed loramerge; the weights are the export folder's safetensors). Neither asks
+    anything of the user; its errors still show."""
     logger = logging.getLogger("mlflow.pyfunc")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r".*Add type hints to the `predict` method", category=UserWarning
-            )
-            yield
+        yield
     finally:
         logger.setLevel(level)
 
