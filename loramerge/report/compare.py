@@ -22,7 +22,7 @@ def read_methods(reports: Path) -> pd.DataFrame:
     path = Path(reports) / "tables" / "methods.csv"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: give a folder the `report` stage wrote (reports/)")
-    return pd.read_csv(path).set_index("method")
+    return read_table(reports, "methods.csv").set_index("method")
 
 
 def compare_methods(first: Path, second: Path, labels: tuple[str, str]) -> pd.DataFrame:
