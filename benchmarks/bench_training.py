@@ -1,13 +1,15 @@
-"""LoRA training throughput: loramerge's Lightning loop versus Hugging Face `Trainer` + `peft`.
+"""LoRA training throughput: loramerge's Lightning loop versus Hugging Face `Trainer`, on one recipe.
 
-Both sides train the same backbone with LoRA r=8 on query/value, on the same prepared
-examples, batch size, sequence limit, epochs and seed, in one process, one after the
-other; the script prints samples per second for each, the ratio, and each side's final
-validation accuracy (throughput only counts if accuracy holds). HF's side uses its usual
-defaults: `AutoModelForSequenceClassification` ([CLS] pooler head), random batches padded
-by `DataCollatorWithPadding`. Also prints the achieved GFLOP/s (6 × trainable-path
-parameters × tokens/s is the usual estimate; here 2·N forward + 4·N backward through the
-encoder layers) against this CPU's measured float32 matmul peak.
+Equal work: both sides train the same model (the train stage's encoder with its LoRA targets, mean pooling and
+classification head, built from the same seed) with the same recipe (AdamW, the LoRA learning rate on the adapter,
+`head_learning_rate` on the head, weight decay, linear warm-up then linear decay, batch size, epochs, float32) on the
+same prepared examples. HF's side gets the recipe through its own API: an optimizer of two parameter groups passed to
+`Trainer(optimizers=...)`, whose scheduler `Trainer` builds from `lr_scheduler_type="linear"` and `warmup_steps`.
+What differs is the loop alone: Lightning with loramerge's length-grouped sampler and `FastDropout` against
+`Trainer` with `DataCollatorWithPadding`, once with its random batches and once with `group_by_length=True` (HF's
+own length grouping). A throughput ratio is printed only where both sides' validation accuracy is equal within noise
+(exact McNemar test on the same validation examples, p >= 0.05). Also prints the achieved GFLOP/s (2·N forward +
+4·N backward through the encoder layers) against this CPU's measured float32 matmul peak.
 
 Run: `python -m benchmarks.bench_training [--task emotion] [--examples 1500] [--epochs 3]` after
 `dvc repro prepare@<task>` (it reads data/prepared/<task>).
@@ -26,31 +28,59 @@ import torch
 
 from benchmarks.common import matmul_peak_gflops, ratio
 from loramerge import paths
-from loramerge.backbone import load_tokenizer, resolve_backbone
+from loramerge.backbone import load_tokenizer
 from loramerge.config import load_params
 from loramerge.data import load_split
 from loramerge.model import ClassificationHead, Classifier
 from loramerge.records import TrainMetrics
+from loramerge.report.uncertainty import mcnemar_exact
 from loramerge.stages.train import build_encoder
 from loramerge.tasktypes import TASK_TYPES
+from loramerge.tokens import token_loss
 from loramerge.training import ClassifierModule, TaskDataModule
+
+SIGNIFICANCE = 0.05
 
 
 def encoder_layer_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if ".layer." in n)
 
 
+def seeded_classifier(params, config, labels: int) -> Classifier:
+    """The train stage's LoRA classifier, its head drawn from the seed: both sides start from the same weights."""
+    L.seed_everything(config.seed)
+    encoder = build_encoder(params, "lora")
+    head = ClassificationHead(encoder.config.hidden_size, labels, config.head_dropout)
+    return Classifier(encoder, head, params.backbone.pooling).train()
+
+
+def recipe_optimizer(classifier: Classifier, config) -> torch.optim.AdamW:
+    """The stage's optimizer: the adapter at `learning_rate`, the head at `head_learning_rate`, one weight decay."""
+    encoder = [p for p in classifier.encoder.parameters() if p.requires_grad]
+    groups = [
+        {"params": encoder, "lr": config.learning_rate},
+        {"params": list(classifier.head.parameters()), "lr": config.head_learning_rate},
+    ]
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def result(side: str, seconds: float, samples: int, tokens: int, correct: np.ndarray, model) -> dict:
+    return {
+        "side": side,
+        "seconds": seconds,
+        "samples_per_s": samples / seconds,
+        "tokens_per_s": tokens / seconds,
+        "val_accuracy": float(correct.mean()),
+        "correct": correct,
+        "layer_params": encoder_layer_params(model),
+    }
+
+
 def ours(params, task: str, examples: int, epochs: int) -> dict:
     config = params.task_train(task).model_copy(update={"max_epochs": epochs, "val_check_interval": 10**6})
-    L.seed_everything(config.seed)
     tokenizer = load_tokenizer(params.backbone)
-    encoder = build_encoder(params, "lora")
     labels = sorted(load_split(task, "train")["label"].unique())
-    classifier = Classifier(
-        encoder,
-        ClassificationHead(encoder.config.hidden_size, len(labels), config.head_dropout),
-        params.backbone.pooling,
-    ).train()
+    classifier = seeded_classifier(params, config, len(labels))
     data = TaskDataModule(
         task,
         TASK_TYPES["sequence_classification"],
@@ -68,6 +98,7 @@ def ours(params, task: str, examples: int, epochs: int) -> dict:
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
+        precision="32",
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -80,28 +111,31 @@ def ours(params, task: str, examples: int, epochs: int) -> dict:
     trainer.fit(module, train_dataloaders=data.train_dataloader())
     seconds = time.perf_counter() - started
     classifier.eval()
-    correct = total = 0
+    validation = data.splits["validation"]
+    correct = np.zeros(len(validation.labels), dtype=bool)
     with torch.inference_mode():
-        for batch in data.splits["validation"].sorted_batches(64):
-            correct += int(
-                (classifier(batch["input_ids"], batch["attention_mask"]).argmax(-1) == batch["labels"]).sum()
-            )
-            total += len(batch["labels"])
+        for batch in validation.sorted_batches(64):
+            found = classifier(batch["input_ids"], batch["attention_mask"]).argmax(-1)
+            correct[batch["index"]] = (found == batch["labels"]).numpy()
     tokens = sum(len(ids) for ids in data.splits["train"].input_ids) * epochs
-    return {
-        "side": "loramerge (Lightning)",
-        "seconds": seconds,
-        "samples_per_s": examples * epochs / seconds,
-        "tokens_per_s": tokens / seconds,
-        "val_accuracy": correct / total,
-        "layer_params": encoder_layer_params(encoder),
-    }
+    return result("loramerge (Lightning)", seconds, examples * epochs, tokens, correct, classifier.encoder)
 
 
-def huggingface(params, task: str, examples: int, epochs: int) -> dict:
+class TrainerModel(torch.nn.Module):
+    """The classifier in the form `Trainer` trains: the batch's columns in, the loss (the stage's) and logits out."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> dict:
+        logits = self.classifier(input_ids, attention_mask)
+        return {"loss": token_loss(logits, labels), "logits": logits}
+
+
+def huggingface(params, task: str, examples: int, epochs: int, group_by_length: bool) -> dict:
     from datasets import Dataset
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     config = params.task_train(task)
     tokenizer = load_tokenizer(params.backbone)
@@ -112,27 +146,17 @@ def huggingface(params, task: str, examples: int, epochs: int) -> dict:
         encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=params.backbone.max_length)
         return Dataset.from_dict({**encoded, "labels": frame["label_id"].tolist()})
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_backbone(params.backbone.name), num_labels=len(labels), use_safetensors=True
-    )
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            task_type="SEQ_CLS",
-            r=params.lora.rank,
-            lora_alpha=params.lora.alpha,
-            lora_dropout=params.lora.dropout,
-            target_modules=["query", "value"],
-        ),
-    )
+    classifier = seeded_classifier(params, config, len(labels))
+    steps = -(-examples // config.batch_size) * epochs
     with tempfile.TemporaryDirectory() as out:
         arguments = TrainingArguments(
             output_dir=out,
             per_device_train_batch_size=config.batch_size,
+            per_device_eval_batch_size=64,
             num_train_epochs=epochs,
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            warmup_steps=int(config.warmup_ratio * -(-examples // config.batch_size) * epochs),
+            lr_scheduler_type="linear",
+            warmup_steps=int(config.warmup_ratio * steps),
+            group_by_length=group_by_length,
             seed=config.seed,
             report_to=[],
             save_strategy="no",
@@ -142,21 +166,32 @@ def huggingface(params, task: str, examples: int, epochs: int) -> dict:
             disable_tqdm=True,
         )
         trainer = Trainer(
-            model=model, args=arguments, train_dataset=encode(train), data_collator=DataCollatorWithPadding(tokenizer)
+            model=TrainerModel(classifier),
+            args=arguments,
+            train_dataset=encode(train),
+            data_collator=DataCollatorWithPadding(tokenizer),
+            optimizers=(recipe_optimizer(classifier, config), None),
         )
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
         predictions = trainer.predict(encode(validation)).predictions.argmax(-1)
     tokens = sum(len(ids) for ids in encode(train)["input_ids"]) * epochs
-    return {
-        "side": "HF Trainer + peft",
-        "seconds": seconds,
-        "samples_per_s": examples * epochs / seconds,
-        "tokens_per_s": tokens / seconds,
-        "val_accuracy": float(np.mean(predictions == validation["label_id"].to_numpy())),
-        "layer_params": encoder_layer_params(model),
-    }
+    correct = predictions == validation["label_id"].to_numpy()
+    side = "HF Trainer, group_by_length" if group_by_length else "HF Trainer, random batches"
+    return result(side, seconds, examples * epochs, tokens, correct, classifier.encoder)
+
+
+def verdict(first: dict, second: dict) -> str:
+    """The throughput ratio of two sides, stated only when their validation accuracy is equal within noise."""
+    p = mcnemar_exact(first["correct"], second["correct"])
+    accuracies = (
+        f"validation accuracy {first['val_accuracy']:.3f} vs {second['val_accuracy']:.3f}, McNemar p = {p:.2f}"
+    )
+    if p < SIGNIFICANCE:
+        return f"{first['side']} vs {second['side']}: {accuracies}: not equal work, no ratio stated."
+    speed = ratio(first["samples_per_s"], second["samples_per_s"])
+    return f"{first['side']} / {second['side']}: **{speed}** the samples/s at equal accuracy ({accuracies})."
 
 
 def main() -> None:
@@ -170,33 +205,35 @@ def main() -> None:
         torch.set_num_threads(params.train.num_threads)
     rows = [
         ours(params, args.task, args.examples, args.epochs),
-        huggingface(params, args.task, args.examples, args.epochs),
+        huggingface(params, args.task, args.examples, args.epochs, group_by_length=False),
+        huggingface(params, args.task, args.examples, args.epochs, group_by_length=True),
     ]
     peak = matmul_peak_gflops()
     for row in rows:
         row["gflops"] = 6 * row["layer_params"] * row["tokens_per_s"] / 1e9
         row["share_of_matmul_peak"] = row["gflops"] / peak
-    table = pd.DataFrame(rows).drop(columns=["layer_params"])
-    print("## LoRA training throughput: loramerge vs Hugging Face Trainer + peft\n")
+    table = pd.DataFrame(rows).drop(columns=["layer_params", "correct"])
+    config = params.task_train(args.task)
+    print("## LoRA training throughput: loramerge vs Hugging Face Trainer, same model and recipe\n")
     print(
-        f"`{params.backbone.name}`, LoRA r={params.lora.rank} on query/value, task `{args.task}`: {args.examples} training examples × "
-        f"{args.epochs} epoch(s), batch {params.task_train(args.task).batch_size}, max length {params.backbone.max_length}, seed "
-        f"{params.train.seed}; validation accuracy on the prepared validation split. Matmul peak of this CPU: {peak:.1f} GFLOP/s "
-        "(float32, 1024², best of 3). GFLOP/s = 6 × encoder-layer parameters × real (unpadded) tokens per second. "
-        "Goal: ≥ 1.5× with equal accuracy within noise.\n"
+        f"`{params.backbone.name}`, LoRA r={params.lora.rank} on `{params.lora.targets}`, mean pooling and the stage's "
+        f"head; task `{args.task}`: {args.examples} training examples × {args.epochs} epoch(s), batch "
+        f"{config.batch_size}, max length {params.backbone.max_length}, AdamW lr {config.learning_rate} (head "
+        f"{config.head_learning_rate}), weight decay {config.weight_decay}, linear schedule with "
+        f"{config.warmup_ratio:.0%} warm-up, float32, seed {config.seed}; validation accuracy on the prepared "
+        f"validation split. Matmul peak of this CPU: {peak:.1f} GFLOP/s (float32, 1024², best of 3). GFLOP/s = 6 × "
+        "encoder-layer parameters × real (unpadded) tokens per second.\n"
     )
     print(table.to_markdown(index=False, floatfmt=".3f"))
-    print(
-        f"\nThroughput ratio (loramerge / HF): **{ratio(rows[0]['samples_per_s'], rows[1]['samples_per_s'])}**; "
-        f"validation accuracy {rows[0]['val_accuracy']:.3f} vs {rows[1]['val_accuracy']:.3f} "
-        f"({len(load_split(args.task, 'validation'))} examples)."
-    )
+    print()
+    for other in rows[1:]:
+        print(f"- {verdict(rows[0], other)}")
     recorded = paths.train_metrics(args.task, "lora")
     if recorded.exists():
         stage = TrainMetrics.read(recorded)
         print(
             f"\nFor comparison, the `train@{args.task}` stage itself (all {stage.global_steps} steps, plus validation every "
-            f"{params.task_train(args.task).val_check_interval} steps, checkpoints and per-step MLflow logging) recorded "
+            f"{config.val_check_interval} steps, checkpoints and per-step MLflow logging) recorded "
             f"{stage.train_samples_per_s:.1f} samples/s in its last run ({recorded})."
         )
 

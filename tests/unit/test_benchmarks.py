@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from benchmarks.bench_pipeline import expected_reruns, stages_to_run
 from benchmarks.bench_run_time import by_group, last_run, stage_records
 from benchmarks.bench_stage_floor import stage_modules
@@ -88,3 +90,14 @@ def test_the_floor_reads_which_stage_module_each_stage_of_dvc_lock_runs(tmp_path
     (tmp_path / "dvc.lock").write_text(f"schema: '2.0'\nstages:\n{stages}")
     monkeypatch.chdir(tmp_path)
     assert stage_modules() == {"train@a": "train", "baseline_full@a": "train", "merge_pair@a+b": "merge"}
+
+
+def test_a_training_throughput_ratio_is_stated_only_at_equal_accuracy():
+    from benchmarks.bench_training import verdict
+
+    right = np.array([True] * 150 + [False] * 50)
+    ours = {"side": "ours", "samples_per_s": 100.0, "val_accuracy": 0.75, "correct": right}
+    same = {"side": "same", "samples_per_s": 50.0, "val_accuracy": 0.75, "correct": right.copy()}
+    worse = {"side": "worse", "samples_per_s": 50.0, "val_accuracy": 0.50, "correct": np.arange(200) < 100}
+    assert "**2.00×**" in verdict(ours, same)
+    assert "no ratio" in verdict(ours, worse) and "×" not in verdict(ours, worse)
