@@ -13,6 +13,7 @@ import importlib
 import io
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -193,10 +194,18 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _mlflow_server(args: argparse.Namespace) -> None:
-    """Serve the project's MLflow store on 127.0.0.1 (replaces this process; stop it with Ctrl-C)."""
-    from loramerge.server import serve
+    """Serve the project's MLflow store on 127.0.0.1 (replaces this process; stop it with Ctrl-C), or, with
+    `--during COMMAND`, only while COMMAND runs (exits with COMMAND's status). A store chosen elsewhere
+    ($MLFLOW_TRACKING_URI, params `tracking.uri`) is the user's: COMMAND then runs with it, and no server starts."""
+    from loramerge.server import serve, serve_during
 
-    serve(Path("."), args.port, args.backend_store_uri)
+    if not args.during:
+        serve(Path("."), args.port, args.backend_store_uri)
+        return
+    chosen = os.environ.get("MLFLOW_TRACKING_URI") or load_params(args.params).tracking.uri
+    status = subprocess.run(args.during).returncode if chosen else serve_during(Path("."), args.during)
+    if status:
+        sys.exit(status)
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -279,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend-store-uri",
         default=None,
         help="SQL store URL (default: sqlite:///<project>/mlflow.db); e.g. postgresql://user@host/db",
+    )
+    server.add_argument(
+        "--during",
+        nargs=argparse.REMAINDER,
+        default=[],
+        metavar="COMMAND",
+        help="serve the project's store on a free port only while COMMAND runs, its stages pointed at it (make run:"
+        " --during dvc repro); the rest of the line is COMMAND",
     )
     server.set_defaults(handler=_mlflow_server)
     return parser

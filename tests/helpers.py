@@ -143,15 +143,6 @@ def comparable_metrics(value):
     return value
 
 
-def free_port() -> int:
-    """A local port nothing listens on right now (found by letting the OS bind one, then released)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def train_every_task(params) -> None:
     """Prepare each task of a project (the working directory), then train every replica (each task once per
     training seed) in every mode, compute RegMean's Gram matrices and score on test: everything a merge needs."""

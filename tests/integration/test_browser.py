@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPORT_SECTIONS, free_port, serving
+from loramerge.server import free_port
+from tests.helpers import REPORT_SECTIONS, serving
 from tests.sandbox import run, tiny_params
 
 pytestmark = pytest.mark.integration

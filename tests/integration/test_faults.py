@@ -24,7 +24,8 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers import comparable_metrics, free_port, require_task_data, tiny_params_dict
+from loramerge.server import free_port
+from tests.helpers import comparable_metrics, require_task_data, tiny_params_dict
 from tests.sandbox import make_sandbox, run, sandbox_env, tiny_params
 
 pytestmark = pytest.mark.integration

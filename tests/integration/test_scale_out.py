@@ -13,11 +13,9 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +26,9 @@ import torch
 import yaml
 
 from loramerge.config import load_params
+from loramerge.server import free_port, running_server, stop
 from loramerge.stages.prepare import prepare_task
-from tests.helpers import comparable_metrics, free_port, tiny_params_dict
+from tests.helpers import comparable_metrics, tiny_params_dict
 from tests.sandbox import make_sandbox, run, sandbox_env, shared_data_dir, tiny_params
 
 pytestmark = pytest.mark.integration
@@ -62,39 +61,10 @@ def scale_params() -> dict:
 def mlflow_server(project: Path, log: Path) -> Iterator[tuple[str, int]]:
     """`loramerge mlflow-server` on a free port, healthy before yielding, stopped (its whole process group) after."""
     port = free_port()
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            ["loramerge", "mlflow-server", "--port", str(port)],
-            cwd=project,
-            env=sandbox_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert server.poll() is None, log.read_text()[-3000:]
-            try:
-                if urllib.request.urlopen(f"{uri}/health", timeout=5).status == 200:
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the MLflow server did not come up:\n" + log.read_text()[-3000:]
-                time.sleep(1)
+    command = ["loramerge", "mlflow-server", "--port", str(port)]
+    with running_server(command, port, log, 300, project, sandbox_env()) as uri:
+        assert uri is not None, "the MLflow server did not come up:\n" + log.read_text()[-3000:]
         yield uri, port
-    finally:
-        stop(server)
-
-
-def stop(server: subprocess.Popen) -> None:
-    """End a server started in a session of its own, with every process it forked (SIGKILL after 30 s)."""
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
 
 
 @pytest.fixture(scope="module")

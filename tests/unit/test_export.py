@@ -16,7 +16,8 @@ from loramerge.atomic import read_json, write_json
 from loramerge.cli import main
 from loramerge.config import load_params
 from loramerge.multitask import EXPORT_MANIFEST, MultiTaskModel
-from tests.helpers import free_port, opened_project, serving, tiny_params_dict, train_every_task
+from loramerge.server import free_port
+from tests.helpers import opened_project, serving, tiny_params_dict, train_every_task
 
 LOW_RANK_METHODS = {"task_arithmetic": {"scaling": [0.5, 1.0]}, "linear": {}}
 REPO = Path(__file__).resolve().parents[2]

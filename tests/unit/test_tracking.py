@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from loramerge import paths
 from loramerge.data import prepared_splits
-from loramerge.server import server_command
+from loramerge.server import free_port, serve_during, server_command
 from loramerge.settings import TrackingConfig
 from loramerge.tracking import (
     PROBE_SETTINGS,
@@ -30,7 +30,6 @@ from loramerge.tracking import (
     tracking_uri,
 )
 from loramerge.training import lightning_logger
-from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -187,6 +186,38 @@ def test_the_server_binds_to_localhost_with_the_projects_sqlite_store_and_artifa
     assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     assert command[command.index("--artifacts-destination") + 1] == str(tmp_path.resolve() / "mlartifacts")
     assert command[1:4] == ["-m", "mlflow", "server"]
+
+
+STAGE_DURING_SERVER = """
+import os, pathlib
+from loramerge.settings import TrackingConfig
+from loramerge.tracking import stage_run
+assert os.environ["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:"), os.environ.get("MLFLOW_TRACKING_URI")
+pathlib.Path("card.md").write_text("the model card")
+with stage_run(TrackingConfig(), "export_pair@a+b", {"scaling": 1.0}) as run:
+    run.log_metrics({"score": 0.75})
+    run.log_artifacts(pathlib.Path("card.md"))
+raise SystemExit(3)
+"""
+
+
+def test_a_command_run_during_the_projects_server_logs_there_and_leaves_its_runs_and_artifacts_in_mlflow_db(
+    tmp_path, monkeypatch
+):
+    """What `make run` does (`loramerge mlflow-server --during dvc repro`): the stages talk to a server of the
+    project's store; after it stops, the project's sqlite store alone reads their runs and artifacts. The command's
+    exit status is passed on."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    assert serve_during(tmp_path, [sys.executable, "-c", STAGE_DURING_SERVER]) == 3
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("loramerge").experiment_id])
+    assert run.data.metrics == {"score": 0.75} and run.data.tags["dvc_stage"] == "export_pair@a+b"
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri()), "written where mlflow.db finds it"
+    downloaded = client.download_artifacts(run.info.run_id, "card.md", str(tmp_path / "read"))
+    assert Path(downloaded).read_text() == "the model card"
 
 
 def test_a_postgresql_store_is_passed_through_and_still_served_on_localhost(tmp_path):
