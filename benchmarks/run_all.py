@@ -36,6 +36,7 @@ BENCHMARKS = {
     "profile": "benchmarks.bench_profile",
     "run_time": "benchmarks.bench_run_time",
     "stage_floor": "benchmarks.bench_stage_floor",
+    "dvc_lock": "benchmarks.bench_dvc_lock",
 }
 
 
