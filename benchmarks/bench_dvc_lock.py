@@ -6,9 +6,15 @@ DVC project whose stages do nothing (`echo`), shaped like loramerge's: each depe
 merge stage lists 25 today), one data file and a params key, and writes one output. It records every stage with one
 `dvc commit` (no stage runs), then makes `--stale` of them stale through their params key and times `dvc repro`:
 (that time − a no-op `dvc repro`) / stale is DVC's own cost per stage at that lock size; the no-op `dvc repro` is the
-fixed cost of one `dvc repro` (reading dvc.yaml and dvc.lock, checking every stage).
+fixed cost of one `dvc repro --all-pipelines` (reading every dvc.yaml and dvc.lock, checking every stage).
 
-Run: `python -m benchmarks.bench_dvc_lock [--stages 60 115 250] [--code-deps 25 1] [--stale 6]`.
+Two ways to bound that cost are measured beside today's layout: fewer code deps a stage (`--code-deps 1`: one entry
+standing for a stage module's code), and the stages spread over several `dvc.yaml` files of at most
+`--stages-per-file` stages each (in folders `pipelines/partNNN/`, each with its own `dvc.lock`; `wdir` at the root,
+so `dvc repro` at the root runs them all).
+
+Run: `python -m benchmarks.bench_dvc_lock [--stages 60 115 250] [--layouts 25:0 1:0 25:10] [--stale 6]` (a layout
+is code deps a stage : stages per dvc.yaml, 0 for one dvc.yaml holding every stage).
 """
 
 from __future__ import annotations
@@ -32,55 +38,72 @@ def dvc(folder: Path, *arguments: str) -> float:
     return time.perf_counter() - started
 
 
-def synthetic_pipeline(stages: int, code_deps: int, stale: int) -> dict:
-    """dvc.yaml and params.yaml: `stages` stages over one foreach, the first `stale` in params group `late`."""
+def synthetic_pipeline(stages: int, code_deps: int, stale: int, per_file: int) -> tuple[dict, dict[str, dict]]:
+    """params.yaml and the dvc.yaml files by path: `stages` stages, `per_file` to a file (0: all in one), each file
+    one foreach over its part of the items; the first `stale` items are in params group `late`."""
+    names = [f"s{i:03d}" for i in range(stages)]
+    size = per_file or stages
+    parts = {f"p{k:03d}": names[k * size : (k + 1) * size] for k in range(-(-stages // size))}
     params = {
-        "items": {f"s{i:03d}": {"group": "late" if i < stale else "early"} for i in range(stages)},
+        "parts": {
+            p: {n: {"group": "late" if n < f"s{stale:03d}" else "early"} for n in part} for p, part in parts.items()
+        },
         "groups": {"early": 0, "late": 0},
     }
-    stage = {
-        "foreach": "${items}",
-        "do": {
-            "cmd": "echo ${key} > out/${key}.txt",
-            "deps": [f"code/module{j:02d}.py" for j in range(code_deps)] + ["data/${key}.txt"],
-            "params": ["groups.${item.group}"],
-            "outs": ["out/${key}.txt"],
-        },
-    }
-    return {"params": params, "dvc": {"vars": ["params.yaml"], "stages": {"step": stage}}}
+    files = {}
+    for part in parts:
+        up = "" if not per_file else "../../"
+        stage = {
+            "foreach": f"${{parts.{part}}}",
+            "do": {
+                "cmd": "echo ${key} > out/${key}.txt",
+                "deps": [f"code/module{j:02d}.py" for j in range(code_deps)] + ["data/${key}.txt"],
+                "params": ["groups.${item.group}"],
+                "outs": ["out/${key}.txt"],
+            },
+        }
+        if per_file:
+            stage["do"]["wdir"] = up.rstrip("/")
+        path = "dvc.yaml" if not per_file else f"pipelines/part{part[1:]}/dvc.yaml"
+        files[path] = {"vars": [f"{up}params.yaml"], "stages": {"step": stage}}
+    return params, files
 
 
-def build(folder: Path, stages: int, code_deps: int, stale: int) -> None:
-    """The project with every stage already recorded in dvc.lock, the way a finished run leaves it."""
-    pipeline = synthetic_pipeline(stages, code_deps, stale)
+def build(folder: Path, stages: int, code_deps: int, stale: int, per_file: int) -> None:
+    """The project with every stage already recorded in its dvc.lock, the way a finished run leaves it."""
+    params, files = synthetic_pipeline(stages, code_deps, stale, per_file)
     for sub in ("code", "data", "out"):
         (folder / sub).mkdir(parents=True)
     for j in range(code_deps):
         (folder / "code" / f"module{j:02d}.py").write_text(f"# module {j}\n" * 100)
-    for name in pipeline["params"]["items"]:
-        (folder / "data" / f"{name}.txt").write_text(name)
-        (folder / "out" / f"{name}.txt").write_text(f"{name}\n")
-    (folder / "params.yaml").write_text(yaml.safe_dump(pipeline["params"]))
-    (folder / "dvc.yaml").write_text(yaml.safe_dump(pipeline["dvc"], sort_keys=False))
+    for part in params["parts"].values():
+        for name in part:
+            (folder / "data" / f"{name}.txt").write_text(name)
+            (folder / "out" / f"{name}.txt").write_text(f"{name}\n")
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    for path, pipeline in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(yaml.safe_dump(pipeline, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
     dvc(folder, "init", "-q")
     dvc(folder, "commit", "-f", "-q")
 
 
-def measure(stages: int, code_deps: int, stale: int) -> dict:
+def measure(stages: int, code_deps: int, per_file: int, stale: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        build(folder, stages, code_deps, stale)
-        lines = len((folder / "dvc.lock").read_text().splitlines())
-        noop = min(dvc(folder, "repro", "-q") for _ in range(2))
+        build(folder, stages, code_deps, stale, per_file)
+        lines = max(len(lock.read_text().splitlines()) for lock in folder.rglob("dvc.lock"))
+        noop = min(dvc(folder, "repro", "--all-pipelines", "-q") for _ in range(2))
         params = yaml.safe_load((folder / "params.yaml").read_text())
         params["groups"]["late"] = 1
         (folder / "params.yaml").write_text(yaml.safe_dump(params))
-        repro = dvc(folder, "repro", "-q")
+        repro = dvc(folder, "repro", "--all-pipelines", "-q")
     return {
         "stages": stages,
         "code deps a stage": code_deps,
-        "dvc.lock lines": lines,
+        "stages a dvc.yaml": per_file or stages,
+        "largest dvc.lock, lines": lines,
         "no-op dvc repro, s": noop,
         "DVC per stage, s": (repro - noop) / stale,
     }
@@ -89,12 +112,13 @@ def measure(stages: int, code_deps: int, stale: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", type=int, nargs="+", default=[60, 115, 250])
-    parser.add_argument("--code-deps", type=int, nargs="+", default=[25, 1])
+    parser.add_argument("--layouts", nargs="+", default=["25:0", "1:0", "25:10"])
     parser.add_argument("--stale", type=int, default=6)
     args = parser.parse_args()
     import pandas as pd
 
-    rows = [measure(n, d, args.stale) for d in args.code_deps for n in args.stages]
+    layouts = [tuple(int(x) for x in layout.split(":")) for layout in args.layouts]
+    rows = [measure(n, deps, per_file, args.stale) for deps, per_file in layouts for n in args.stages]
     table = pd.DataFrame(rows)
     print("## DVC's own cost per stage as the pipeline grows\n")
     print(machine_description() + "\n")
@@ -102,11 +126,15 @@ def main() -> None:
         f"Synthetic pipelines of `echo` stages; {args.stale} of them rerun after a params change; per stage = "
         "(that `dvc repro` − a no-op `dvc repro`) / stages rerun.\n"
     )
-    print(table.to_markdown(index=False, floatfmt=(".0f", ".0f", ".0f", ".2f", ".2f")))
-    for deps, group in table.groupby("code deps a stage", sort=False):
+    print(table.to_markdown(index=False, floatfmt=(".0f", ".0f", ".0f", ".0f", ".2f", ".2f")))
+    print()
+    for (deps, per_file), group in zip(
+        layouts, (table.iloc[i : i + len(args.stages)] for i in range(0, len(table), len(args.stages)))
+    ):
         first, last = group.iloc[0], group.iloc[-1]
+        where = "one dvc.yaml" if not per_file else f"at most {per_file} stages a dvc.yaml"
         print(
-            f"\n- {deps} code deps a stage: DVC's cost per stage at {last['stages']:.0f} stages is "
+            f"- {deps} code deps a stage, {where}: DVC's cost per stage at {last['stages']:.0f} stages is "
             f"{last['DVC per stage, s'] / first['DVC per stage, s']:.1f}× its cost at {first['stages']:.0f}."
         )
 
