@@ -129,10 +129,14 @@ def running_server(
 def serve_during(root: Path, command: list[str], timeout: float = 120.0) -> int:
     """Run `command` (e.g. `dvc repro`) with its stages' MLflow runs sent to a server of the project's own store,
     started for it and stopped after; its exit status. A server that does not come up costs one warning: the
-    command then runs with the stages opening the store themselves."""
+    command then runs with the stages opening the store themselves.
+
+    MLflow's run links and INFO notices are off in the command: over HTTP its client prints a link to every run it
+    ends and says it waits for each registered model version, neither of which the SQL store prints (its warnings
+    still show)."""
     port, log = free_port(), root / "logs" / "mlflow-server.log"
     with running_server(server_command(root, port, proxied_artifacts=False), port, log, timeout, root) as uri:
-        env = dict(os.environ, MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true")
+        env = dict(os.environ, MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true", MLFLOW_LOGGING_LEVEL="WARNING")
         if uri is None:
             print(
                 f"loramerge: the MLflow server did not start (see {log}); stages open mlflow.db themselves", flush=True
