@@ -126,6 +126,11 @@ def running_server(
             stop(server)
 
 
+def run_server_environment() -> dict[str, str]:
+    """The environment of a server for one run: without MLflow's GenAI job workers (seven processes, none used)."""
+    return dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+
+
 def serve_during(root: Path, command: list[str], timeout: float = 120.0) -> int:
     """Run `command` (e.g. `dvc repro`) with its stages' MLflow runs sent to a server of the project's own store,
     started for it and stopped after; its exit status. A server that does not come up costs one warning: the
@@ -135,7 +140,8 @@ def serve_during(root: Path, command: list[str], timeout: float = 120.0) -> int:
     ends and says it waits for each registered model version, neither of which the SQL store prints (its warnings
     still show)."""
     port, log = free_port(), root / "logs" / "mlflow-server.log"
-    with running_server(server_command(root, port, proxied_artifacts=False), port, log, timeout, root) as uri:
+    command = server_command(root, port, proxied_artifacts=False)
+    with running_server(command, port, log, timeout, root, run_server_environment()) as uri:
         env = dict(os.environ, MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true", MLFLOW_LOGGING_LEVEL="WARNING")
         if uri is None:
             print(
