@@ -140,8 +140,8 @@ def serve_during(root: Path, command: list[str], timeout: float = 120.0) -> int:
     ends and says it waits for each registered model version, neither of which the SQL store prints (its warnings
     still show)."""
     port, log = free_port(), root / "logs" / "mlflow-server.log"
-    command = server_command(root, port, proxied_artifacts=False)
-    with running_server(command, port, log, timeout, root, run_server_environment()) as uri:
+    server = server_command(root, port, proxied_artifacts=False)
+    with running_server(server, port, log, timeout, root, run_server_environment()) as uri:
         env = dict(os.environ, MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT="true", MLFLOW_LOGGING_LEVEL="WARNING")
         if uri is None:
             print(
