@@ -6,7 +6,7 @@ classification head, built from the same seed) with the same recipe (AdamW, the 
 same prepared examples. HF's side gets the recipe through its own API: an optimizer of two parameter groups passed to
 `Trainer(optimizers=...)`, whose scheduler `Trainer` builds from `lr_scheduler_type="linear"` and `warmup_steps`.
 What differs is the loop alone: Lightning with loramerge's length-grouped sampler and `FastDropout` against
-`Trainer` with `DataCollatorWithPadding`, once with its random batches and once with `group_by_length=True` (HF's
+`Trainer` with `DataCollatorWithPadding`, once with its random batches and once with `train_sampling_strategy="group_by_length"` (HF's
 own length grouping). A throughput ratio is printed only where both sides' validation accuracy is equal within noise
 (exact McNemar test on the same validation examples, p >= 0.05). Also prints the achieved GFLOP/s (2·N forward +
 4·N backward through the encoder layers) against this CPU's measured float32 matmul peak.
@@ -156,7 +156,7 @@ def huggingface(params, task: str, examples: int, epochs: int, group_by_length: 
             num_train_epochs=epochs,
             lr_scheduler_type="linear",
             warmup_steps=int(config.warmup_ratio * steps),
-            group_by_length=group_by_length,
+            train_sampling_strategy="group_by_length" if group_by_length else "random",
             seed=config.seed,
             report_to=[],
             save_strategy="no",
