@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from benchmarks.common import machine_description
@@ -50,9 +51,8 @@ def synthetic_pipeline(stages: int, code_deps: int, stale: int, per_file: int) -
         },
         "groups": {"early": 0, "late": 0},
     }
-    files = {}
+    files, up = {}, "../../" if per_file else ""  # a part's dvc.yaml sits two folders below the root
     for part in parts:
-        up = "" if not per_file else "../../"
         stage = {
             "foreach": f"${{parts.{part}}}",
             "do": {
@@ -63,8 +63,8 @@ def synthetic_pipeline(stages: int, code_deps: int, stale: int, per_file: int) -
             },
         }
         if per_file:
-            stage["do"]["wdir"] = up.rstrip("/")
-        path = "dvc.yaml" if not per_file else f"pipelines/part{part[1:]}/dvc.yaml"
+            stage["do"]["wdir"] = "../.."
+        path = f"pipelines/part{part[1:]}/dvc.yaml" if per_file else "dvc.yaml"
         files[path] = {"vars": [f"{up}params.yaml"], "stages": {"step": stage}}
     return params, files
 
@@ -115,28 +115,25 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=["25:0", "1:0", "25:10"])
     parser.add_argument("--stale", type=int, default=6)
     args = parser.parse_args()
-    import pandas as pd
-
-    layouts = [tuple(int(x) for x in layout.split(":")) for layout in args.layouts]
-    rows = [measure(n, deps, per_file, args.stale) for deps, per_file in layouts for n in args.stages]
-    table = pd.DataFrame(rows)
+    rows, growth = [], []
+    for deps, per_file in (tuple(int(x) for x in layout.split(":")) for layout in args.layouts):
+        measured = [measure(n, deps, per_file, args.stale) for n in args.stages]
+        rows += measured
+        first, last = measured[0], measured[-1]
+        where = f"at most {per_file} stages a dvc.yaml" if per_file else "one dvc.yaml"
+        growth.append(
+            f"- {deps} code deps a stage, {where}: DVC's cost per stage at {last['stages']} stages is "
+            f"{last['DVC per stage, s'] / first['DVC per stage, s']:.1f}× its cost at {first['stages']}."
+        )
     print("## DVC's own cost per stage as the pipeline grows\n")
     print(machine_description() + "\n")
     print(
         f"Synthetic pipelines of `echo` stages; {args.stale} of them rerun after a params change; per stage = "
         "(that `dvc repro` − a no-op `dvc repro`) / stages rerun.\n"
     )
-    print(table.to_markdown(index=False, floatfmt=(".0f", ".0f", ".0f", ".0f", ".2f", ".2f")))
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=(".0f", ".0f", ".0f", ".0f", ".2f", ".2f")))
     print()
-    for (deps, per_file), group in zip(
-        layouts, (table.iloc[i : i + len(args.stages)] for i in range(0, len(table), len(args.stages)))
-    ):
-        first, last = group.iloc[0], group.iloc[-1]
-        where = "one dvc.yaml" if not per_file else f"at most {per_file} stages a dvc.yaml"
-        print(
-            f"- {deps} code deps a stage, {where}: DVC's cost per stage at {last['stages']:.0f} stages is "
-            f"{last['DVC per stage, s'] / first['DVC per stage, s']:.1f}× its cost at {first['stages']:.0f}."
-        )
+    print("\n".join(growth))
 
 
 if __name__ == "__main__":

@@ -62,8 +62,10 @@ def server_command(
         "--backend-store-uri",
         store,
     ]
-    command += ["--artifacts-destination", artifacts] if proxied_artifacts else ["--no-serve-artifacts"]
-    command += [] if proxied_artifacts else ["--default-artifact-root", Path(artifacts).as_uri()]
+    if proxied_artifacts:
+        command += ["--artifacts-destination", artifacts]
+    else:
+        command += ["--no-serve-artifacts", "--default-artifact-root", Path(artifacts).as_uri()]
     if store.startswith("sqlite"):
         command += ["--workers", "1"]
     return command
@@ -117,10 +119,10 @@ def running_server(
             command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + timeout
-        while server.poll() is None and not healthy(uri) and time.monotonic() < deadline:
+        deadline, up = time.monotonic() + timeout, False
+        while server.poll() is None and not (up := healthy(uri)) and time.monotonic() < deadline:
             time.sleep(0.5)
-        yield uri if server.poll() is None and healthy(uri) else None
+        yield uri if up and server.poll() is None else None
     finally:
         if server.poll() is None:
             stop(server)
