@@ -4,7 +4,10 @@ Every DVC stage is a new process: the interpreter starts, `loramerge` and its st
 transformers, scikit-learn (and Lightning or MLflow's modules where the stage uses them), the stage opens
 the MLflow store, and after the stage DVC rewrites dvc.lock. Each is timed here on its own, best of
 `--repeats`, the way the stage pays it:
-- imports: `python -c "import loramerge.cli, loramerge.stages.<module>"` in a fresh process;
+- imports: what a stage process imports before its first line of work, the way `loramerge <module>` dispatches it
+  (the command line, params.yaml's validation with the merge-method check where the stage is not `MODEL_FREE`, the
+  stage module, MLflow's client), in a fresh process; set beside the import of the libraries its work calls
+  (`LIBRARIES`, each with why), so what a stage imports beyond its work is one column;
 - MLflow: a fresh process importing MLflow and making one run in the project's store (opened in the process), and the
   same run sent to a server of that store (what `make run` starts: `loramerge mlflow-server --during dvc repro`);
 - DVC: `dvc.utils.serialize.modify_yaml` over a copy of dvc.lock, the function DVC's lock-file update runs
@@ -35,6 +38,19 @@ from loramerge.server import free_port, run_server_environment, running_server, 
 
 LOCK = Path("dvc.lock")
 MLFLOW_IMPORT = "import mlflow; from mlflow.tracking import MlflowClient"
+DATA = ("pandas", "pyarrow.parquet")  # prepared splits are parquet files read through pandas
+MODEL = ("torch", "transformers", "peft")  # the encoder, and adapters read and applied through PEFT
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "prepare": (*DATA, "sklearn.model_selection"),  # stratified subsampling
+    "train": (*DATA, *MODEL, "lightning", "sklearn.metrics"),  # Lightning's trainer; validation scores
+    "gram": (*DATA, *MODEL),
+    "merge": (*DATA, *MODEL, "sklearn.metrics"),  # the search scores each candidate on validation
+    "evaluate": (*DATA, *MODEL, "sklearn.metrics"),
+    "similarity": (*DATA, *MODEL, "sklearn.feature_extraction.text", "scipy.linalg"),  # vocabularies, angles
+    "export": (*DATA, *MODEL, "sklearn.metrics"),  # the exported model's test scores
+    "report": (*DATA, "scipy.stats", "matplotlib.pyplot"),  # bootstrap tests, figures
+}
+"""Per stage module, the libraries its work calls (besides MLflow, which every stage's run uses)."""
 MLFLOW_QUERY = (
     "; client = MlflowClient(tracking_uri='{uri}')"
     "; found = client.get_experiment_by_name('bench_stage_floor')"
@@ -43,6 +59,17 @@ MLFLOW_QUERY = (
     "; client.log_param(run, 'stage', 'bench'); client.log_metric(run, 'seconds', 1.0); client.set_terminated(run)"
 )
 """What a stage's run does with the store, at the least: find the experiment, open a run, log, close it."""
+
+
+def dispatch_code(module: str) -> str:
+    """What `loramerge <module> …` imports before the stage's `run`: the CLI, the validated params (the method check
+    unless the stage is model-free), the stage module, and MLflow's client for the stage's run."""
+    return (
+        "import argparse, importlib, loramerge.cli as cli"
+        f"; command = next(c for c in cli.stage_commands() if c.name == {module!r})"
+        "; cli.checked_params(argparse.Namespace(params='params.yaml'), methods=not command.model_free)"
+        f"; importlib.import_module('loramerge.stages.{module}'); {MLFLOW_IMPORT}"
+    )
 
 
 def process_seconds(code: str, repeats: int) -> float:
@@ -93,7 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     module_of = stage_modules()
     modules, stages = Counter(module_of.values()), len(module_of)
-    imports = {m: process_seconds(f"import loramerge.cli, loramerge.stages.{m}", args.repeats) for m in modules}
+    imports = {m: process_seconds(dispatch_code(m), args.repeats) for m in modules}
+    needed = {m: process_seconds(f"import {', '.join((*LIBRARIES[m], 'mlflow'))}", args.repeats) for m in modules}
     costs = mlflow_seconds(args.repeats)
     mlflow = costs["server"]  # make run serves the store for its stages
     lock = lock_rewrite_seconds(args.repeats)
@@ -101,10 +129,16 @@ def main() -> None:
     print(machine_description() + "\n")
     lines = len(LOCK.read_text(encoding="utf-8").splitlines())
     print(f"{stages} stages in dvc.lock ({lines:,} lines); best of {args.repeats} each.\n")
-    print("| stage module | stages | interpreter + imports, s | × stages, min |")
-    print("|---|---:|---:|---:|")
+    print(
+        "| stage module | stages | interpreter + imports, s | × stages, min | its work's libraries (+ mlflow) | "
+        "their import, s | beyond them, s |"
+    )
+    print("|---|---:|---:|---:|---|---:|---:|")
     for module, count in modules.items():
-        print(f"| {module} | {count} | {imports[module]:.2f} | {imports[module] * count / 60:.2f} |")
+        print(
+            f"| {module} | {count} | {imports[module]:.2f} | {imports[module] * count / 60:.2f} | "
+            f"{', '.join(LIBRARIES[module])} | {needed[module]:.2f} | {imports[module] - needed[module]:+.2f} |"
+        )
     total_imports = sum(imports[m] * n for m, n in modules.items()) / 60
     per_stage = {name: imports[module] + mlflow + lock for name, module in module_of.items()}
     floor = sum(per_stage.values()) / 60

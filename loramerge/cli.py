@@ -32,6 +32,7 @@ from loramerge.lists import (
     generated_lists,
     split_combination,
 )
+from loramerge.lockfile import LOCK, PIPELINE, PIPELINE_PARAMS, prune_lock
 from loramerge.tracking import TrackingError
 
 STAGE_TIMES = Path("logs/stage_times.jsonl")
@@ -46,6 +47,7 @@ class StageCommand:
     name: str
     help: str
     arguments: dict[str, dict]
+    model_free: bool
 
 
 def stage_commands() -> list[StageCommand]:
@@ -62,9 +64,9 @@ def stage_commands() -> list[StageCommand]:
             for target in node.targets
             if isinstance(target, ast.Name)
         }
-        commands.append(
-            StageCommand(path.stem, ast.literal_eval(constants["HELP"]), ast.literal_eval(constants["ARGUMENTS"]))
-        )
+        arguments = ast.literal_eval(constants["ARGUMENTS"])
+        model_free = "MODEL_FREE" in constants and ast.literal_eval(constants["MODEL_FREE"])
+        commands.append(StageCommand(path.stem, ast.literal_eval(constants["HELP"]), arguments, model_free))
     return commands
 
 
@@ -72,7 +74,7 @@ def _stage(args: argparse.Namespace) -> None:
     """Run the stage module named by the subcommand with its options, and print what it wrote."""
     module = importlib.import_module(f"{STAGES_PACKAGE}.{args.command}")
     options = {option: getattr(args, option) for option in args.stage_options}
-    print(module.run(checked_params(args), **options))
+    print(module.run(checked_params(args, methods=not args.model_free), **options))
 
 
 def _combos(args: argparse.Namespace) -> None:
@@ -80,6 +82,7 @@ def _combos(args: argparse.Namespace) -> None:
     `combos:`) and export.combinations, keeping comments."""
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.representer import RoundTripRepresenter
 
     from loramerge.combinations import choose_combinations, coverage
 
@@ -97,7 +100,11 @@ def _combos(args: argparse.Namespace) -> None:
     yaml.preserve_quotes = True
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)  # params.yaml's own style
-    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    class Representer(RoundTripRepresenter):
+        """None written `null`, in params.yaml only: ruamel's add_representer changes the class for every writer."""
+
+    Representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    yaml.Representer = Representer
     path = Path(args.params)
     document = yaml.load(path.read_text(encoding="utf-8"))
     tasks, caps = list(document["tasks"]), params.combos
@@ -150,6 +157,10 @@ def _combos(args: argparse.Namespace) -> None:
         f"{path}: {len(chosen['pairs'])} pairs, {len(chosen['triples'])} triples, {len(chosen['many'])} larger"
         f" merge(s) of {len(tasks)} tasks, {params.repeats} training seed(s)"
     )
+    if path.resolve() == Path(PIPELINE_PARAMS).resolve():  # the lists dvc.yaml reads: its stages may have changed
+        gone = prune_lock(Path("."))
+        if gone:
+            print(f"{LOCK}: dropped the entries of {len(gone)} stage(s) no longer in {PIPELINE}: {', '.join(gone)}")
 
 
 def exported(
@@ -228,13 +239,16 @@ def _done(args: argparse.Namespace) -> None:
     print(run_summary(load_params(args.params), args.seconds, Path(".")))
 
 
-def checked_params(args: argparse.Namespace) -> Params:
-    """params.yaml validated whole, merge methods and every value their searches would try included, before
-    any stage starts: a typo in `merge:` fails `prepare` in seconds, not `merge` after all the training."""
-    from loramerge.search import check_methods  # imports torch: here, not for `--help` or `combos`
-
+def checked_params(args: argparse.Namespace, methods: bool = True) -> Params:
+    """params.yaml validated whole before any stage starts, with the merge methods and every value their searches
+    would try (`methods`): a typo in `merge:` fails the first stage that loads a model in seconds, not `merge` after
+    all the training. The method check imports every method, so torch and PEFT (about 5 s): a model-free stage
+    (`MODEL_FREE` in its module: prepare, report) leaves it to the model stages that follow it."""
     params = load_params(args.params)
-    check_methods(params.merge.methods)
+    if methods:
+        from loramerge.search import check_methods  # imports torch: here, not for `--help` or `combos`
+
+        check_methods(params.merge.methods)
     return params
 
 
@@ -249,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, settings in stage.arguments.items():
             sub.add_argument(flag, **settings)
         sub.set_defaults(
-            handler=_stage, stage_options=[flag.lstrip("-").replace("-", "_") for flag in stage.arguments]
+            handler=_stage,
+            stage_options=[flag.lstrip("-").replace("-", "_") for flag in stage.arguments],
+            model_free=stage.model_free,
         )
     compare = commands.add_parser("compare", help="two report folders' merge-method tables side by side (studies)")
     compare.add_argument("first", help="a reports/ folder, e.g. of the default run")

@@ -21,6 +21,7 @@ from loramerge.records import PreparedStats
 
 HELP = "validate, clean and subsample one task's data"
 ARGUMENTS = {"--task": {"required": True, "help": "a task"}}
+MODEL_FREE = True
 
 
 def drop_empty_texts(frame: pd.DataFrame) -> tuple[pd.DataFrame, int]:

@@ -27,6 +27,7 @@ from loramerge.tracking import StageRun, stage_run
 
 HELP = "write reports/summary.md, report.md, tables and figures"
 ARGUMENTS = {}
+MODEL_FREE = True
 
 TABLES = paths.REPORTS / "tables"
 FIGURES = paths.REPORTS / "figures"

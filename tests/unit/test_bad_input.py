@@ -13,6 +13,8 @@ import json
 import os
 import pickle
 import shutil
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -264,6 +266,29 @@ def one_line_error(capsys) -> str:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
+        (lambda raw: raw["merge"].update(methods={}), "merge.methods: Dictionary should have at least 1 item"),
+        (
+            lambda raw: raw["merge"].update(methods={"ties": {"scaling": []}}),
+            "merge.methods.ties: hyper-parameter 'scaling' has an empty list",
+        ),
+        (lambda raw: raw["train"].update(devices=0), "train.devices"),
+        (
+            lambda raw: raw.update(sweep={"task": "topics", "lora_targets": ["everything"]}),
+            "sweep.lora_targets ['everything']",
+        ),
+    ],
+    ids=["no methods", "empty search list", "devices 0", "sweep targets"],
+)
+def test_bad_settings_anywhere_in_params_stop_the_first_stage_in_one_line(project, change, named, capsys):
+    write_params(project, "params.yaml", change)
+    assert main(["prepare", "--task", "topics"]) == 2
+    assert named in one_line_error(capsys)
+    assert not (project / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
         (
             lambda raw: raw["merge"].update(methods={"tie": {"scaling": 1.0}}),
             "merge.methods.tie: unknown merge method 'tie'",
@@ -276,32 +301,26 @@ def one_line_error(capsys) -> str:
             lambda raw: raw["merge"].update(methods={"ties": {"scaling": [1.0], "density": [0.5, 2]}}),
             "merge.methods.ties.density",
         ),
-        (
-            lambda raw: raw["merge"].update(methods={"ties": {"scaling": []}}),
-            "merge.methods.ties: hyper-parameter 'scaling' has an empty list",
-        ),
-        (lambda raw: raw["merge"].update(methods={}), "merge.methods: Dictionary should have at least 1 item"),
-        (lambda raw: raw["train"].update(devices=0), "train.devices"),
-        (
-            lambda raw: raw.update(sweep={"task": "topics", "lora_targets": ["everything"]}),
-            "sweep.lora_targets ['everything']",
-        ),
     ],
-    ids=[
-        "unknown method",
-        "density 2",
-        "a searched density 2",
-        "empty search list",
-        "no methods",
-        "devices 0",
-        "sweep targets",
-    ],
+    ids=["unknown method", "density 2", "a searched density 2"],
 )
-def test_bad_settings_anywhere_in_params_stop_the_first_stage_in_one_line(project, change, named, capsys):
+def test_a_bad_merge_method_stops_the_first_stage_that_loads_a_model_in_one_line(project, change, named, capsys):
+    """Checking the methods imports them all (torch, PEFT): the model-free prepare leaves it to train, which fails
+    on it before it reads a byte of data, so the typo still costs seconds, not the training it would follow."""
     write_params(project, "params.yaml", change)
-    assert main(["prepare", "--task", "topics"]) == 2
+    assert main(["prepare", "--task", "topics"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--task", "topics"]) == 2
     assert named in one_line_error(capsys)
-    assert not (project / "data").exists()
+    assert not (project / "models").exists()
+
+
+def test_the_model_free_stages_import_no_model_stack(project):
+    """prepare reads CSVs and report reads JSON: neither pays for torch, transformers or PEFT (seconds a stage)."""
+    heavy = ["torch", "transformers", "peft"]
+    code = f"import sys; from loramerge.cli import main; main(['prepare', '--task', 'topics']); print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_a_yaml_syntax_error_names_the_file_line_and_column(project, capsys):
