@@ -100,6 +100,7 @@ def _combos(args: argparse.Namespace) -> None:
     yaml.preserve_quotes = True
     yaml.width = 4096
     yaml.indent(mapping=2, sequence=4, offset=2)  # params.yaml's own style
+
     class Representer(RoundTripRepresenter):
         """None written `null`, in params.yaml only: ruamel's add_representer changes the class for every writer."""
 
