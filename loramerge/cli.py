@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import atexit
 import importlib
 import io
 import json
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NoReturn
 
 from loramerge.atomic import write_text
 from loramerge.config import ConfigError, Params, adapters_of, load_params
@@ -350,5 +352,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> NoReturn:
+    """The `loramerge` command: `main`, then the process ends without Python's teardown of its modules.
+
+    A stage has loaded torch, transformers, PEFT and MLflow: some 4,800 modules and half a million objects, whose
+    teardown at exit takes about 2 s and changes nothing on disk (every output is written and closed, the MLflow run
+    closed, before `main` returns). So once the command is done, the exit handlers run (logging, temporary folders,
+    libraries' own), the streams are flushed, and `os._exit` ends the process, as multiprocessing ends its workers.
+    An exception `main` does not turn into an exit status leaves through Python's usual exit, traceback and all."""
+    code = main()
+    atexit._run_exitfuncs()  # CPython's own entry to the registered handlers (what interpreter exit calls)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

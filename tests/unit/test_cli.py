@@ -158,3 +158,21 @@ def test_the_command_line_starts_without_the_model_stack():
     code = f"import sys, loramerge.cli; print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_the_command_skips_pythons_teardown_but_not_its_output_exit_handlers_or_exit_status(project):
+    """`loramerge` (cli.run) ends the process without the ~2 s teardown of torch and company: what the command
+    printed, what exit handlers do, and its exit status (0, or 2 for a refused input) are all still there."""
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, sys; atexit.register(print, 'exit handlers ran')"
+        "; sys.argv = ['loramerge', 'combos']; from loramerge.cli import run; run()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "pairs" in done.stdout and done.stdout.rstrip().endswith("exit handlers ran")
+    (project / "params.yaml").write_text("tasks: [unclosed\n")
+    refused = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+    assert refused.returncode == 2 and "params.yaml is not valid YAML" in refused.stderr
