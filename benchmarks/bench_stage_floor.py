@@ -7,7 +7,9 @@ the MLflow store, and after the stage DVC rewrites dvc.lock. Each is timed here 
 - imports: what a stage process imports before its first line of work, the way `loramerge <module>` dispatches it
   (the command line, params.yaml's validation with the merge-method check where the stage is not `MODEL_FREE`, the
   stage module, MLflow's client), in a fresh process; set beside the import of the libraries its work calls
-  (`LIBRARIES`, each with why), so what a stage imports beyond its work is one column;
+  (`LIBRARIES`, each with why), so what a stage imports beyond its work is one column; every process here ends the
+  way `loramerge` ends its own (exit handlers, then `os._exit`), and one more column is the teardown of those modules
+  that Python's usual exit would add (what `loramerge` skipped before it ended that way);
 - MLflow: a fresh process importing MLflow and making one run in the project's store (opened in the process), and the
   same run sent to a server of that store (what `make run` starts: `loramerge mlflow-server --during dvc repro`);
 - DVC: `dvc.utils.serialize.modify_yaml` over a copy of dvc.lock, the function DVC's lock-file update runs
@@ -61,6 +63,10 @@ MLFLOW_QUERY = (
 """What a stage's run does with the store, at the least: find the experiment, open a run, log, close it."""
 
 
+ENDING = "; import atexit, os; atexit._run_exitfuncs(); os._exit(0)"
+"""How `loramerge` ends a command's process (`cli.run`): exit handlers, then no teardown of the modules."""
+
+
 def dispatch_code(module: str) -> str:
     """What `loramerge <module> …` imports before the stage's `run`: the CLI, the validated params (the method check
     unless the stage is model-free), the stage module, and MLflow's client for the stage's run."""
@@ -72,9 +78,10 @@ def dispatch_code(module: str) -> str:
     )
 
 
-def process_seconds(code: str, repeats: int) -> float:
-    """A fresh interpreter running `code`, start to exit."""
-    return best_time(lambda: subprocess.run([sys.executable, "-c", code], check=True), repeats)
+def process_seconds(code: str, repeats: int, ending: str = ENDING) -> float:
+    """A fresh interpreter running `code`, start to exit, ended the way `loramerge` ends (or as `ending` says)."""
+    command = [sys.executable, "-c", code + ending]
+    return best_time(lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL), repeats)  # MLflow's URLs
 
 
 def mlflow_seconds(repeats: int) -> dict[str, float]:
@@ -121,9 +128,10 @@ def main() -> None:
     module_of = stage_modules()
     modules, stages = Counter(module_of.values()), len(module_of)
     imports = {m: process_seconds(dispatch_code(m), args.repeats) for m in modules}
+    teardown = {m: process_seconds(dispatch_code(m), args.repeats, ending="") - imports[m] for m in modules}
     needed = {m: process_seconds(f"import {', '.join((*LIBRARIES[m], 'mlflow'))}", args.repeats) for m in modules}
     costs = mlflow_seconds(args.repeats)
-    mlflow = costs["server"]  # make run serves the store for its stages
+    mlflow = costs["server"] - costs["import"]  # make run serves the store; the import is in the stage's imports
     lock = lock_rewrite_seconds(args.repeats)
     print("## What a stage costs before it computes anything\n")
     print(machine_description() + "\n")
@@ -131,13 +139,14 @@ def main() -> None:
     print(f"{stages} stages in dvc.lock ({lines:,} lines); best of {args.repeats} each.\n")
     print(
         "| stage module | stages | interpreter + imports, s | × stages, min | its work's libraries (+ mlflow) | "
-        "their import, s | beyond them, s |"
+        "their import, s | beyond them, s | Python's teardown `loramerge` skips, s |"
     )
-    print("|---|---:|---:|---:|---|---:|---:|")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
     for module, count in modules.items():
         print(
             f"| {module} | {count} | {imports[module]:.2f} | {imports[module] * count / 60:.2f} | "
-            f"{', '.join(LIBRARIES[module])} | {needed[module]:.2f} | {imports[module] - needed[module]:+.2f} |"
+            f"{', '.join(LIBRARIES[module])} | {needed[module]:.2f} | {imports[module] - needed[module]:+.2f} | "
+            f"{teardown[module]:.2f} |"
         )
     total_imports = sum(imports[m] * n for m, n in modules.items()) / 60
     per_stage = {name: imports[module] + mlflow + lock for name, module in module_of.items()}
@@ -145,7 +154,8 @@ def main() -> None:
     print(
         f"\nMLflow: {costs['SQL store']:.2f} s a stage opening the SQL store itself (plain `dvc repro`), "
         f"{costs['server']:.2f} s through the run's own server (`make run`), of which {costs['import']:.2f} s is "
-        f"importing it; {mlflow * stages / 60:.2f} min a run through the server."
+        f"importing it (counted with the imports above); the run's calls through the server, {mlflow:.2f} s a stage, "
+        f"{mlflow * stages / 60:.2f} min a run."
     )
     print(f"DVC's dvc.lock rewrite: {lock:.2f} s a stage, {lock * stages / 60:.2f} min a run.")
     print(f"Floor: {floor:.1f} min for {stages} stages (interpreter + imports {total_imports:.1f} min).")
