@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -44,7 +45,8 @@ STAGES = Path(__file__).parent / "stages"
 
 @dataclass(frozen=True)
 class StageCommand:
-    """A stage module's subcommand: its name, its `HELP` and its `ARGUMENTS` (see loramerge/stages/__init__.py)."""
+    """A stage module's subcommand: its name, its `HELP`, its `ARGUMENTS` and whether it is `MODEL_FREE` (see
+    loramerge/stages/__init__.py)."""
 
     name: str
     help: str
@@ -357,10 +359,14 @@ def run() -> NoReturn:
 
     A stage has loaded torch, transformers, PEFT and MLflow: some 4,800 modules and half a million objects, whose
     teardown at exit takes about 2 s and changes nothing on disk (every output is written and closed, the MLflow run
-    closed, before `main` returns). So once the command is done, the exit handlers run (logging, temporary folders,
-    libraries' own), the streams are flushed, and `os._exit` ends the process, as multiprocessing ends its workers.
-    An exception `main` does not turn into an exit status leaves through Python's usual exit, traceback and all."""
+    closed, before `main` returns). So once the command is done, what Python's exit would do first is done (wait for
+    the threads that are not daemons, run the exit handlers: logging, temporary folders, libraries' own), the streams
+    are flushed, and `os._exit` ends the process, as multiprocessing ends its workers. An exception `main` does not
+    turn into an exit status leaves through Python's usual exit, traceback and all."""
     code = main()
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()  # CPython's own entry to the registered handlers (what interpreter exit calls)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -162,17 +162,20 @@ def test_the_command_line_starts_without_the_model_stack():
 
 def test_the_command_skips_pythons_teardown_but_not_its_output_exit_handlers_or_exit_status(project):
     """`loramerge` (cli.run) ends the process without the ~2 s teardown of torch and company: what the command
-    printed, what exit handlers do, and its exit status (0, or 2 for a refused input) are all still there."""
+    printed, what its threads and exit handlers do, and its exit status (0, or 2 for a refused input) are all still
+    there."""
     import subprocess
     import sys
 
     code = (
-        "import atexit, sys; atexit.register(print, 'exit handlers ran')"
+        "import atexit, sys, threading, time; atexit.register(print, 'exit handlers ran')"
+        "; threading.Thread(target=lambda: (time.sleep(0.5), print('a thread finished its work'))).start()"
         "; sys.argv = ['loramerge', 'combos']; from loramerge.cli import run; run()"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "pairs" in done.stdout and done.stdout.rstrip().endswith("exit handlers ran")
+    assert "pairs" in done.stdout and "a thread finished its work" in done.stdout
+    assert done.stdout.rstrip().endswith("exit handlers ran"), "after the threads, as Python's own exit orders them"
     (project / "params.yaml").write_text("tasks: [unclosed\n")
     refused = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
     assert refused.returncode == 2 and "params.yaml is not valid YAML" in refused.stderr
