@@ -35,10 +35,11 @@ from dvc.utils.serialize import modify_yaml
 
 from benchmarks.bench_run_time import last_run, stage_records
 from benchmarks.common import best_time, machine_description
+from loramerge import lockfile
 from loramerge.cli import STAGE_TIMES
 from loramerge.server import free_port, run_server_environment, running_server, server_command
 
-LOCK = Path("dvc.lock")
+LOCK = Path(lockfile.LOCK)
 MLFLOW_IMPORT = "import mlflow; from mlflow.tracking import MlflowClient"
 DATA = ("pandas", "pyarrow.parquet")  # prepared splits are parquet files read through pandas
 MODEL = ("torch", "transformers", "peft")  # the encoder, and adapters read and applied through PEFT

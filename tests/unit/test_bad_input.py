@@ -316,7 +316,8 @@ def test_a_bad_merge_method_stops_the_first_stage_that_loads_a_model_in_one_line
 
 
 def test_the_model_free_stages_import_no_model_stack(project):
-    """prepare reads CSVs and report reads JSON: neither pays for torch, transformers or PEFT (seconds a stage)."""
+    """prepare reads CSVs: dispatched by the command line, it pays for no torch, transformers or PEFT (seconds a
+    stage); report, the other model-free stage, goes through the same `MODEL_FREE` path."""
     heavy = ["torch", "transformers", "peft"]
     code = f"import sys; from loramerge.cli import main; main(['prepare', '--task', 'topics']); print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True)
