@@ -14,6 +14,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# The tests never touch the network: no usage reports either, from MLflow (stages, servers, UI) or from DVC.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("LORAMERGE_DATA_DIR", None)
 if os.environ.get("PYTEST_XDIST_WORKER"):

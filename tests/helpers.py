@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import sys
-import time
-import urllib.request
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from loramerge.lists import all_combinations, generated_lists
+from loramerge.server import running_server
 
 WORDS = {
     "sport": ["goal", "match", "team", "score", "coach", "league"],
@@ -175,9 +174,10 @@ def require_task_data() -> None:
 
 
 @contextmanager
-def serving(arguments: list[str], port: int, ready_path: str, tracking: str, cwd: Path, seconds: float = 120):
-    """A real `mlflow <arguments>` process (a model server, the tracking UI) for the block, answering on
-    127.0.0.1:`port` at `ready_path` before the block starts, stopped at its end whatever happens."""
+def serving(arguments: list[str], port: int, tracking: str, cwd: Path, seconds: float = 120) -> Iterator[Path]:
+    """A real `mlflow <arguments>` process (a model server, the tracking UI) answering /health on 127.0.0.1:`port`
+    for the block, stopped with every process it forked at its end; yields its log (a file: a failing test quotes it,
+    and a pipe nobody reads while the block runs would stop the server once its request log filled the pipe)."""
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking,
@@ -185,33 +185,12 @@ def serving(arguments: list[str], port: int, ready_path: str, tracking: str, cwd
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # uvicorn, as in a venv
     }
     command = [str(Path(sys.executable).parent / "mlflow"), *arguments]
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + seconds
-        while not answers(f"http://127.0.0.1:{port}{ready_path}"):
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"mlflow {arguments[0]} exited {process.returncode}: {process.stdout.read()[-3000:]}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"mlflow {arguments[0]} did not answer on port {port} within {seconds} s")
-            time.sleep(1)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except OSError:
-        return False
+    log = Path(tempfile.mkdtemp(prefix=f"mlflow-{arguments[0]}-")) / "output.log"
+    with running_server(command, port, log, seconds, cwd, env) as uri:
+        assert uri, (
+            f"mlflow {arguments[0]} did not answer on port {port} within {seconds} s: {log.read_text()[-3000:]}"
+        )
+        yield log
 
 
 @contextmanager

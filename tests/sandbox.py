@@ -120,9 +120,11 @@ def make_sandbox(destination: Path, params: dict | None = None) -> Path:
 
 
 def sandbox_env() -> dict[str, str]:
-    """The environment stages see: offline, our venv's bin first, the sandbox's own code, no MLflow settings."""
+    """The environment stages see: offline (no usage reports either), our venv's bin first, the sandbox's own code,
+    no MLflow settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=".")
+    env.update(MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 

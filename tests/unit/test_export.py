@@ -256,7 +256,7 @@ def serve_and_post(model_uri: str, tracking: str, texts: list[str], cwd: Path) -
         "--port",
         str(port),
     ]
-    with serving([*command, "--workers", "1"], port, "/ping", tracking, cwd):
+    with serving([*command, "--workers", "1"], port, tracking, cwd):
         body = json.dumps({"dataframe_split": {"columns": ["text"], "data": [[t] for t in texts]}}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", body, {"Content-Type": "application/json"}
