@@ -89,6 +89,18 @@ def build(folder: Path, stages: int, code_deps: int, stale: int, per_file: int) 
     dvc(folder, "commit", "-f", "-q")
 
 
+def dvc_description() -> str:
+    """DVC's version and whether ruamel.yaml reads YAML in C: DVC parses every dvc.yaml, dvc.lock and params file with
+    YAML(typ="safe"), pure Python without the C parser (several times slower)."""
+    from importlib.metadata import version
+
+    from ruamel.yaml.main import CParser
+
+    return (
+        f"DVC {version('dvc')}, ruamel.yaml {version('ruamel.yaml')} {'with' if CParser else 'without'} its C parser"
+    )
+
+
 def measure(stages: int, code_deps: int, per_file: int, stale: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -126,7 +138,7 @@ def main() -> None:
             f"{last['DVC per stage, s'] / first['DVC per stage, s']:.1f}× its cost at {first['stages']}."
         )
     print("## DVC's own cost per stage as the pipeline grows\n")
-    print(machine_description() + "\n")
+    print(f"{machine_description()}; {dvc_description()}\n")
     print(
         f"Synthetic pipelines of `echo` stages; {args.stale} of them rerun after a params change; per stage = "
         "(that `dvc repro` − a no-op `dvc repro`) / stages rerun.\n"
