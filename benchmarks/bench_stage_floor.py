@@ -7,7 +7,8 @@ the MLflow store, and after the stage DVC rewrites dvc.lock. Each is timed here 
 - imports: what a stage process imports before its first line of work, the way `loramerge <module>` dispatches it
   (the command line, params.yaml's validation with the merge-method check where the stage is not `MODEL_FREE`, the
   stage module, MLflow's client), in a fresh process; set beside the import of the libraries its work calls
-  (`LIBRARIES`, each with why), so what a stage imports beyond its work is one column; every process here ends the
+  (`LIBRARIES`, each with why); what a stage imports beyond them is timed inside a process that has loaded them
+  (`beyond_seconds`: a difference of two processes' times would carry both spreads); every process here ends the
   way `loramerge` ends its own (exit handlers, then `os._exit`), and one more column is the teardown of those modules
   that Python's usual exit would add (what `loramerge` skipped before it ended that way);
 - MLflow: a fresh process importing MLflow and making one run in the project's store (opened in the process), and the
@@ -85,6 +86,20 @@ def process_seconds(code: str, repeats: int, ending: str = ENDING) -> float:
     return best_time(lambda: subprocess.run(command, check=True, stdout=subprocess.DEVNULL), repeats)  # MLflow's URLs
 
 
+def beyond_seconds(module: str, repeats: int) -> float:
+    """What the dispatch of `module` imports beyond its work's libraries (`LIBRARIES`, and MLflow), timed inside one
+    process once they are loaded: the difference of two processes' times would carry both their spreads."""
+    libraries = ", ".join((*LIBRARIES[module], "mlflow"))
+    code = f"import {libraries}, time; start = time.perf_counter(); {dispatch_code(module)}; print(time.perf_counter() - start)"
+
+    def timed() -> float:
+        return float(
+            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()[-1]
+        )
+
+    return min(timed() for _ in range(repeats))
+
+
 def mlflow_seconds(repeats: int) -> dict[str, float]:
     """MLflow's share of a stage, beyond the bare interpreter: its import, plus a stage's run in the project's store
     opened in the process (SQLAlchemy and the schema check) or sent to a server of that store over HTTP (runs of
@@ -131,6 +146,7 @@ def main() -> None:
     imports = {m: process_seconds(dispatch_code(m), args.repeats) for m in modules}
     teardown = {m: process_seconds(dispatch_code(m), args.repeats, ending="") - imports[m] for m in modules}
     needed = {m: process_seconds(f"import {', '.join((*LIBRARIES[m], 'mlflow'))}", args.repeats) for m in modules}
+    beyond = {m: beyond_seconds(m, args.repeats) for m in modules}
     costs = mlflow_seconds(args.repeats)
     mlflow = costs["server"] - costs["import"]  # make run serves the store; the import is in the stage's imports
     lock = lock_rewrite_seconds(args.repeats)
@@ -146,7 +162,7 @@ def main() -> None:
     for module, count in modules.items():
         print(
             f"| {module} | {count} | {imports[module]:.2f} | {imports[module] * count / 60:.2f} | "
-            f"{', '.join(LIBRARIES[module])} | {needed[module]:.2f} | {imports[module] - needed[module]:+.2f} | "
+            f"{', '.join(LIBRARIES[module])} | {needed[module]:.2f} | {beyond[module]:.2f} | "
             f"{teardown[module]:.2f} |"
         )
     total_imports = sum(imports[m] * n for m, n in modules.items()) / 60

@@ -17,7 +17,6 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 from transformers import PreTrainedTokenizerBase
 
 from loramerge.batching import PixelImages, TokenizedTexts
@@ -44,6 +43,8 @@ class Scored:
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     """Accuracy and the F1 family of one label per example (scikit-learn), in the dict shape every record keeps."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support  # only stages that score
+
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="weighted", zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from seqeval.metrics import classification_report, f1_score
 from seqeval.scheme import IOB2, Entities
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -104,6 +103,8 @@ def entity_metrics(true: Sequence[Sequence[str]], predicted: Sequence[Sequence[s
 
     Micro F1 is the task's score (what normalized score and gain retention use); macro weighs every entity
     type alike, weighted by its support. A sentence with no entities in either list adds nothing to F1."""
+    from seqeval.metrics import f1_score  # import cost: scikit-learn (under seqeval), only for stages that score
+
     true, predicted = [list(t) for t in true], [list(p) for p in predicted]
     words = sum(len(t) for t in true)
     right = sum(a == b for t, p in zip(true, predicted) for a, b in zip(t, p))
@@ -117,6 +118,8 @@ def entity_metrics(true: Sequence[Sequence[str]], predicted: Sequence[Sequence[s
 
 def entity_report(true: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict:
     """Per entity type precision, recall, F1 and support (seqeval's report as a dict)."""
+    from seqeval.metrics import classification_report  # import cost: scikit-learn (under seqeval)
+
     return classification_report(
         [list(t) for t in true],
         [list(p) for p in predicted],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import random
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -171,6 +173,13 @@ def require_task_data() -> None:
         pytest.fail(
             f"the task data is not at {shared_data_dir()}: the integration tests need ../shared/data (or set LORAMERGE_DATA_DIR)"
         )
+
+
+def imported(statement: str, modules: list[str], cwd: Path | None = None) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after `statement`: what a stage process pays to import."""
+    code = f"import sys; {statement}; print([m for m in {modules!r} if m in sys.modules])"
+    shown = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True).stdout
+    return ast.literal_eval(shown.strip().splitlines()[-1])
 
 
 @contextmanager

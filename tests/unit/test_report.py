@@ -28,6 +28,7 @@ from loramerge.stages.report import write_report
 from loramerge.stages.similarity import write_similarity
 from tests.helpers import (
     REPORT_SECTIONS,
+    imported,
     opened_project,
     synthetic_rows,
     tiny_params_dict,
@@ -497,10 +498,4 @@ def test_the_heatmap_colours_span_the_data_symmetrically_about_the_single_adapte
 def test_the_report_stage_computes_no_model_and_imports_no_model_stack():
     """The report reads JSON and CSV files: torch, transformers, PEFT and scikit-learn would cost it seconds of
     imports for nothing (the merge manifests say what data a method read; settings name each task type's score)."""
-    import subprocess
-    import sys
-
-    heavy = ["torch", "transformers", "peft", "sklearn"]
-    code = f"import sys, loramerge.stages.report; print([m for m in {heavy!r} if m in sys.modules])"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    assert imported("import loramerge.stages.report", ["torch", "transformers", "peft", "sklearn"]) == []

@@ -13,7 +13,7 @@ from loramerge.lora import saved_deltas
 from loramerge.stages.evaluate import evaluate_combination
 from loramerge.stages.merge import merge_combination
 from loramerge.stages.report import write_report
-from tests.helpers import opened_project, tiny_params_dict, train_every_task
+from tests.helpers import imported, opened_project, tiny_params_dict, train_every_task
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,12 @@ def test_a_merge_refuses_adapters_whose_labels_disagree_with_the_data(trained_pa
             merge_combination(trained_params, trained_params.combinations[0])
     finally:
         labels.write_text(original)
+
+
+def test_the_gram_stage_scores_nothing_and_so_imports_no_scikit_learn():
+    """Gram matrices are forward passes: scikit-learn's and seqeval's metrics (about 0.9 s of imports) are for the
+    stages that score."""
+    assert imported("import loramerge.stages.gram", ["sklearn", "seqeval.metrics"]) == []
 
 
 def test_gram_matrices_are_written_per_task_from_its_training_texts_and_its_own_adapter(
