@@ -14,9 +14,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# The tests never touch the network: no usage reports either, from MLflow (stages, servers, UI) or from DVC.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("LORAMERGE_DATA_DIR", None)
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -30,6 +27,10 @@ import yaml
 
 from loramerge.config import Params
 from tests.helpers import FILLER, TASK_LABELS, WORDS, synthetic_rows, tiny_params_dict, write_csv
+from tests.sandbox import NO_USAGE_REPORTS
+
+for name, value in NO_USAGE_REPORTS.items():  # the in-process MLflow and the servers the tests start
+    os.environ.setdefault(name, value)
 
 
 @pytest.fixture(scope="session")

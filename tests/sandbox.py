@@ -119,12 +119,16 @@ def make_sandbox(destination: Path, params: dict | None = None) -> Path:
     return destination
 
 
+NO_USAGE_REPORTS = {"MLFLOW_DISABLE_TELEMETRY": "true", "DVC_NO_ANALYTICS": "1"}
+"""The tests never touch the network: no usage reports either, from MLflow (stages, servers, UI) or from DVC."""
+
+
 def sandbox_env() -> dict[str, str]:
     """The environment stages see: offline (no usage reports either), our venv's bin first, the sandbox's own code,
     no MLflow settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONPATH=".")
-    env.update(MLFLOW_DISABLE_TELEMETRY="true", DVC_NO_ANALYTICS="1")
+    env.update(NO_USAGE_REPORTS)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 

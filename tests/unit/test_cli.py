@@ -11,6 +11,7 @@ import yaml
 from loramerge import cli
 from loramerge.cli import main
 from loramerge.settings import TRAINING_MODES
+from tests.helpers import imported
 
 
 def test_help_lists_a_subcommand_per_stage_module(capsys):
@@ -151,13 +152,7 @@ def test_library_chatter_is_silenced_at_its_source_and_every_other_warning_still
 def test_the_command_line_starts_without_the_model_stack():
     """`loramerge --help`, `combos` and `done` answer in a fraction of a second: torch, transformers, scikit-learn and
     MLflow load only in the handlers of the stages that use them."""
-    import subprocess
-    import sys
-
-    heavy = ["torch", "transformers", "sklearn", "mlflow", "pandas", "peft"]
-    code = f"import sys, loramerge.cli; print([m for m in {heavy!r} if m in sys.modules])"
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    assert imported("import loramerge.cli", ["torch", "transformers", "sklearn", "mlflow", "pandas", "peft"]) == []
 
 
 def test_the_command_skips_pythons_teardown_but_not_its_output_exit_handlers_or_exit_status(project):
