@@ -27,6 +27,7 @@ import yaml
 
 from loramerge.config import load_params
 from loramerge.lists import combination_kind
+from loramerge.paths import stage_name
 
 
 def dvc(*args: str) -> subprocess.CompletedProcess:
@@ -34,7 +35,8 @@ def dvc(*args: str) -> subprocess.CompletedProcess:
 
 
 def stages_to_run(dry_run_output: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", dry_run_output))
+    """The stages a dry run names, by name."""
+    return {stage_name(address) for address in re.findall(r"Running stage '([^']+)'", dry_run_output)}
 
 
 def expected_reruns(params, task: str) -> set[str]:
@@ -53,7 +55,7 @@ def main() -> None:
     task = args.task or next(iter(params.tasks))
     if subprocess.run(["dvc", "status", "--quiet"], capture_output=True).returncode:
         raise SystemExit("the pipeline is not up to date (`dvc status`): run `make run` first")
-    stage_count = len(dvc("stage", "list", "--name-only").stdout.split())
+    stage_count = len(dvc("stage", "list", "--all", "--name-only").stdout.split())
     no_op = []
     for _ in range(3):
         started = time.perf_counter()

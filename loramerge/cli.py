@@ -35,7 +35,8 @@ from loramerge.lists import (
     generated_lists,
     split_combination,
 )
-from loramerge.lockfile import LOCK, PIPELINE, PIPELINE_PARAMS, prune_lock
+from loramerge.lockfile import LOCK, PIPELINE_PARAMS, prune_lock
+from loramerge.paths import stage_name
 from loramerge.tracking import TrackingError
 
 STAGE_TIMES = Path("logs/stage_times.jsonl")
@@ -162,10 +163,12 @@ def _combos(args: argparse.Namespace) -> None:
         f"{path}: {len(chosen['pairs'])} pairs, {len(chosen['triples'])} triples, {len(chosen['many'])} larger"
         f" merge(s) of {len(tasks)} tasks, {params.repeats} training seed(s)"
     )
-    if path.resolve() == Path(PIPELINE_PARAMS).resolve():  # the lists dvc.yaml reads: its stages may have changed
+    if (
+        path.resolve() == Path(PIPELINE_PARAMS).resolve()
+    ):  # the lists the dvc.yaml files read: their stages may have changed
         gone = prune_lock(Path("."))
         if gone:
-            print(f"{LOCK}: dropped the entries of {len(gone)} stage(s) no longer in {PIPELINE}: {', '.join(gone)}")
+            print(f"{LOCK}: dropped the entries of {len(gone)} stage(s) the pipeline no longer has: {', '.join(gone)}")
 
 
 def exported(
@@ -325,10 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
 def record_stage_time(seconds: float) -> None:
     """When DVC runs this command, append the stage's wall time to logs/stage_times.jsonl
     (git-ignored): DVC keeps no durations, and the benchmarks read them from here."""
-    stage = os.environ.get("DVC_STAGE")
+    stage = os.environ.get("DVC_STAGE")  # DVC's address of it
     if stage:
         line = {
-            "stage": stage,
+            "stage": stage_name(stage),
             "seconds": round(seconds, 3),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

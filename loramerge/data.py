@@ -256,7 +256,9 @@ def prepared_file(task: str, name: str) -> Path:
     """A file the prepare stage writes, or an error naming the stage to run when the task is not prepared yet."""
     path = paths.prepared_dir(task) / name
     if not path.exists():
-        raise DataError(f"{path} does not exist: task {task!r} is not prepared; run `dvc repro prepare@{task}` first")
+        raise DataError(
+            f"{path} does not exist: task {task!r} is not prepared; run `dvc repro {paths.dvc_target(f'prepare@{task}')}` first"
+        )
     return path
 
 

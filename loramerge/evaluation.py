@@ -55,12 +55,12 @@ def check_head(params: Params, name: str, folder: Path, stage: str) -> None:
     if trained != prepared:
         raise AdapterError(
             f"the head of {folder} predicts labels {trained} but data/prepared/{task} has {prepared}; rerun"
-            f" `dvc repro {stage}` (the data changed since it was trained)"
+            f" `dvc repro {paths.dvc_target(stage)}` (the data changed since it was trained)"
         )
     outputs = ClassificationHead.load(folder).linear.out_features
     if outputs != len(trained):
         raise AdapterError(
-            f"{folder / 'head.safetensors'} predicts {outputs} labels but its labels.json lists {len(trained)}; rerun `dvc repro {stage}`"
+            f"{folder / 'head.safetensors'} predicts {outputs} labels but its labels.json lists {len(trained)}; rerun `dvc repro {paths.dvc_target(stage)}`"
         )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from loramerge import paths
 from loramerge.atomic import read_json, write_json
 from loramerge.backbone import encode
 from loramerge.lora import patched
@@ -96,7 +97,7 @@ def load_grams(task: str, adapter_digest: str, root: Path = GRAMS) -> dict[str, 
     """A task's Gram matrices. Missing, or computed from another version of the adapter than `adapter_digest`
     (its safetensors' SHA-256), they are an error naming the stage to rerun."""
     folder = gram_dir(task, root)
-    rerun = f"run `dvc repro gram@{task}`"
+    rerun = f"run `dvc repro {paths.dvc_target(f'gram@{task}')}`"
     if not (folder / GRAM_FILE).exists():
         raise FileNotFoundError(f"no Gram matrices for task {task!r} at {folder}; {rerun}")
     record = GramRecord.model_validate(read_json(folder / RECORD_FILE))

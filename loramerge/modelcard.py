@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from loramerge.lists import combination_kind
+from loramerge.paths import combination_stage, dvc_target
 from loramerge.records import BaselineMetrics, MergedMetrics, SingleMetrics
 
 CARD_TEMPLATE = """---
@@ -62,7 +62,7 @@ Measured by the evaluate stage on {examples} test inputs: the merged model class
 
 ## How it was made
 
-`loramerge` pipeline (`dvc repro export_{kind}@{combo}`), git commit `{git_commit}`. Method chosen among
+`loramerge` pipeline (`dvc repro {stage}`), git commit `{git_commit}`. Method chosen among
 {candidates} by mean normalized validation accuracy (ties: the first in `merge.methods`);
 hyper-parameters `{hyper}`. The merged update is folded into the encoder's weights (`model.safetensors`);
 `export.json` records members, method, adapter and head hashes.
@@ -194,7 +194,7 @@ def model_card(
     return CARD_TEMPLATE.format(
         front_matter=_front_matter(manifest),
         combo=manifest["combination"],
-        kind=combination_kind(manifest["combination"]),
+        stage=dvc_target(combination_stage("export", manifest["combination"])),
         k=len(members),
         member_list=", ".join(members),
         method=method,

@@ -24,6 +24,7 @@ from loramerge.atomic import read_json, write_json
 from loramerge.backbone import Backbone, quiet_loading
 from loramerge.batching import Picture, PixelImages, TokenizedTexts
 from loramerge.model import ClassificationHead, head_outputs
+from loramerge.paths import dvc_target
 from loramerge.tokens import TaggedWords, first_pieces
 from loramerge.weights import check_weights
 
@@ -136,7 +137,7 @@ class MultiTaskModel:
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(
-                f"model folder {folder} not found: run `dvc repro export_<pair|triple|many>@<combo>` (models/export/<combo>)"
+                f"model folder {folder} not found: run `dvc repro {dvc_target('export_<kind>@<combo>')}` (kind: pair, triple or many; models/export/<combo>)"
                 " or pass an MLflow model URI"
             )
         if not (folder / EXPORT_MANIFEST).exists():

@@ -1,5 +1,5 @@
-"""Where each stage reads and writes, relative to the project root, and what each stage is called: dvc.yaml uses the
-same layout and the same names (`<group>@<key>`), spelled here once for the code."""
+"""Where each stage reads and writes, relative to the project root, and what each stage is called: the dvc.yaml files
+use the same layout and the same names (`<group>@<key>`), spelled here once for the code."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ REPORTS = Path("reports")
 SIMILARITY = METRICS / "similarity.json"
 
 SPLITS = ("train", "validation", "test")
+
+PIPELINES = Path("pipelines")
+"""One folder per stage group (`pipelines/<group>/dvc.yaml` and its own dvc.lock); the root dvc.yaml holds the report,
+which depends on every group, so `dvc repro` at the root runs the whole DAG. DVC parses and rewrites a stage's whole
+lock after the stage runs: one lock per group stays small as a study adds stages."""
+ROOT_STAGES = ("report",)
+"""The stages of the root dvc.yaml, which DVC addresses by name alone."""
 
 DENSE_FILE = "deltas.safetensors"
 """A merged update that is not exactly low-rank, saved per layer beside its manifest."""
@@ -41,7 +48,20 @@ def adapter_dir(task: str) -> Path:
 
 
 TRAINING_STAGES = {"lora": "train", "head_only": "baseline_head", "full": "baseline_full"}
-"""The dvc.yaml stage group that trains each mode."""
+"""The stage group that trains each mode."""
+
+
+def dvc_target(stage: str) -> str:
+    """What `dvc repro` takes for a stage: `train@emotion` -> `pipelines/train/dvc.yaml:train@emotion` (DVC looks up a
+    bare name in the root dvc.yaml only)."""
+    group = stage.partition("@")[0]
+    return stage if group in ROOT_STAGES else f"{(PIPELINES / group / 'dvc.yaml').as_posix()}:{stage}"
+
+
+def stage_name(address: str) -> str:
+    """The stage a DVC address names (what `dvc status --json`, `dvc repro`'s log and $DVC_STAGE give):
+    `pipelines/train/dvc.yaml:train@emotion` -> `train@emotion`."""
+    return address.rpartition(":")[2]
 
 
 def training_stage(task: str, mode: str = "lora") -> str:
@@ -50,8 +70,8 @@ def training_stage(task: str, mode: str = "lora") -> str:
 
 
 def combination_stage(operation: str, combo: str) -> str:
-    """`<operation>_<kind>@<combo>` (merge_pair@a+b, evaluate_many@a+b+c+d, export_triple@...): dvc.yaml has one stage
-    group per operation and combination kind."""
+    """`<operation>_<kind>@<combo>` (merge_pair@a+b, evaluate_many@a+b+c+d, export_triple@...): the pipeline has one
+    stage group per operation and combination kind."""
     return f"{operation}_{combination_kind(combo)}@{combo}"
 
 
@@ -65,7 +85,7 @@ def trained_model(task: str, mode: str) -> Path:
     folder = model_dir(task, mode)
     if not (folder / "head.safetensors").exists():
         raise FileNotFoundError(
-            f"{folder} holds no trained model; run `dvc repro {TRAINING_STAGES[mode]}@{task}` first"
+            f"{folder} holds no trained model; run `dvc repro {dvc_target(training_stage(task, mode))}` first"
         )
     return folder
 

@@ -54,11 +54,11 @@ class Record(Strict):
     """One JSON file handed from stage to stage: read validated, written atomically (see loramerge/atomic.py)."""
 
     STAGE: ClassVar[str] = ""
-    """The dvc.yaml stage group that writes metrics/<folder>/<task or combination>.json."""
+    """The stage group that writes metrics/<folder>/<task or combination>.json."""
 
     @classmethod
     def stage(cls, path: Path) -> str:
-        """The dvc.yaml stage that writes `path`, which an error about the file tells the user to rerun."""
+        """The stage that writes `path`, which an error about the file tells the user to rerun."""
         return f"{cls.STAGE}@{path.stem}"
 
     @classmethod
@@ -70,7 +70,7 @@ class Record(Strict):
         except ValueError as error:  # not JSON (or not UTF-8) at all
             problem = f"not JSON: {error}"
         raise RecordError(
-            f"{path} is not a {cls.__name__} in this loramerge's layout ({problem}); it is from an older version or damaged: rerun `dvc repro {cls.stage(Path(path))}`"
+            f"{path} is not a {cls.__name__} in this loramerge's layout ({problem}); it is from an older version or damaged: rerun `dvc repro {paths.dvc_target(cls.stage(Path(path)))}`"
         )
 
     def write(self, path: Path) -> None:
@@ -309,7 +309,7 @@ class PredictionTable:
         missing = [c for c in self.columns if c not in frame.columns]
         if missing:
             raise RecordError(
-                f"{path} lacks columns {missing}: it is from an older version or damaged; rerun `dvc repro {self.stage(path.stem)}`"
+                f"{path} lacks columns {missing}: it is from an older version or damaged; rerun `dvc repro {paths.dvc_target(self.stage(path.stem))}`"
             )
         return frame
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from loramerge import paths
 from loramerge.config import Params
-from loramerge.lists import combination_kind, split_combination
+from loramerge.lists import split_combination
 from loramerge.tracking import tracking_uri
 
 
@@ -17,7 +17,9 @@ def model_lines(params: Params, combo: str) -> list[str]:
     """One shipped model: where it is, what it holds, how to call it (or the stage that makes it)."""
     folder, metrics = paths.export_dir(combo), paths.export_metrics(combo)
     if not (folder.exists() and metrics.exists()):
-        return [f"  model:     {folder}: not exported yet, `dvc repro export_{combination_kind(combo)}@{combo}`"]
+        return [
+            f"  model:     {folder}: not exported yet, `dvc repro {paths.dvc_target(paths.combination_stage('export', combo))}`"
+        ]
     method = json.loads(metrics.read_text())["method"]
     registered = f"; MLflow model loramerge-{combo}@champion" if params.export.registry else ""
     return [

@@ -84,7 +84,14 @@ def queue_commands(params: Params, root: Path) -> list[list[str]]:
             f"++{k}={v}" for k, v in {**pinned, **overrides}.items()
         ]  # Hydra's ++: set a key even where params.yaml omits it
         commands.append(
-            ["dvc", "exp", "run", "--queue", *itertools.chain.from_iterable(("-S", s) for s in settings), target]
+            [
+                "dvc",
+                "exp",
+                "run",
+                "--queue",
+                *itertools.chain.from_iterable(("-S", s) for s in settings),
+                paths.dvc_target(target),
+            ]
         )
     return commands
 

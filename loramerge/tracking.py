@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from filelock import FileLock
 
+from loramerge import paths
 from loramerge.lists import COMBO_SEPARATOR
 from loramerge.settings import TrackingConfig
 
@@ -341,7 +342,7 @@ def stage_run(
     commit = git_commit(root)
     tags = {
         "mlflow.source.type": "LOCAL",
-        "mlflow.source.name": f"dvc.yaml:{stage}",
+        "mlflow.source.name": paths.dvc_target(stage),
         "mlflow.source.git.commit": commit,
         "git_commit": commit,
         "dvc_stage": stage,

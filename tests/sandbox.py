@@ -21,7 +21,8 @@ TINY_TASKS = ("emotion", "agnews", "wnut17")
 """Two sentence tasks and the NER task: every pair but one, and the triple, mix a word tagger with a text classifier."""
 TAGGED_TASKS = {"wnut17": {"type": "token_classification", "data": {"hub": {"id": "leondz/wnut_17"}}}}
 """Token-classification tasks the default params.yaml does not list (reports/studies/ner/params.yaml runs them)."""
-COPIED = ("dvc.yaml", "params.yaml", "pyproject.toml", "loramerge", ".dvcignore")
+COPIED = ("dvc.yaml", "pipelines", "params.yaml", "pyproject.toml", "loramerge", ".dvcignore")
+"""The pipeline and its code, without any dvc.lock: a sandbox runs every stage afresh."""
 
 
 def shared_data_dir() -> Path:
@@ -103,7 +104,9 @@ def make_sandbox(destination: Path, params: dict | None = None) -> Path:
     for name in COPIED:
         source = REPO / name
         if source.is_dir():
-            shutil.copytree(source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                source, destination / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "dvc.lock")
+            )
         elif source.exists():
             shutil.copy2(source, destination / name)
     (destination / "params.yaml").write_text(yaml.safe_dump(params or tiny_params(), sort_keys=False))

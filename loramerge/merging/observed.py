@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 import torch
 
+from loramerge import paths
 from loramerge.merging.base import MergeMethod, TaskUpdate
 
 Observation = Literal["grams", "entropy"]
@@ -26,7 +27,7 @@ Entropy = Callable[[Mapping[str, torch.Tensor], int, int], torch.Tensor]
 unlabeled texts, differentiable in the updates."""
 
 HOW_TO_GET = {
-    "grams": "the merge stage loads them from models/gram/<task>: run `dvc repro gram@<task>`",
+    "grams": f"the merge stage loads them from models/gram/<task>: run `dvc repro {paths.dvc_target('gram@<task>')}`",
     "entropy": "the merge stage builds it from the member's head and validation texts",
 }
 

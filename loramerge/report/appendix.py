@@ -55,7 +55,10 @@ def export_section(params: Params) -> Section:
         return Section(
             "export",
             title,
-            ["Not exported yet: `dvc repro export_pair export_triple export_many` (models/export/<combo>)."],
+            [
+                "Not exported yet: `dvc repro pipelines/export_pair/dvc.yaml pipelines/export_triple/dvc.yaml"
+                " pipelines/export_many/dvc.yaml` (models/export/<combo>)."
+            ],
         )
     return Section(
         "export",

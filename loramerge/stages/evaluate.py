@@ -149,7 +149,7 @@ def check_merged(params: Params, combo: str) -> list[str]:
     missing = [str(p) for p in needed if not p.exists()]
     if missing:
         raise FileNotFoundError(
-            f"{missing[0]} does not exist ({len(missing)} file(s) missing); run `dvc repro {stage}` and the members' evaluate stages first"
+            f"{missing[0]} does not exist ({len(missing)} file(s) missing); run `dvc repro {paths.dvc_target(stage)}` and the members' evaluate stages first"
         )
     for task in members:
         check_head(params, task, paths.merged_dir(combo) / "heads" / task, stage)

@@ -80,7 +80,7 @@ def export_combination(params: Params, combo: str) -> Path:
     missing = [p for p in (paths.merged_dir(combo) / "heads", paths.merged_metrics(combo)) if not p.exists()]
     if missing:
         raise FileNotFoundError(
-            f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro {export_stage(combo)}`)"
+            f"{missing[0]} not found: merge and evaluate {combo!r} first (`dvc repro {paths.dvc_target(export_stage(combo))}`)"
         )
     check_writable(paths.export_metrics(combo), folders=(paths.export_dir(combo),))
     method, scores = choose_method(params.merge.methods, combo)

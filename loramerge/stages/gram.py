@@ -31,7 +31,7 @@ def write_grams(params: Params, name: str) -> Path:
     adapter, task = paths.adapter_dir(name), params.task_of(name)
     if not (adapter / "adapter_model.safetensors").exists():
         raise AdapterError(
-            f"no adapter for task {name!r} at {adapter}; run `dvc repro {paths.training_stage(name)}` first"
+            f"no adapter for task {name!r} at {adapter}; run `dvc repro {paths.dvc_target(paths.training_stage(name))}` first"
         )
     check_same_base({name: adapter}, params.backbone.name)
     check_writable(folders=(gram_dir(name),))

@@ -53,7 +53,7 @@ def check_members(params: Params, members: list[str]) -> None:
         adapter = paths.adapter_dir(task)
         if not (adapter / "adapter_config.json").exists():
             raise AdapterError(
-                f"no adapter for task {task!r} at {adapter}; run `dvc repro {paths.training_stage(task)}` first"
+                f"no adapter for task {task!r} at {adapter}; run `dvc repro {paths.dvc_target(paths.training_stage(task))}` first"
             )
         check_head(params, task, adapter, paths.training_stage(task))
         check_weights(adapter / "adapter_model.safetensors")

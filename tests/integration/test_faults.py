@@ -24,6 +24,7 @@ import pytest
 import torch
 import yaml
 
+from loramerge.paths import dvc_target
 from loramerge.server import free_port
 from tests.helpers import comparable_metrics, require_task_data, tiny_params_dict
 from tests.sandbox import make_sandbox, run, sandbox_env, tiny_params
@@ -216,7 +217,7 @@ PUBLISHED_BY = {
     "similarity": (["similarity"], ["metrics/similarity.json"]),
     "report": (["report"], ["reports"]),
 }
-"""Per stage: its command and its outputs (what dvc.yaml declares), the first of them written first."""
+"""Per stage: its command and its outputs (what its dvc.yaml declares), the first of them written first."""
 
 DATED = {"reports/report.md", "reports/report.html"}
 """Outputs that state when they were built and list this repro's MLflow runs: compared for presence only."""
@@ -282,7 +283,7 @@ def long_training(tmp_path_factory) -> Path:
     params = tiny_params()
     params["train"].update(max_epochs=EPOCHS, patience=100)
     folder = make_sandbox(tmp_path_factory.mktemp("dvc-kill") / "repo", params)
-    run(["dvc", "repro", "prepare@emotion", "prepare@agnews"], folder)
+    run(["dvc", "repro", dvc_target("prepare@emotion"), dvc_target("prepare@agnews")], folder)
     return folder
 
 
@@ -298,7 +299,7 @@ def dvc_repro_stopped_at_first_checkpoint(project: Path, stage: str, checkpoint:
     log = project.parent / f"killed-{stage}.log"  # outside the workspace DVC and git look at
     with log.open("w") as output:
         job = subprocess.Popen(
-            ["dvc", "repro", stage],
+            ["dvc", "repro", dvc_target(stage)],
             cwd=project,
             env=sandbox_env(),
             stdout=output,
@@ -336,7 +337,7 @@ def test_dvc_repro_killed_in_training_resumes_on_the_next_dvc_repro_and_ends_byt
     if signum == signal.SIGINT:  # DVC ignores Ctrl-C while its command runs; the training stops itself
         assert "Detected KeyboardInterrupt, attempting graceful shutdown" in stopped, stopped[-3000:]
 
-    resumed = run(["dvc", "repro", stage], project, check=False)
+    resumed = run(["dvc", "repro", dvc_target(stage)], project, check=False)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     last = checkpoints.relative_to(project) / "last.ckpt"
     announced = re.escape(f"[{stage}] resuming from {last}: ") + f"[1-{EPOCHS - 1}] of {EPOCHS} epoch"
@@ -344,7 +345,9 @@ def test_dvc_repro_killed_in_training_resumes_on_the_next_dvc_repro_and_ends_byt
     assert not (checkpoints / "last.ckpt").exists() and (checkpoints / "fingerprint.json").exists()
     after_resume = {p.name: p.read_bytes() for p in model.iterdir()}
 
-    fresh = run(["dvc", "repro", "--force", "--single-item", stage], project, check=False)  # uninterrupted, anew
+    fresh = run(
+        ["dvc", "repro", "--force", "--single-item", dvc_target(stage)], project, check=False
+    )  # uninterrupted, anew
     assert fresh.returncode == 0 and "resuming" not in fresh.stdout, fresh.stdout[-3000:] + fresh.stderr[-3000:]
     uninterrupted = {p.name: p.read_bytes() for p in model.iterdir()}
     assert sorted(after_resume) == sorted(uninterrupted) and "head.safetensors" in uninterrupted

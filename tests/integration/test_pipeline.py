@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from loramerge.paths import stage_name
 from tests.sandbox import run, shared_data_dir, tiny_params
 
 pytestmark = pytest.mark.integration
@@ -63,7 +64,7 @@ def test_mlflow_holds_one_finished_run_per_stage_with_params_metrics_and_artifac
     train = next(r for r in runs if r.data.tags["dvc_stage"] == "train@emotion")
     assert train.data.params["lora.rank"] == "8"
     assert "train_loss" in train.data.metrics and len(train.data.tags["git_commit"]) == 40
-    assert train.data.tags["mlflow.source.name"] == "dvc.yaml:train@emotion"
+    assert train.data.tags["mlflow.source.name"] == "pipelines/train/dvc.yaml:train@emotion"
     assert any(a.path == "model" for a in client.list_artifacts(train.info.run_id))
     read = {r.data.tags["dvc_stage"]: {i.dataset.name for i in r.inputs.dataset_inputs} for r in runs}
     assert read["train@emotion"] == {"emotion/train", "emotion/validation"}, "the runs table's Dataset column"
@@ -92,7 +93,7 @@ def test_changing_one_tasks_training_reruns_only_that_task_and_the_combinations_
         planned = run(["dvc", "repro", "--dry", "--force-downstream"], repro).stdout
     finally:
         (repro / "params.yaml").write_text(saved)
-    rerun = set(re.findall(r"Running stage '([^']+)'", planned))
+    rerun = {stage_name(address) for address in re.findall(r"Running stage '([^']+)'", planned)}
     with_agnews = [c for c in {**params["pairs"], **params["triples"]} if "agnews" in c.split("+")]
     expected = {"train@agnews", "gram@agnews", "evaluate@agnews", "similarity", "report"}
     expected |= {f"merge_{'pair' if c.count('+') == 1 else 'triple'}@{c}" for c in with_agnews}
@@ -119,7 +120,7 @@ def test_a_second_training_seed_runs_only_the_new_seeds_stages(repro):
     try:
         run(["loramerge", "combos"], repro)
         seeded = yaml.safe_load((repro / "params.yaml").read_text())
-        rerun = set(json.loads(run(["dvc", "status", "--json"], repro).stdout))
+        rerun = {stage_name(address) for address in json.loads(run(["dvc", "status", "--json"], repro).stdout)}
     finally:
         (repro / "params.yaml").write_text(saved)
     replicas = [f"{task}-repeat1" for task in params["tasks"]]

@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from loramerge.config import load_params
+from loramerge.paths import dvc_target
 from loramerge.server import free_port, running_server, stop
 from loramerge.stages.prepare import prepare_task
 from tests.helpers import comparable_metrics, tiny_params_dict
@@ -38,7 +39,7 @@ if not (shared_data_dir() / "emotion" / "train.csv").exists():
 
 TASKS = ("emotion", "agnews")
 PAIR = "emotion+agnews"
-TARGET = f"evaluate_pair@{PAIR}"
+TARGET = dvc_target(f"evaluate_pair@{PAIR}")
 """What the sandbox reproduces: the pair's evaluation and everything it needs."""
 QUEUE_RANKS = [2, 4]
 

@@ -330,7 +330,7 @@ def test_a_yaml_syntax_error_names_the_file_line_and_column(project, capsys):
 
 def test_training_a_task_that_is_not_prepared_names_the_stage_to_run(project, capsys):
     assert main(["train", "--task", "topics"]) == 2
-    assert "run `dvc repro prepare@topics` first" in one_line_error(capsys)
+    assert "run `dvc repro pipelines/prepare/dvc.yaml:prepare@topics` first" in one_line_error(capsys)
 
 
 def test_an_empty_label_in_a_csv_is_refused_with_its_count_and_file(project, params_dict, capsys):
@@ -386,7 +386,7 @@ def test_evaluating_a_combination_before_its_merge_names_the_merge_stage_to_run(
 
     monkeypatch.setattr(evaluate_stage, "load_encoder", lambda *a, **k: pytest.fail("the encoder was loaded first"))
     assert main(["evaluate", "--combo", "topics+moods"]) == 2
-    assert "run `dvc repro merge_pair@topics+moods`" in one_line_error(capsys)
+    assert "run `dvc repro pipelines/merge_pair/dvc.yaml:merge_pair@topics+moods`" in one_line_error(capsys)
 
 
 def test_an_export_list_edited_without_rerunning_combos_stops_every_stage_until_combos_lists_its_stages(
@@ -452,7 +452,7 @@ def test_evaluating_an_adapter_whose_labels_the_data_no_longer_has_keeps_the_goo
         assert main(["evaluate", "--task", "topics"]) == 2
         error = one_line_error(capsys)
         assert "models/adapters/topics predicts labels" in error and "zsport" in error
-        assert "dvc repro train@topics" in error
+        assert "dvc repro pipelines/train/dvc.yaml:train@topics" in error
     assert snapshot(adapters_folder) == good
 
 

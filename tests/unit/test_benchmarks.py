@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from benchmarks.bench_pipeline import expected_reruns, stages_to_run
 from benchmarks.bench_run_time import by_group, last_run, stage_records
-from benchmarks.bench_stage_floor import stage_modules
+from benchmarks.bench_stage_floor import stage_locks, stage_modules
 from benchmarks.run_all import kept_sections, section_of
 from loramerge.config import Params
 from loramerge.lists import all_combinations, generated_lists
@@ -47,7 +49,10 @@ def test_one_tasks_training_change_reruns_its_training_gram_evaluation_and_every
 
 
 def test_the_stages_a_dry_run_would_run_are_read_from_its_output():
-    output = "Running stage 'train@a':\n> loramerge train --task a\n\nStage 'prepare@a' didn't change, skipping\nRunning stage 'report':\n"
+    output = (
+        "Running stage 'pipelines/train/dvc.yaml:train@a':\n> loramerge train --task a\n\n"
+        "Stage 'pipelines/prepare/dvc.yaml:prepare@a' didn't change, skipping\nRunning stage 'report':\n"
+    )
     assert stages_to_run(output) == {"train@a", "report"}
 
 
@@ -83,13 +88,29 @@ def test_the_run_time_is_the_last_run_grouped_by_stage_kind(tmp_path):
     assert set(table.index) == {"LoRA training", "merges", "similarity and report"}
 
 
-def test_the_floor_reads_which_stage_module_each_stage_of_dvc_lock_runs(tmp_path, monkeypatch):
-    commands = {"train@a": "loramerge train --task a", "baseline_full@a": "loramerge train --task a --mode full"}
-    commands["merge_pair@a+b"] = "loramerge merge --combo a+b"
-    stages = "".join(f"  {name}:\n    cmd: {cmd}\n" for name, cmd in commands.items())
-    (tmp_path / "dvc.lock").write_text(f"schema: '2.0'\nstages:\n{stages}")
+def test_the_floor_reads_which_stage_module_each_stage_of_every_lock_runs_and_which_lock_it_rewrites(
+    tmp_path, monkeypatch
+):
+    commands = {
+        "pipelines/train": {"train@a": "loramerge train --task a"},
+        "pipelines/baseline_full": {"baseline_full@a": "loramerge train --task a --mode full"},
+        "pipelines/merge_pair": {"merge_pair@a+b": "loramerge merge --combo a+b"},
+        ".": {"report": "loramerge report"},
+    }
+    for folder, stages in commands.items():
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "dvc.yaml").write_text("stages: {}\n")
+        entries = "".join(f"  {name}:\n    cmd: {cmd}\n" for name, cmd in stages.items())
+        (tmp_path / folder / "dvc.lock").write_text(f"schema: '2.0'\nstages:\n{entries}")
     monkeypatch.chdir(tmp_path)
-    assert stage_modules() == {"train@a": "train", "baseline_full@a": "train", "merge_pair@a+b": "merge"}
+    assert stage_modules() == {
+        "train@a": "train",
+        "baseline_full@a": "train",
+        "merge_pair@a+b": "merge",
+        "report": "report",
+    }
+    assert stage_locks()["merge_pair@a+b"] == Path("pipelines/merge_pair/dvc.lock")
+    assert stage_locks()["report"] == Path("dvc.lock")
 
 
 def test_a_training_throughput_ratio_is_stated_only_at_equal_accuracy():

@@ -1,4 +1,4 @@
-"""Each dvc.yaml stage depends on exactly the project code it runs, so `dvc repro` reruns exactly the stale stages.
+"""Each stage of the pipeline depends on exactly the project code it runs, so `dvc repro` reruns exactly the stale stages.
 
 A stage's command is `loramerge <command> …`, and its code is `loramerge/stages/<command>.py` plus every project
 module that module imports, transitively (function-local imports and the package `__init__`s that an import runs
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from loramerge.lockfile import pipeline_files
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "loramerge"
@@ -99,8 +101,12 @@ def is_trivial(path: Path) -> bool:
 
 
 def stage_groups() -> dict[str, dict]:
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    return {name: stage.get("do", stage) for name, stage in stages.items()}
+    """Every stage group of the pipeline (the root dvc.yaml's and each `pipelines/<group>/dvc.yaml`'s), by name."""
+    groups = {}
+    for file in pipeline_files(ROOT):
+        stages = yaml.safe_load(file.read_text(encoding="utf-8")).get("stages") or {}
+        groups.update({name: stage.get("do", stage) for name, stage in stages.items()})
+    return groups
 
 
 @pytest.mark.parametrize("stage", sorted(stage_groups()))
@@ -123,3 +129,31 @@ def test_the_closure_follows_function_local_imports_package_inits_and_the_method
     assert ROOT / PACKAGE / "merging" / "__init__.py" in merge, "importing loramerge.merging.x runs the package init"
     prepare = import_closure(ROOT / PACKAGE / "stages" / "prepare.py")
     assert ROOT / PACKAGE / "merging" / "ties.py" not in prepare
+
+
+def test_each_stage_group_has_its_own_folder_and_lock_and_runs_at_the_project_root():
+    """A group's lock holds only its stages (DVC rewrites a stage's whole lock after it runs), while every path in it
+    stays relative to the root, as in the lock entries and the error messages."""
+    for file in pipeline_files(ROOT)[1:]:
+        pipeline = yaml.safe_load(file.read_text(encoding="utf-8"))
+        assert list(pipeline["stages"]) == [file.parent.name], f"{file}: one stage group, named as its folder"
+        assert pipeline["vars"] == ["../../params.yaml"], f"{file}: the project's params.yaml"
+        body = next(iter(pipeline["stages"].values()))
+        assert body.get("do", body)["wdir"] == "../..", f"{file}: runs at the project root"
+
+
+def test_dvc_repro_at_the_root_reaches_every_stage_and_each_stage_is_found_by_the_address_errors_give():
+    """The root dvc.yaml holds the report, which depends on every stage group: plain `dvc repro` runs the whole DAG.
+    An error naming a stage to rerun gives `paths.dvc_target`, which DVC must resolve from the root."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    from loramerge.paths import dvc_target
+
+    with Repo(str(ROOT)) as repo:
+        graph = repo.index.graph
+        (report,) = [stage for stage in graph if stage.name == "report"]
+        upstream = nx.descendants(graph, report)  # DVC's edges point from a stage to the stages it depends on
+        assert {s.addressing for s in graph} - {s.addressing for s in upstream | {report}} == set()
+        for stage in graph:
+            assert repo.stage.collect(dvc_target(stage.name)) == [stage], stage.addressing

@@ -1,4 +1,4 @@
-"""dvc.lock keeps only the stages dvc.yaml defines: DVC leaves a removed stage's entry, and every later stage then
+"""Each dvc.lock keeps only the stages its dvc.yaml defines: DVC leaves a removed stage's entry, and every later stage then
 pays to rewrite it."""
 
 from __future__ import annotations
@@ -40,14 +40,19 @@ def test_a_project_without_a_lock_has_nothing_to_drop(tmp_path):
 
 
 def test_combos_drops_the_stages_it_no_longer_lists_and_writes_the_kept_ones_as_dvc_did(project, capsys):
-    """combos writes params.yaml with `null`s; the lock keeps DVC's own spelling of a None (`- `), entry for entry."""
+    """combos writes params.yaml with `null`s; each group's lock keeps DVC's own spelling of a None (`- `), entry for
+    entry, and a group whose stages are all gone keeps an empty lock."""
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project, check=True)
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    shutil.copytree(ROOT / "pipelines", project / "pipelines", ignore=shutil.ignore_patterns("dvc.lock"))
     kept = "  prepare@topics:\n    cmd: loramerge prepare --task topics\n    params:\n      params.yaml:\n        kept:\n        - \n        - 0.25\n"
     gone = "  merge_pair@topics+retired:\n    cmd: loramerge merge --combo topics+retired\n"
-    (project / "dvc.lock").write_text("schema: '2.0'\nstages:\n" + kept + gone)
+    (project / "pipelines/prepare/dvc.lock").write_text("schema: '2.0'\nstages:\n" + kept)
+    (project / "pipelines/merge_pair/dvc.lock").write_text("schema: '2.0'\nstages:\n" + gone)
     assert main(["combos"]) == 0
     assert (
-        "dropped the entries of 1 stage(s) no longer in dvc.yaml: merge_pair@topics+retired" in capsys.readouterr().out
+        "dropped the entries of 1 stage(s) the pipeline no longer has: "
+        "pipelines/merge_pair/dvc.yaml:merge_pair@topics+retired" in capsys.readouterr().out
     )
-    assert (project / "dvc.lock").read_text() == "schema: '2.0'\nstages:\n" + kept
+    assert (project / "pipelines/prepare/dvc.lock").read_text() == "schema: '2.0'\nstages:\n" + kept
+    assert yaml.safe_load((project / "pipelines/merge_pair/dvc.lock").read_text())["stages"] == {}

@@ -70,7 +70,7 @@ def test_regmean_matches_the_papers_closed_form_with_shrunk_off_diagonals(off_di
 
 
 def test_regmean_without_gram_matrices_names_the_stage_that_computes_them():
-    with pytest.raises(ValueError, match=r"needs each member.s grams.*dvc repro gram@"):
+    with pytest.raises(ValueError, match=r"needs each member.s grams.*dvc repro pipelines/gram/dvc.yaml:gram@"):
         merge("regmean", members())
     partial = observed(members()[:2], [{"l1": torch.eye(4)}] * 2)
     with pytest.raises(ValueError, match="no Gram matrix for layers"):

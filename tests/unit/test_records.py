@@ -79,7 +79,9 @@ def test_a_file_in_another_layout_names_the_file_and_the_stage_to_rerun(tmp_path
     path.write_text(text)
     with pytest.raises(RecordError, match=re.escape(str(path))) as raised:
         PreparedStats.read(path)
-    assert problem in str(raised.value) and "rerun `dvc repro prepare@topics`" in str(raised.value)
+    assert problem in str(raised.value) and "rerun `dvc repro pipelines/prepare/dvc.yaml:prepare@topics`" in str(
+        raised.value
+    )
 
 
 def test_a_missing_file_raises_what_reading_it_always_raised(tmp_path):

@@ -129,7 +129,9 @@ def test_a_merge_refuses_gram_matrices_of_another_version_of_the_adapter(trained
     original = record_file.read_text()
     record_file.write_text(original.replace(json.loads(original)["adapter_sha256"], "0" * 64))
     try:
-        with pytest.raises(ValueError, match=r"another version of the .* adapter; run `dvc repro gram@"):
+        with pytest.raises(
+            ValueError, match=r"another version of the .* adapter; run `dvc repro pipelines/gram/dvc.yaml:gram@"
+        ):
             merge_combination(trained_params, combo)
     finally:
         record_file.write_text(original)
