@@ -122,3 +122,24 @@ def test_a_training_throughput_ratio_is_stated_only_at_equal_accuracy():
     worse = {"side": "worse", "samples_per_s": 50.0, "val_accuracy": 0.50, "correct": np.arange(200) < 100}
     assert "**2.00×**" in verdict(ours, same)
     assert "no ratio" in verdict(ours, worse) and "×" not in verdict(ours, worse)
+
+
+def test_the_dvc_benchmarks_group_layout_is_the_default_pipelines_own_at_four_tasks():
+    """bench_dvc_lock's `groups` layout stands for loramerge's: at the default's four tasks, the same files of the
+    same sizes (export_pair and export_triple are empty by default)."""
+    from benchmarks.bench_dvc_lock import stage_groups
+    from loramerge.lockfile import pipeline_stages
+
+    root = Path(__file__).resolve().parents[2]
+    defined = [len(names) for names in pipeline_stages(root).values() if names]
+    assert sorted(defined) == sorted(stage_groups(4))
+
+
+def test_the_dvc_benchmark_spreads_its_stale_stages_evenly_over_the_pipeline_in_files_of_the_given_sizes():
+    from benchmarks.bench_dvc_lock import part_sizes, synthetic_pipeline
+
+    assert part_sizes(25, 10) == [10, 10, 5]
+    params, files = synthetic_pipeline([10, 10, 5], code_deps=2, stale=3)
+    late = {part: [n for n, v in items.items() if v["group"] == "late"] for part, items in params["parts"].items()}
+    assert late == {"p000": ["s000", "s008"], "p001": ["s017"], "p002": []}
+    assert sorted(files) == [f"pipelines/part00{k}/dvc.yaml" for k in range(3)]
