@@ -163,9 +163,7 @@ def _combos(args: argparse.Namespace) -> None:
         f"{path}: {len(chosen['pairs'])} pairs, {len(chosen['triples'])} triples, {len(chosen['many'])} larger"
         f" merge(s) of {len(tasks)} tasks, {params.repeats} training seed(s)"
     )
-    if (
-        path.resolve() == Path(PIPELINE_PARAMS).resolve()
-    ):  # the lists the dvc.yaml files read: their stages may have changed
+    if path.resolve() == Path(PIPELINE_PARAMS).resolve():  # the lists every dvc.yaml reads: stages may have changed
         gone = prune_lock(Path("."))
         if gone:
             print(f"{LOCK}: dropped the entries of {len(gone)} stage(s) the pipeline no longer has: {', '.join(gone)}")
@@ -328,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 def record_stage_time(seconds: float) -> None:
     """When DVC runs this command, append the stage's wall time to logs/stage_times.jsonl
     (git-ignored): DVC keeps no durations, and the benchmarks read them from here."""
-    stage = os.environ.get("DVC_STAGE")  # DVC's address of it
+    stage = os.environ.get("DVC_STAGE")  # DVC's address of the stage: pipelines/<group>/dvc.yaml:<name>
     if stage:
         line = {
             "stage": stage_name(stage),
