@@ -118,11 +118,6 @@ def mlflow_seconds(repeats: int) -> dict[str, float]:
     return costs
 
 
-def locks() -> list[Path]:
-    """The pipeline's lock files: the root dvc.yaml's and each stage group's (`pipelines/<group>/dvc.lock`)."""
-    return [lock for file in lockfile.pipeline_files(Path(".")) if (lock := file.parent / lockfile.LOCK).exists()]
-
-
 def lock_rewrite_seconds(lock: Path, repeats: int) -> float:
     """DVC's own parse-and-dump of one dvc.lock, on a copy (the real lock is never touched)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -136,24 +131,32 @@ def lock_rewrite_seconds(lock: Path, repeats: int) -> float:
         return best_time(rewrite, repeats)
 
 
-def stage_locks() -> dict[str, Path]:
+def locked_stages() -> dict[str, tuple[Path, str]]:
+    """Each locked stage's lock (the root's or its group's) and the stage module it runs (`loramerge <module> …`), by
+    stage name: every lock read once."""
+    return {
+        name: (lock, entry["cmd"].split()[1])
+        for lock in lockfile.lock_files(Path("."))
+        for name, entry in yaml.safe_load(lock.read_text(encoding="utf-8"))["stages"].items()
+    }
+
+
+def stage_locks(locked: dict[str, tuple[Path, str]] | None = None) -> dict[str, Path]:
     """The lock that records each stage, by stage name."""
-    return {name: lock for lock in locks() for name in yaml.safe_load(lock.read_text(encoding="utf-8"))["stages"]}
+    return {name: lock for name, (lock, _) in (locked or locked_stages()).items()}
 
 
-def stage_modules() -> dict[str, str]:
-    """The stage module each locked stage runs (`loramerge <module> …`), by stage name."""
-    stages = {}
-    for lock in locks():
-        stages.update(yaml.safe_load(lock.read_text(encoding="utf-8"))["stages"])
-    return {name: stage["cmd"].split()[1] for name, stage in stages.items()}
+def stage_modules(locked: dict[str, tuple[Path, str]] | None = None) -> dict[str, str]:
+    """The stage module each locked stage runs, by stage name."""
+    return {name: module for name, (_, module) in (locked or locked_stages()).items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    module_of = stage_modules()
+    locked = locked_stages()
+    module_of = stage_modules(locked)
     modules, stages = Counter(module_of.values()), len(module_of)
     imports = {m: process_seconds(dispatch_code(m), args.repeats) for m in modules}
     teardown = {m: process_seconds(dispatch_code(m), args.repeats, ending="") - imports[m] for m in modules}
@@ -161,7 +164,7 @@ def main() -> None:
     beyond = {m: beyond_seconds(m, args.repeats) for m in modules}
     costs = mlflow_seconds(args.repeats)
     mlflow = costs["server"] - costs["import"]  # make run serves the store; the import is in the stage's imports
-    lock_of = stage_locks()
+    lock_of = stage_locks(locked)
     rewrite = {lock: lock_rewrite_seconds(lock, args.repeats) for lock in set(lock_of.values())}
     lock = {name: rewrite[path] for name, path in lock_of.items()}
     print("## What a stage costs before it computes anything\n")

@@ -26,6 +26,11 @@ def pipeline_files(root: Path) -> list[Path]:
     return [root / PIPELINE, *sorted((root / paths.PIPELINES).glob(f"*/{PIPELINE}"))]
 
 
+def lock_files(root: Path) -> list[Path]:
+    """The dvc.lock files the pipeline has now (a group that never ran has none)."""
+    return [lock for file in pipeline_files(root) if (lock := file.parent / LOCK).exists()]
+
+
 def pipeline_stages(root: Path) -> dict[Path, set[str]]:
     """The stage names each dvc.yaml defines now (its `foreach` lists resolved by DVC from params.yaml)."""
     from dvc.repo import Repo  # import cost: about a second, for `combos` only
@@ -42,13 +47,13 @@ def prune_lock(root: Path) -> list[str]:
     addresses them (`pipelines/<group>/dvc.yaml:<name>`)."""
     from ruamel.yaml import YAML
 
-    locks = [file for file in pipeline_files(root) if (file.parent / LOCK).exists()]
+    locks = lock_files(root)
     if not locks:
         return []
     defined, gone = pipeline_stages(root), []
     yaml = YAML()  # round trip, as DVC writes it: the kept entries stay byte for byte
-    for file in locks:
-        lock = file.parent / LOCK
+    for lock in locks:
+        file = lock.parent / PIPELINE
         document = yaml.load(lock.read_text(encoding="utf-8"))
         stages = document.get("stages") or {}
         dropped = sorted(set(stages) - defined.get(file.resolve(), set()))

@@ -98,10 +98,9 @@ def swapped_params(data_dir: Path) -> dict:
     return params
 
 
-def make_sandbox(destination: Path, params: dict | None = None) -> Path:
-    """Copy the code and pipeline into `destination`, commit it, `dvc init`; return the path."""
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in COPIED:
+def copy_from_repository(names: tuple[str, ...], destination: Path) -> None:
+    """These files and folders of this repository into `destination`, without caches or any dvc.lock."""
+    for name in names:
         source = REPO / name
         if source.is_dir():
             shutil.copytree(
@@ -109,6 +108,12 @@ def make_sandbox(destination: Path, params: dict | None = None) -> Path:
             )
         elif source.exists():
             shutil.copy2(source, destination / name)
+
+
+def make_sandbox(destination: Path, params: dict | None = None) -> Path:
+    """Copy the code and pipeline into `destination`, commit it, `dvc init`; return the path."""
+    destination.mkdir(parents=True, exist_ok=True)
+    copy_from_repository(COPIED, destination)
     (destination / "params.yaml").write_text(yaml.safe_dump(params or tiny_params(), sort_keys=False))
     (destination / ".gitignore").write_text((REPO / ".gitignore").read_text())
     run(["git", "init", "-q"], destination)

@@ -3,17 +3,14 @@ pays to rewrite it."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import yaml
 
 from loramerge.cli import main
 from loramerge.lockfile import prune_lock
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.sandbox import copy_from_repository
 
 PIPELINE = {
     "vars": ["params.yaml"],
@@ -43,8 +40,7 @@ def test_combos_drops_the_stages_it_no_longer_lists_and_writes_the_kept_ones_as_
     """combos writes params.yaml with `null`s; each group's lock keeps DVC's own spelling of a None (`- `), entry for
     entry, and a group whose stages are all gone keeps an empty lock."""
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=project, check=True)
-    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
-    shutil.copytree(ROOT / "pipelines", project / "pipelines", ignore=shutil.ignore_patterns("dvc.lock"))
+    copy_from_repository(("dvc.yaml", "pipelines"), project)
     kept = "  prepare@topics:\n    cmd: loramerge prepare --task topics\n    params:\n      params.yaml:\n        kept:\n        - \n        - 0.25\n"
     gone = "  merge_pair@topics+retired:\n    cmd: loramerge merge --combo topics+retired\n"
     (project / "pipelines/prepare/dvc.lock").write_text("schema: '2.0'\nstages:\n" + kept)
